@@ -1,0 +1,248 @@
+"""The ``tinydyn`` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from tinydyn.errors import TinydynError
+
+POLICY_CHOICES = click.Choice(["none", "confidence", "margin", "budget"])
+
+
+def int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip() != "")
+    except ValueError:
+        raise click.BadParameter(
+            f"'{text}' is not a comma-separated list of integers, e.g. 16,32,64"
+        ) from None
+
+
+def dataset_options(func):  # noqa: ANN001, ANN201 - click decorator
+    func = click.option(
+        "--data-root",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Directory with the dataset files (default: the Debian package for fashion-mnist).",
+    )(func)
+    return click.option(
+        "--dataset", default="fashion-mnist", show_default=True, help="fashion-mnist, mnist or cifar10."
+    )(func)
+
+
+def policy_options(func):  # noqa: ANN001, ANN201 - click decorator
+    func = click.option(
+        "--threshold",
+        type=float,
+        default=None,
+        help="Confidence (0..1), margin (logits) or budget (MACs); default 0.9 / 2.0 / half the static MACs.",
+    )(func)
+    return click.option(
+        "--policy", type=POLICY_CHOICES, default="confidence", show_default=True, help="Early-exit policy."
+    )(func)
+
+
+@click.group()
+@click.version_option(package_name="tinydyn")
+def cli() -> None:
+    """tinydyn: dynamic CNNs (block/channel skipping, early exits) to integer firmware."""
+
+
+@cli.command()
+@dataset_options
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/model.pt"), show_default=True)
+@click.option("--epochs", type=int, default=4, show_default=True)
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option(
+    "--l1",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Salience penalty: larger trades accuracy for fewer MACs.",
+)
+@click.option("--widths", default="16,32,64", show_default=True, help="Channels per stage.")
+@click.option("--blocks", default="1,1,1", show_default=True, help="Residual blocks per stage.")
+@click.option(
+    "--exits", default="0,1", show_default=True, help="Block indices followed by an early exit ('' for none)."
+)
+@click.option("--no-gates", is_flag=True, help="Train the static backbone (no L-Net/C-Net).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run whose checkpoint is --out.")
+@click.option(
+    "--init-from", type=click.Path(path_type=Path), default=None, help="Fine-tune from this checkpoint."
+)
+@click.option("--limit", type=int, default=None, help="Train on the first N images only.")
+def train(
+    dataset: str,
+    data_root: Path | None,
+    out: Path,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    l1: float,
+    widths: str,
+    blocks: str,
+    exits: str,
+    no_gates: bool,
+    seed: int,
+    resume: bool,
+    init_from: Path | None,
+    limit: int | None,
+) -> None:
+    """Train an LC-Net (writes a checkpoint after every epoch)."""
+    from tinydyn.data import load_dataset
+    from tinydyn.models.lcnet import LCNetConfig
+    from tinydyn.train.loop import TrainConfig
+    from tinydyn.train.loop import train as run_training
+
+    data = load_dataset(dataset, "train", data_root)
+    if limit:
+        data = data.subset(limit)
+    c, h, _ = data.input_shape
+    config = LCNetConfig(
+        in_channels=c,
+        input_size=h,
+        num_classes=data.num_classes,
+        stem_width=int_tuple(widths)[0],
+        widths=int_tuple(widths),
+        blocks=int_tuple(blocks),
+        exits=int_tuple(exits),
+        gates=not no_gates,
+        classes=data.classes,
+    )
+    result = run_training(
+        data,
+        out,
+        config,
+        TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, l1=l1, seed=seed),
+        resume=resume,
+        init_from=init_from,
+    )
+    last = result["history"][-1] if result["history"] else {}
+    click.echo(
+        f"checkpoint {out}  (epochs {len(result['history'])}, last epoch {last.get('seconds', 0):.0f} s)"
+    )
+
+
+def default_threshold(policy: str, threshold: float | None, static: int) -> float:
+    if threshold is not None:
+        return threshold
+    return {"confidence": 0.9, "margin": 2.0, "budget": static / 2, "none": 0.0}[policy]
+
+
+def load_pipeline(checkpoint: Path | None):  # noqa: ANN201
+    """Checkpoint → Brevitas model → integer IR."""
+    from tinydyn.models.checkpoint import bundled_checkpoint, load_model
+    from tinydyn.quantize.lower import lower
+
+    path = checkpoint or bundled_checkpoint()
+    model, _ = load_model(path)
+    return model, lower(model, name=path.stem)
+
+
+@cli.command(name="eval")
+@click.argument("checkpoint", type=click.Path(path_type=Path), required=False)
+@dataset_options
+@policy_options
+@click.option("--limit", type=int, default=None, help="Evaluate the first N test images.")
+@click.option("--json-out", type=click.Path(path_type=Path), default=None, help="Write the summary as JSON.")
+def evaluate_cmd(
+    checkpoint: Path | None,
+    dataset: str,
+    data_root: Path | None,
+    policy: str,
+    threshold: float | None,
+    limit: int | None,
+    json_out: Path | None,
+) -> None:
+    """Accuracy, executed MACs and exits of a checkpoint (Brevitas and integer reference)."""
+    from tinydyn.data import load_dataset
+    from tinydyn.quantize.policy import ExitPolicy
+    from tinydyn.train.evaluate import evaluate
+
+    model, ir = load_pipeline(checkpoint)
+    data = load_dataset(dataset, "test", data_root)
+    if limit:
+        data = data.subset(limit)
+    exit_policy = ExitPolicy(policy, default_threshold(policy, threshold, ir.meta["static_backbone_macs"]))
+    summary, _ = evaluate(ir, data, exit_policy, model)
+    for line in summary.lines():
+        click.echo(line)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(summary.to_json(), indent=2))
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path), required=False)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/ir"), show_default=True)
+def lower(checkpoint: Path | None, out: Path) -> None:
+    """Quantize and lower a checkpoint to the integer IR (model.json + weights.npz)."""
+    _, ir = load_pipeline(checkpoint)
+    ir.save(out)
+    click.echo(
+        f"IR {ir.name} ({ir.model_id()}) written to {out}: {len(list(ir.walk()))} ops, "
+        f"{ir.meta['static_backbone_macs']:,} static backbone MACs"
+    )
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path), required=False)
+@dataset_options
+@policy_options
+@click.option("--limit", type=int, default=1000, show_default=True, help="Number of test images.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/main"), show_default=True)
+def run(
+    checkpoint: Path | None,
+    dataset: str,
+    data_root: Path | None,
+    policy: str,
+    threshold: float | None,
+    limit: int,
+    out: Path,
+) -> None:
+    """The main job, as far as the pipeline reaches: checkpoint → quantize → IR → evaluate."""
+    from tinydyn.data import load_dataset
+    from tinydyn.quantize.policy import ExitPolicy
+    from tinydyn.train.evaluate import evaluate
+
+    started = time.perf_counter()
+    click.echo("[1/3] loading checkpoint and quantizing (Brevitas) ...")
+    model, ir = load_pipeline(checkpoint)
+    ir_dir = ir.save(out / "ir")
+    click.echo(f"[2/3] integer IR {ir.model_id()} written to {ir_dir}")
+    data = load_dataset(dataset, "test", data_root).subset(limit)
+    exit_policy = ExitPolicy(policy, default_threshold(policy, threshold, ir.meta["static_backbone_macs"]))
+    click.echo(f"[3/3] evaluating {len(data)} test images with the integer reference ...")
+    summary, _ = evaluate(ir, data, exit_policy, model)
+    for line in summary.lines():
+        click.echo("  " + line)
+    (out / "summary.json").write_text(json.dumps(summary.to_json(), indent=2))
+    click.echo(f"summary written to {out / 'summary.json'} ({time.perf_counter() - started:.1f} s)")
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except TinydynError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Training: cross-entropy at every exit plus the MAC-weighted L1 penalty on saliences.
+
+Plain PyTorch (no custom launcher), so ``torchrun`` + DDP can wrap it unchanged. Seeded,
+shows a progress bar, checkpoints after every epoch and resumes from such a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from tinydyn.data import Dataset
+from tinydyn.errors import TinydynError
+from tinydyn.models.checkpoint import read_checkpoint, save_checkpoint
+from tinydyn.models.cost import salience_penalty
+from tinydyn.models.lcnet import LCNet, LCNetConfig
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 2e-3
+    gate_lr: float = 1e-3
+    weight_decay: float = 5e-4
+    l1: float = 0.0  # salience penalty coefficient: more → fewer MACs, less accuracy
+    exit_weight: float = 1.0  # weight of each early exit's cross-entropy (final gets 1)
+    seed: int = 0
+    threads: int = 0  # 0: torch's default
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def to_float(images: np.ndarray) -> torch.Tensor:
+    """uint8 pixels → the float input the Brevitas model sees (pixel / 255, exact grid)."""
+    return torch.from_numpy(images.astype(np.float32) / 255.0)
+
+
+def make_optimizer(model: LCNet, cfg: TrainConfig) -> torch.optim.Optimizer:
+    gate_params = [p for n, p in model.named_parameters() if ".lnet." in n or ".cnet." in n]
+    gate_ids = {id(p) for p in gate_params}
+    backbone = [p for p in model.parameters() if id(p) not in gate_ids]
+    return torch.optim.AdamW(
+        [{"params": backbone, "lr": cfg.lr}, {"params": gate_params, "lr": cfg.gate_lr}],
+        weight_decay=cfg.weight_decay,
+    )
+
+
+def loss_terms(
+    model: LCNet, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    out = model(images)
+    ce = F.cross_entropy(out.logits[-1], labels)
+    for logits in out.logits[:-1]:
+        ce = ce + cfg.exit_weight * F.cross_entropy(logits, labels)
+    penalty = salience_penalty(model, out.block_saliences, out.channel_saliences)
+    return ce, penalty
+
+
+def train(
+    train_set: Dataset,
+    out_path: Path,
+    model_config: LCNetConfig | None = None,
+    cfg: TrainConfig | None = None,
+    resume: bool = False,
+    init_from: Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train (or resume, or fine-tune from ``init_from``) and write a checkpoint per epoch."""
+    cfg = cfg or TrainConfig()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    warnings.filterwarnings("ignore", module="brevitas")
+    torch.manual_seed(cfg.seed)
+    start_epoch, history = 0, []
+    state = None
+    if resume and out_path.is_file():
+        state = read_checkpoint(out_path)
+    elif init_from is not None:
+        state = read_checkpoint(init_from)
+    if state is not None:
+        model_config = LCNetConfig.from_json(state["config"])
+    model_config = model_config or LCNetConfig()
+    if tuple(train_set.input_shape) != (
+        model_config.in_channels,
+        model_config.input_size,
+        model_config.input_size,
+    ):
+        raise TinydynError(
+            f"dataset images are {train_set.input_shape} but the model expects "
+            f"({model_config.in_channels}, {model_config.input_size}, {model_config.input_size}): "
+            "pick the matching --dataset or model size"
+        )
+    model = LCNet(model_config)
+    optimizer = make_optimizer(model, cfg)
+    if state is not None:
+        model.train()
+        model(to_float(train_set.images[:2]))  # let Brevitas build its runtime state first
+        model.load_state_dict(state["state_dict"], strict=False)
+        if resume and "optimizer" in state:
+            optimizer.load_state_dict(state["optimizer"])
+            start_epoch = int(state["train"]["epochs_done"])
+            history = list(state["train"]["history"])
+    total_steps = cfg.epochs * ((len(train_set) + cfg.batch_size - 1) // cfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[cfg.lr, cfg.gate_lr], total_steps=max(total_steps, 1), pct_start=0.15
+    )
+    for _ in range(start_epoch * (total_steps // max(cfg.epochs, 1))):
+        scheduler.step()  # resume the schedule where it stopped
+    labels_all = torch.from_numpy(train_set.labels)
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        order = torch.randperm(len(train_set), generator=generator)
+        started = time.perf_counter()
+        sums = np.zeros(3)
+        bar = tqdm(
+            range(0, len(order), cfg.batch_size),
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not progress,
+            unit="batch",
+        )
+        for begin in bar:
+            idx = order[begin : begin + cfg.batch_size]
+            images = to_float(train_set.images[idx.numpy()])
+            ce, penalty = loss_terms(model, images, labels_all[idx], cfg)
+            loss = ce + cfg.l1 * penalty
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            sums += (ce.item(), penalty.item(), 1)
+            bar.set_postfix(ce=f"{sums[0] / sums[2]:.3f}", l1=f"{sums[1] / sums[2]:.3f}")
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "ce": sums[0] / sums[2],
+                "penalty": sums[1] / sums[2],
+                "seconds": time.perf_counter() - started,
+            }
+        )
+        model.eval()
+        train_info = {
+            "epochs_done": epoch + 1,
+            "history": history,
+            "config": {k: v for k, v in vars(cfg).items() if k != "extra"},
+        }
+        save_checkpoint(
+            out_path,
+            model,
+            {"train_history": history},
+            {"train": train_info, "optimizer": optimizer.state_dict()},
+        )
+    return {"history": history, "path": str(out_path)}
+
+
+def strip_for_release(path: Path, out: Path, metrics: dict[str, Any]) -> Path:
+    """Drop the optimizer state (and so most of the bytes) for a checkpoint to ship."""
+    payload = read_checkpoint(path)
+    payload.pop("optimizer", None)
+    payload["metrics"] = json.loads(json.dumps(metrics))
+    torch.save(payload, out)
+    return out
