@@ -81,8 +81,12 @@ def load_model(path: str | Path | None = None) -> tuple[LCNet, dict[str, Any]]:
     except (ConfigError, TypeError, KeyError) as exc:
         raise CheckpointError(f"checkpoint {path} has an invalid model config ({exc}): retrain it") from None
     model = LCNet(config)
-    result = model.load_state_dict(payload["state_dict"], strict=False)
-    problems = [k for k in result.missing_keys if not _optional_key(k)] + list(result.unexpected_keys)
+    try:
+        result = model.load_state_dict(payload["state_dict"], strict=False)
+        problems = [k for k in result.missing_keys if not _optional_key(k)] + list(result.unexpected_keys)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        mismatch = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), "")
+        problems = [mismatch.split(":")[0].replace("size mismatch for ", "") or type(exc).__name__]
     if problems:
         raise CheckpointError(
             f"checkpoint {path} does not match its architecture ({len(problems)} mismatched tensors, e.g. "

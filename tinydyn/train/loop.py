@@ -142,8 +142,8 @@ def train(
         history.append(
             {
                 "epoch": epoch + 1,
-                "ce": sums[0] / sums[2],
-                "penalty": sums[1] / sums[2],
+                "ce": float(sums[0] / sums[2]),
+                "penalty": float(sums[1] / sums[2]),
                 "seconds": time.perf_counter() - started,
             }
         )

@@ -1,0 +1,117 @@
+"""The tinydyn command as a user runs it: train, resume, eval, lower, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+TINY = ["--widths", "8,16", "--blocks", "1,1", "--exits", "0", "--limit", "256", "--batch-size", "64"]
+
+
+def tinydyn(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tinydyn", *args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, fashion_test) -> Path:
+    out = tmp_path_factory.mktemp("train") / "tiny.pt"
+    proc = tinydyn("train", "--out", str(out), "--epochs", "1", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_help_lists_subcommands():
+    proc = tinydyn("--help")
+    assert proc.returncode == 0
+    for command in ("train", "eval", "lower", "run"):
+        assert command in proc.stdout
+
+
+def test_train_resume_continues_where_it_stopped(trained, tmp_path):
+    copy = tmp_path / "resumed.pt"
+    copy.write_bytes(trained.read_bytes())
+    proc = tinydyn("train", "--out", str(copy), "--epochs", "2", "--resume", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    payload = torch.load(copy, weights_only=True)
+    assert [h["epoch"] for h in payload["train"]["history"]] == [1, 2]
+
+
+def test_eval_reports_accuracy_macs_and_exits(trained, tmp_path):
+    out = tmp_path / "summary.json"
+    proc = tinydyn(
+        "eval",
+        str(trained),
+        "--limit",
+        "300",
+        "--policy",
+        "confidence",
+        "--threshold",
+        "0.6",
+        "--json-out",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(out.read_text())
+    assert summary["images"] == 300 and sum(summary["exit_histogram"]) == 300
+    assert 0 < summary["mean_macs"] and summary["static_backbone_macs"] > 0
+    assert summary["agreement"] >= 0.95
+    assert "exit histogram" in proc.stdout and "static backbone MACs" in proc.stdout
+
+
+def test_lower_writes_a_loadable_ir(trained, tmp_path):
+    proc = tinydyn("lower", str(trained), "--out", str(tmp_path / "ir"))
+    assert proc.returncode == 0, proc.stderr
+    from tinydyn.ir import IRModel
+
+    ir = IRModel.load(tmp_path / "ir")
+    assert ir.model_id() in proc.stdout
+
+
+def test_corrupt_checkpoint(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    assert_one_line_error(tinydyn("eval", str(bad)), "bad.pt", "corrupt", "tinydyn train")
+
+
+def test_mismatched_checkpoint(trained, tmp_path):
+    payload = torch.load(trained, weights_only=True)
+    payload["config"]["widths"] = [8, 32]  # the weights no longer fit the architecture
+    edited = tmp_path / "edited.pt"
+    torch.save(payload, edited)
+    assert_one_line_error(tinydyn("eval", str(edited)), "does not match its architecture")
+
+
+def test_missing_checkpoint(tmp_path):
+    assert_one_line_error(tinydyn("eval", str(tmp_path / "nope.pt")), "not found", "tinydyn train")
+
+
+def test_unknown_dataset(trained):
+    assert_one_line_error(tinydyn("eval", str(trained), "--dataset", "imagenet"), "imagenet")
+
+
+def test_wrong_input_shape(trained, tmp_path):
+    # a real CIFAR-10 binary batch: 32x32x3 images for a 28x28x1 model
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+    records = np.zeros((4, 3073), np.uint8)
+    records[:, 0] = [0, 1, 2, 3]
+    (folder / "test_batch.bin").write_bytes(records.tobytes())
+    proc = tinydyn("eval", str(trained), "--dataset", "cifar10", "--data-root", str(tmp_path))
+    assert_one_line_error(proc, "(3, 32, 32)", "(1, 28, 28)")

@@ -1,0 +1,3 @@
+from tinydyn.cli import main
+
+main()
