@@ -6,7 +6,6 @@ shows a progress bar, checkpoints after every epoch and resumes from such a chec
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -105,8 +104,9 @@ def train(
         model.train()
         model(to_float(train_set.images[:2]))  # let Brevitas build its runtime state first
         model.load_state_dict(state["state_dict"], strict=False)
-        if resume and "optimizer" in state:
-            optimizer.load_state_dict(state["optimizer"])
+        if resume and resume_path(out_path).is_file():
+            optimizer.load_state_dict(torch.load(resume_path(out_path), weights_only=True)["optimizer"])
+        if resume:
             start_epoch = int(state["train"]["epochs_done"])
             history = list(state["train"]["history"])
     total_steps = cfg.epochs * ((len(train_set) + cfg.batch_size - 1) // cfg.batch_size)
@@ -153,19 +153,11 @@ def train(
             "history": history,
             "config": {k: v for k, v in vars(cfg).items() if k != "extra"},
         }
-        save_checkpoint(
-            out_path,
-            model,
-            {"train_history": history},
-            {"train": train_info, "optimizer": optimizer.state_dict()},
-        )
+        # the checkpoint stays small (it can ship); the optimizer state for --resume sits beside it
+        save_checkpoint(out_path, model, {"train_history": history}, {"train": train_info})
+        torch.save({"optimizer": optimizer.state_dict()}, resume_path(out_path))
     return {"history": history, "path": str(out_path)}
 
 
-def strip_for_release(path: Path, out: Path, metrics: dict[str, Any]) -> Path:
-    """Drop the optimizer state (and so most of the bytes) for a checkpoint to ship."""
-    payload = read_checkpoint(path)
-    payload.pop("optimizer", None)
-    payload["metrics"] = json.loads(json.dumps(metrics))
-    torch.save(payload, out)
-    return out
+def resume_path(checkpoint: Path) -> Path:
+    return checkpoint.with_name(checkpoint.name + ".resume")
