@@ -22,11 +22,15 @@ stamp=.venv/.tinydyn-deps
 want=$(sha256sum requirements.txt pyproject.toml | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python dependencies into .venv"
-  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+  quiet_pip() {  # pip's output minus this machine's noise about absent local mirrors; keeps pip's status
+    .venv/bin/python -m pip install -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }
+    return "${PIPESTATUS[0]}"
+  }
+  quiet_pip --upgrade pip
   # torch first, pinned: the local CPU wheel (an unpinned torch would pull CUDA wheels)
-  .venv/bin/python -m pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -m pip install -q -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -m pip install -q --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
+  quiet_pip torch==2.13.0
+  quiet_pip -r requirements.txt
+  quiet_pip --no-deps -e .
   .venv/bin/python -c "import torch, brevitas, qonnx, onnx, jinja2, serial, click, tqdm, matplotlib" 
   echo "$want" > "$stamp"
 fi

@@ -115,3 +115,34 @@ def test_wrong_input_shape(trained, tmp_path):
     (folder / "test_batch.bin").write_bytes(records.tobytes())
     proc = tinydyn("eval", str(trained), "--dataset", "cifar10", "--data-root", str(tmp_path))
     assert_one_line_error(proc, "(3, 32, 32)", "(1, 28, 28)")
+
+
+def test_l1_penalty_trades_macs(trained, tmp_path):
+    """Fine-tuning with a strong salience penalty closes gates: fewer executed MACs."""
+    sparse = tmp_path / "sparse.pt"
+    proc = tinydyn(
+        "train",
+        "--init-from",
+        str(trained),
+        "--out",
+        str(sparse),
+        "--epochs",
+        "1",
+        "--l1",
+        "30",
+        "--lr",
+        "1e-3",
+        "--gate-lr",
+        "0.2",
+        *TINY,
+        "--batch-size",
+        "16",
+    )
+    assert proc.returncode == 0, proc.stderr
+    macs = {}
+    for name, path in (("dense", trained), ("sparse", sparse)):
+        out = tmp_path / f"{name}.json"
+        proc = tinydyn("eval", str(path), "--limit", "200", "--policy", "none", "--json-out", str(out))
+        assert proc.returncode == 0, proc.stderr
+        macs[name] = json.loads(out.read_text())["mean_macs"]
+    assert macs["sparse"] < 0.9 * macs["dense"]

@@ -59,6 +59,7 @@ def cli() -> None:
 @click.option("--epochs", type=int, default=4, show_default=True)
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--gate-lr", type=float, default=1e-2, show_default=True, help="Learning rate of L-Net/C-Net.")
 @click.option(
     "--l1",
     type=float,
@@ -85,6 +86,7 @@ def train(
     epochs: int,
     batch_size: int,
     lr: float,
+    gate_lr: float,
     l1: float,
     widths: str,
     blocks: str,
@@ -120,7 +122,7 @@ def train(
         data,
         out,
         config,
-        TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, l1=l1, seed=seed),
+        TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, gate_lr=gate_lr, l1=l1, seed=seed),
         resume=resume,
         init_from=init_from,
     )

@@ -29,7 +29,7 @@ class TrainConfig:
     epochs: int = 4
     batch_size: int = 128
     lr: float = 2e-3
-    gate_lr: float = 1e-3
+    gate_lr: float = 1e-2  # gates must move from open (bias 1) to closed within a few epochs
     weight_decay: float = 5e-4
     l1: float = 0.0  # salience penalty coefficient: more → fewer MACs, less accuracy
     exit_weight: float = 1.0  # weight of each early exit's cross-entropy (final gets 1)
