@@ -229,6 +229,16 @@ def run(
     click.echo(f"summary written to {out / 'summary.json'} ({time.perf_counter() - started:.1f} s)")
 
 
+def _register_subcommands() -> None:
+    """Commands owned by other parts of the pipeline (imported lazily by click at call time)."""
+    from tinydyn.codegen.commands import build
+
+    cli.add_command(build)
+
+
+_register_subcommands()
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

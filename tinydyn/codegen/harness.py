@@ -1,0 +1,134 @@
+"""Running a built project's test harness (td_harness.c) on the host or under QEMU.
+
+The harness reads ``td_in.bin`` (policy + images) and writes ``td_out.bin`` (one record per
+image) in its working directory; see the format in tinydyn/firmware/td_harness.c.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tinydyn.codegen.errors import CodegenError
+from tinydyn.ir import IRModel
+from tinydyn.quantize.policy import ExitPolicy
+
+POLICY_CODES = {"none": 0, "confidence": 1, "margin": 2, "budget": 3}
+HARNESS_MARGINS = 8
+QEMU_TIMER_HZ = 25_000_000
+
+
+@dataclass
+class HarnessResults:
+    model_id: str
+    arena_bytes: int
+    static_macs: int
+    counter_kind: int
+    logits: np.ndarray  # (N, classes) int64
+    predictions: np.ndarray
+    exits: np.ndarray
+    macs: np.ndarray
+    skipped_blocks: np.ndarray
+    skipped_channels: np.ndarray
+    counter: np.ndarray  # board counter delta around td_infer (QEMU: timer ticks)
+
+
+def encode_input(ir: IRModel, images: np.ndarray, policy: ExitPolicy) -> bytes:
+    ip = policy.to_integer(ir)
+    if ip.budget >= 2**32:
+        raise CodegenError(f"budget {ip.budget} MACs does not fit the firmware's uint32 budget")
+    margins = (list(ip.margins) + [0] * HARNESS_MARGINS)[:HARNESS_MARGINS]
+    margins = [max(min(m, 2**31 - 1), -(2**31)) for m in margins]
+    header = b"TDH1" + struct.pack(
+        f"<IB3xII{HARNESS_MARGINS}i",
+        len(images),
+        POLICY_CODES[ip.kind],
+        ip.confidence_t16,
+        ip.budget,
+        *margins,
+    )
+    return header + np.ascontiguousarray(images, dtype=np.uint8).tobytes()
+
+
+def decode_output(data: bytes) -> HarnessResults:
+    if data[:4] != b"TDR1":
+        raise CodegenError("harness output is missing or truncated: the firmware did not run to the end")
+    model_id = data[4:20].decode()
+    arena, static, nc, kind = struct.unpack_from("<IIBB", data, 20)
+    record = np.dtype(
+        [
+            ("logits", "<i2", (nc,)),
+            ("pred", "u1"),
+            ("exit", "u1"),
+            ("sb", "<u2"),
+            ("sc", "<u2"),
+            ("macs", "<u4"),
+            ("counter", "<u4"),
+        ]
+    )
+    rec = np.frombuffer(data, dtype=record, offset=32)
+    return HarnessResults(
+        model_id,
+        arena,
+        static,
+        kind,
+        rec["logits"].astype(np.int64),
+        rec["pred"].astype(np.int64),
+        rec["exit"].astype(np.int64),
+        rec["macs"].astype(np.int64),
+        rec["sb"].astype(np.int64),
+        rec["sc"].astype(np.int64),
+        rec["counter"].astype(np.int64),
+    )
+
+
+def _run(cmd: list[str], workdir: Path, payload: bytes, timeout: float) -> HarnessResults:
+    (workdir / "td_in.bin").write_bytes(payload)
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip()[-1000:]
+        raise CodegenError(f"firmware harness failed with status {proc.returncode}: {detail}")
+    return decode_output((workdir / "td_out.bin").read_bytes())
+
+
+def run_host(
+    ir: IRModel, executable: Path, images: np.ndarray, policy: ExitPolicy, timeout: float = 600
+) -> HarnessResults:
+    with tempfile.TemporaryDirectory(prefix="td_host_") as tmp:
+        return _run([str(Path(executable).resolve())], Path(tmp), encode_input(ir, images, policy), timeout)
+
+
+def qemu_command(elf: Path, icount_shift: int | None = None) -> list[str]:
+    qemu = shutil.which("qemu-system-arm")
+    if qemu is None:
+        raise CodegenError("qemu-system-arm not found: apt-get install qemu-system-arm")
+    cmd = [qemu, "-M", "mps2-an386", "-nographic", "-monitor", "none", "-serial", "null"]
+    cmd += ["-semihosting-config", "enable=on,target=native", "-kernel", str(Path(elf).resolve())]
+    if icount_shift is not None:
+        cmd += ["-icount", f"shift={icount_shift},align=off"]
+    return cmd
+
+
+def run_qemu(
+    ir: IRModel,
+    elf: Path,
+    images: np.ndarray,
+    policy: ExitPolicy,
+    icount_shift: int | None = None,
+    timeout: float = 600,
+) -> HarnessResults:
+    """Run under QEMU; with ``icount_shift`` the counter is exact virtual time, and
+    :func:`instructions` turns it into retired instructions."""
+    with tempfile.TemporaryDirectory(prefix="td_qemu_") as tmp:
+        return _run(qemu_command(elf, icount_shift), Path(tmp), encode_input(ir, images, policy), timeout)
+
+
+def instructions(ticks: np.ndarray, icount_shift: int) -> np.ndarray:
+    """Timer ticks (25 MHz) → retired instructions when each takes 2^shift ns."""
+    return ticks * (1_000_000_000 // QEMU_TIMER_HZ) / (2**icount_shift)
