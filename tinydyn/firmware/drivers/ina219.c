@@ -42,7 +42,7 @@ int td_ina219_plan(td_ina219_t *dev, uint8_t addr, uint32_t shunt_uohm, uint32_t
         return TD_INA219_ERANGE;
     }
     uint64_t cal = TD_INA219_CAL_NUM / (lsb * shunt_uohm); /* trunc, as the datasheet says */
-    (void)0;                                  /* what the device keeps */
+    cal &= ~(uint64_t)1u;                                  /* what the device keeps */
     if (cal == 0u || cal > TD_INA219_CAL_MAX) {
         return TD_INA219_ERANGE;
     }
