@@ -34,4 +34,5 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -c "import torch, brevitas, qonnx, onnx, jinja2, serial, click, tqdm, matplotlib" 
   echo "$want" > "$stamp"
 fi
+bash scripts/setup_finn.sh  # finn-plus for `tinydyn fpga` (tests/test_hw.py runs its front end)
 echo "setup: ok (.venv ready; arm-none-eabi-gcc, qemu-system-arm, Fashion-MNIST installed)"

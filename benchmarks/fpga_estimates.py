@@ -1,0 +1,90 @@
+"""FPGA estimates: per-stage resources and throughput (finn-plus analytical models, ZedBoard).
+
+Runs the tinydyn FPGA front end (no Vivado) for
+  * the default model (the bundled checkpoint, or --checkpoint), and
+  * a ResNet-8-class LC-Net (3×32×32, widths 16/32/64, exits after blocks 0 and 1, no gates)
+    with random weights and random images (resources and cycles depend on the architecture,
+    not the weights; an untrained model is never confident, so all its images reach the last
+    stage and its early-exit ratio is the worst case),
+and prints/saves per-stage LUT/BRAM/DSP, cycles, images/s and the early-exit vs static
+throughput ratio at equal resources. Writes benchmarks/results/fpga_estimates.json.
+
+    .venv/bin/python benchmarks/fpga_estimates.py [--checkpoint runs/base.pt] [--target-fps 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from tinydyn.hw.build import build_fpga
+from tinydyn.models.lcnet import LCNet, LCNetConfig
+from tinydyn.quantize.policy import ExitPolicy
+
+
+def resnet8(seed: int = 0) -> LCNet:
+    torch.manual_seed(seed)
+    cfg = LCNetConfig(
+        in_channels=3, input_size=32, widths=(16, 32, 64), blocks=(1, 1, 1), exits=(0, 1), gates=False
+    )
+    model = LCNet(cfg)
+    model.train()
+    with torch.no_grad():  # a few passes initialise the Brevitas activation scales
+        for _ in range(3):
+            model(torch.rand(16, 3, 32, 32))
+    return model.eval()
+
+
+def summarise(name: str, report, seconds: float) -> dict:
+    print(f"\n== {name} ({seconds:.0f} s)\n{report.text()}")
+    return {"model": name, "seconds": round(seconds, 1), **report.to_json()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--target-fps", type=float, default=2000.0)
+    parser.add_argument("--threshold", type=float, default=0.9)
+    parser.add_argument("--out", type=Path, default=Path("build/fpga_estimates"))
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    results = []
+    policy = ExitPolicy("confidence", args.threshold)
+    t0 = time.time()
+    report = build_fpga(
+        args.checkpoint,
+        "zedboard",
+        args.out / "default",
+        target_fps=args.target_fps,
+        policy=policy,
+        allow_overfit=True,
+        progress=lambda m: None,
+    )
+    results.append(summarise("default", report, time.time() - t0))
+    t0 = time.time()
+    report = build_fpga(
+        None,
+        "zedboard",
+        args.out / "resnet8",
+        model=resnet8(),
+        target_fps=args.target_fps,
+        policy=policy,
+        calibration_images=256,
+        check_images=8,
+        allow_overfit=True,
+        progress=lambda m: None,
+    )
+    results.append(summarise("resnet8 (random weights, random images)", report, time.time() - t0))
+    path = Path("benchmarks/results/fpga_estimates.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

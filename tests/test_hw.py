@@ -1,0 +1,232 @@
+"""FPGA path on a small LC-Net: export checks, finn-plus front end (real), report, package, errors.
+
+The finn-plus build runs once per session (module fixture, ~1 minute on 2 cores); the tests
+then read what it wrote. finn-plus is installed by scripts/setup_finn.sh (CI runs it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from tests.conftest import require
+from tinydyn.hw.boards import BoardError, get_board
+from tinydyn.hw.finn_shims import FinnMissingError, finn_available, load_finn
+from tinydyn.hw.report import DoesNotFitError, check_fit
+from tinydyn.quantize.policy import ExitPolicy
+
+
+def require_finn() -> None:
+    require(finn_available(), "finn-plus (scripts/setup_finn.sh)")
+
+
+@pytest.fixture(scope="module")
+def fpga_build(small_model, tmp_path_factory):
+    require_finn()
+    from tinydyn.hw.build import build_fpga
+
+    out = tmp_path_factory.mktemp("fpga")
+    messages: list[str] = []
+    report = build_fpga(
+        None,
+        "zedboard",
+        out,
+        model=small_model,
+        target_fps=3000,
+        policy=ExitPolicy("confidence", 0.3),
+        calibration_images=200,
+        check_images=6,
+        static_sweep=(1.0, 2.0),
+        progress=messages.append,
+    )
+    return report, out, messages
+
+
+def test_gates_are_named_plainly(fpga_build):
+    _, _, messages = fpga_build
+    assert any("L-Net/C-Net gates are not built on the FPGA" in m for m in messages)
+
+
+def test_exports_verify_against_brevitas_and_integer_reference(fpga_build):
+    report, out, _ = fpga_build
+    assert [s.name for s in report.stages] == ["stage0", "stage1"]
+    for stage in report.stages:
+        c = stage.check
+        # stage == trained model with gates open (but for GAP rounding ties)
+        assert c["stage_vs_gates_open_within_atol"] >= c["images"] - 1
+        assert c["qonnx_vs_brevitas_within_atol"] >= 0.5 * c["images"]
+        assert c["qonnx_class_vs_integer"] >= c["images"] - 1
+        # finn-plus python execution of the HW-layer graph, finished in integers as on the PS
+        assert c["hw_python_within_1acc"] >= 0.5 * c["images"]
+        assert c["hw_python_class_vs_qonnx"] >= c["images"] - 1
+        model = onnx.load(out / "stages" / stage.name / "model.onnx")
+        assert any(n.op_type == "Quant" for n in model.graph.node)  # QONNX, not float ONNX
+
+
+def test_hw_graph_is_fully_mapped_and_codegen_ran(fpga_build):
+    _, out, _ = fpga_build
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    for stage in ("stage0", "stage1"):
+        models = out / "stages" / stage / "intermediate_models"
+        hw = ModelWrapper(str(models / "step_specialize_layers.onnx"))
+        domains = {n.domain for n in hw.graph.node}
+        assert all(d.startswith("finn.custom_op.fpgadataflow") for d in domains), domains
+        assert (models / "step_hw_codegen.onnx").is_file()
+
+
+def test_estimates_and_reach(fpga_build):
+    report, out, _ = fpga_build
+    data = json.loads((out / "report.json").read_text())
+    assert data["part"] == "xc7z020clg484-1"
+    reaches = [s["reach"] for s in data["stages"]]
+    assert reaches[0] == 1.0 and 0.0 <= reaches[1] <= 1.0
+    for s in data["stages"]:
+        assert s["resources"]["LUT"] > 100 and s["resources"]["DSP"] >= 0
+        assert s["max_cycles"] > 0 and s["latency_cycles"] >= s["max_cycles"]
+        assert s["fps"] == pytest.approx(100e6 / s["max_cycles"])
+    # the early-exit rate is limited by the stage with the least headroom
+    expected = min(s["fps"] / max(s["reach"], 1e-9) for s in data["stages"])
+    assert data["early_exit_fps"] == pytest.approx(expected)
+    assert data["static_fps"] > 0 and data["speedup"] == pytest.approx(expected / data["static_fps"])
+    for k in ("LUT", "BRAM_18K", "DSP"):
+        assert data["static_resources"][k] <= data["total"][k] + 1e-9  # same budget at most
+    assert data["fits"] is True
+    assert "early exit" in (out / "report.txt").read_text()
+    run = json.loads((out / "run.json").read_text())
+    assert run["versions"]["finn-plus"] == "1.6.1"
+    assert "step_hw_codegen" in run["steps_run"]["stage0"]
+
+
+def test_bitstream_package(fpga_build):
+    _, out, _ = fpga_build
+    script = out / "build_bitstream.sh"
+    assert script.is_file() and script.stat().st_mode & 0o100
+    meta = json.loads((out / "build.json").read_text())
+    assert meta["vivado_steps"][0] == "step_hw_codegen" and "step_synthesize_bitfile" in meta["vivado_steps"]
+    compile(Path(out / "resume_vivado.py").read_text(), "resume_vivado.py", "exec")
+    # without Vivado the script stops with a one-line reason
+    res = subprocess.run(["bash", str(script)], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert res.returncode != 0 and "vivado not on PATH" in res.stderr
+
+
+def test_ps_controller_compiles_for_cortex_a9(fpga_build):
+    _, out, _ = fpga_build
+    from tests.conftest import require_tool
+    from tinydyn.hw.controller import CFLAGS
+
+    gcc = require_tool("arm-none-eabi-gcc")
+    ps = out / "ps"
+    header = (ps / "td_fpga_model.h").read_text()
+    assert "TD_FPGA_STAGE0_IDMA 0x40000000u" in header and "td_exp_lut[256]" in header
+    for src in ("td_fpga.c", "td_fpga_zynq.c", "protocol.c"):
+        res = subprocess.run(
+            [gcc, *CFLAGS.split(), "-c", str(ps / src), "-o", str(ps / (src + ".o"))],
+            capture_output=True,
+            text=True,
+        )
+        assert res.returncode == 0, res.stderr
+
+
+def test_ps_integer_head_matches_reference(tmp_path):
+    """td_fpga_logit/td_fpga_unpack (host-compiled) equal the reference requantisation."""
+    from tests.conftest import require_tool
+    from tinydyn.hw.controller import ps_source_dir
+    from tinydyn.quantize.executor import requantize
+
+    cc = require_tool("gcc")
+    rng = np.random.default_rng(0)
+    acc = rng.integers(-(2**20), 2**20, 64)
+    bias = rng.integers(-5000, 5000, 64)
+    mult = rng.integers(1, 2**30, 64)
+    shift = rng.integers(20, 40, 64)
+    main = tmp_path / "main.c"
+    rows = ",".join(f"{{{a},{b},{m},{s}}}" for a, b, m, s in zip(acc, bias, mult, shift, strict=True))
+    main.write_text(
+        '#include <stdio.h>\n#include "td_fpga.h"\n'
+        "uint32_t td_hal_cycles(void){return 0;}\n"
+        "void td_hal_cache_flush(const void*a,size_t n){(void)a;(void)n;}\n"
+        "void td_hal_cache_invalidate(const void*a,size_t n){(void)a;(void)n;}\n"
+        "uintptr_t td_hal_phys(const void*a){return (uintptr_t)a;}\n"
+        f"static const long long t[64][4]={{{rows}}};\n"
+        'int main(void){for(int i=0;i<64;++i)printf("%d\\n",td_fpga_logit((int32_t)t[i][0],(int32_t)t[i][1],'
+        "t[i][2],(uint8_t)t[i][3]));\n"
+        "uint8_t buf[8]={0xff,0x0f,0x80,0x7f,0,0,0,0};\n"
+        'for(int i=0;i<3;++i)printf("%d\\n",td_fpga_unpack(buf,(uint32_t)i,12));'
+        "\nreturn 0;}\n"
+    )
+    exe = tmp_path / "t"
+    fw = Path(__file__).resolve().parents[1] / "tinydyn" / "firmware"
+    res = subprocess.run(
+        [
+            cc,
+            "-std=c99",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            f"-I{ps_source_dir()}",
+            f"-I{fw}",
+            str(main),
+            str(ps_source_dir() / "td_fpga.c"),
+            "-o",
+            str(exe),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    got = [int(x) for x in subprocess.run([str(exe)], capture_output=True, text=True).stdout.split()]
+    total = (acc + bias).reshape(1, -1)
+    want = requantize(total, np.ones_like(total), mult, shift, (-32768, 32767)).reshape(-1)
+    assert got[:64] == want.tolist()
+    # 12-bit fields of ff 0f 80 7f 00, LSB first: 0xfff (-1), 0x800 (-2048), 0x07f (127)
+    assert got[64:] == [-1, -2048, 127]
+
+
+def test_unknown_board_is_one_line():
+    with pytest.raises(BoardError, match="unknown FPGA board 'pynq-z9': use one of zedboard"):
+        get_board("pynq-z9")
+
+
+def test_missing_finn_names_the_setup_script(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "finn.xsi", None)  # import finn.xsi now raises ImportError
+    with pytest.raises(FinnMissingError, match="scripts/setup_finn.sh"):
+        load_finn(tmp_path)
+
+
+def test_design_that_does_not_fit_is_an_error(fpga_build):
+    report, _, _ = fpga_build
+    big = dataclasses.replace(report, total={"LUT": 90_000.0, "BRAM_18K": 10.0, "DSP": 1.0}, fits=False)
+    with pytest.raises(DoesNotFitError, match=r"does not fit the xc7z020clg484-1 \(LUT 90000/53200\)"):
+        check_fit(big, get_board("zedboard"))
+
+
+def test_unsupported_layer_is_one_line(tmp_path):
+    require_finn()
+    from onnx import TensorProto, helper
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from tinydyn.hw.boards import register_with_finn
+    from tinydyn.hw.flow import UnsupportedLayerError, run_front_end
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Cos", ["x"], ["y"])], "g", [x], [y])
+    wrapper = ModelWrapper(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+    wrapper.set_tensor_datatype("x", DataType["UINT8"])
+    path = tmp_path / "cos.onnx"
+    wrapper.save(str(path))
+    build_dataflow = load_finn(tmp_path)
+    board = get_board("zedboard")
+    register_with_finn(board)
+    with pytest.raises(UnsupportedLayerError, match="finn-plus cannot map cos") as info:
+        run_front_end(build_dataflow, board, path, tmp_path / "cos", 100, False)
+    assert "\n" not in str(info.value)

@@ -1,0 +1,57 @@
+"""``tinydyn fpga``: the click command (registered in the CLI group by tinydyn/cli.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("fpga")
+@click.argument("checkpoint", required=False, type=click.Path(path_type=Path))
+@click.option("--board", default="zedboard", show_default=True, help="FPGA board (zedboard).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output directory.")
+@click.option(
+    "--target-fps", default=2000.0, show_default=True, help="Images/s the first stage is folded for."
+)
+@click.option(
+    "--policy", default="confidence", show_default=True, type=click.Choice(["confidence", "margin", "none"])
+)
+@click.option("--threshold", default=0.9, show_default=True, help="Exit threshold of the policy.")
+@click.option("--calibration-images", default=1000, show_default=True, help="Images measuring stage reach.")
+@click.option("--check-images", default=20, show_default=True, help="Images for the export/HW-graph checks.")
+@click.option("--no-codegen", is_flag=True, help="Stop after the estimates (skip HLS/RTL code generation).")
+@click.option("--allow-overfit", is_flag=True, help="Write the report even if the design does not fit.")
+def fpga(
+    checkpoint: Path | None,
+    board: str,
+    out_dir: Path,
+    target_fps: float,
+    policy: str,
+    threshold: float,
+    calibration_images: int,
+    check_images: int,
+    no_codegen: bool,
+    allow_overfit: bool,
+) -> None:
+    """FINN dataflow build (front end) for an FPGA board; early exits become stage partitions.
+
+    Errors are TinydynError (one line); tinydyn.cli.main prints them and exits non-zero.
+    """
+    from tinydyn.hw import build_fpga
+    from tinydyn.quantize.policy import ExitPolicy
+
+    report = build_fpga(
+        checkpoint,
+        board,
+        out_dir,
+        target_fps=target_fps,
+        policy=ExitPolicy(policy, threshold),
+        calibration_images=calibration_images,
+        check_images=check_images,
+        codegen=not no_codegen,
+        allow_overfit=allow_overfit,
+        progress=lambda msg: click.echo(msg, err=True),
+    )
+    click.echo(report.text())
+    click.echo(f"fpga: wrote {out_dir}/report.json; finish with {out_dir}/build_bitstream.sh (needs Vivado)")

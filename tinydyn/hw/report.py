@@ -1,0 +1,130 @@
+"""The FPGA build summary: per-stage resources and throughput, early exit vs static, fit."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tinydyn.errors import TinydynError
+from tinydyn.hw.boards import FpgaBoard
+from tinydyn.hw.flow import StageEstimate
+
+FIT_KEYS = ("LUT", "BRAM_18K", "DSP")  # what finn-plus estimates (no FF model)
+
+
+class DoesNotFitError(TinydynError):
+    """The dataflow design needs more of the FPGA than the part has."""
+
+
+@dataclass
+class StageRow:
+    name: str
+    reach: float  # fraction of images that reach this stage
+    target_fps: float
+    resources: dict[str, float]
+    max_cycles: int
+    latency_cycles: int
+    fps: float  # images/s this stage alone sustains
+    check: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FpgaReport:
+    board: str
+    part: str
+    clock_mhz: float
+    policy: str
+    threshold: float
+    calibration_images: int
+    stages: list[StageRow]
+    total: dict[str, float]
+    available: dict[str, int]
+    utilisation: dict[str, float]
+    fits: bool
+    early_exit_fps: float
+    static_fps: float
+    static_resources: dict[str, float]
+    static_target_fps: float
+    speedup: float
+    accuracy: dict[str, float]
+    notes: list[str]
+    out_dir: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, out_dir: Path) -> None:
+        (out_dir / "report.json").write_text(json.dumps(self.to_json(), indent=2))
+        (out_dir / "report.txt").write_text(self.text() + "\n")
+
+    def text(self) -> str:
+        head = f"{'stage':<8}{'reach':>7}{'LUT':>9}{'BRAM18':>8}{'DSP':>6}{'II cyc':>9}{'lat cyc':>10}"
+        head += f"{'fps':>10}"
+        rows = [
+            f"{s.name:<8}{s.reach:>7.1%}{s.resources.get('LUT', 0):>9.0f}"
+            f"{s.resources.get('BRAM_18K', 0):>8.0f}{s.resources.get('DSP', 0):>6.0f}"
+            f"{s.max_cycles:>9}{s.latency_cycles:>10}{s.fps:>10.0f}"
+            for s in self.stages
+        ]
+        t = self.total
+        lines = [
+            f"FPGA build for {self.board} ({self.part}, {self.clock_mhz:.0f} MHz), "
+            f"exit policy {self.policy} {self.threshold:g} on {self.calibration_images} images",
+            head,
+            *rows,
+            f"{'total':<8}{'':>7}{t.get('LUT', 0):>9.0f}{t.get('BRAM_18K', 0):>8.0f}{t.get('DSP', 0):>6.0f}",
+            "available: "
+            + ", ".join(f"{k} {self.available[k]} ({self.utilisation.get(k, 0):.0%} used)" for k in FIT_KEYS),
+            f"fits {self.part}: {'yes' if self.fits else 'NO'}",
+            f"throughput: early exit {self.early_exit_fps:.0f} img/s (mean, all stages concurrently) vs "
+            f"static whole network {self.static_fps:.0f} img/s at <= the same LUT/BRAM/DSP "
+            f"(LUT {self.static_resources.get('LUT', 0):.0f}): x{self.speedup:.2f}",
+            "accuracy (gate-open integer reference): "
+            + ", ".join(f"{k} {v:.2%}" for k, v in self.accuracy.items()),
+            *(f"note: {n}" for n in self.notes),
+        ]
+        return "\n".join(lines)
+
+
+def stage_row(est: StageEstimate, reach: float, clock_mhz: float, check: dict[str, Any]) -> StageRow:
+    return StageRow(
+        name=est.name,
+        reach=reach,
+        target_fps=est.target_fps,
+        resources=est.resources,
+        max_cycles=est.max_cycles,
+        latency_cycles=est.critical_path_cycles,
+        fps=est.fps(clock_mhz),
+        check=check,
+    )
+
+
+def early_exit_fps(rows: list[StageRow]) -> float:
+    """All stages sit in the fabric at once; stage k sees the fraction ``reach_k`` of the images,
+    so the mean rate is limited by the stage with the least headroom (PS overhead ignored)."""
+    return min(row.fps / max(row.reach, 1e-9) for row in rows)
+
+
+def totals(rows: list[StageRow]) -> dict[str, float]:
+    keys = sorted({k for row in rows for k in row.resources})
+    return {k: sum(row.resources.get(k, 0.0) for row in rows) for k in keys}
+
+
+def fits_within(resources: dict[str, float], budget: dict[str, float]) -> bool:
+    return all(resources.get(k, 0.0) <= budget.get(k, 0.0) + 1e-9 for k in FIT_KEYS)
+
+
+def check_fit(report: FpgaReport, board: FpgaBoard) -> None:
+    if report.fits:
+        return
+    over = [
+        f"{k} {report.total.get(k, 0):.0f}/{board.resources[k]}"
+        for k in FIT_KEYS
+        if report.total.get(k, 0) > board.resources[k]
+    ]
+    raise DoesNotFitError(
+        f"the dataflow design does not fit the {board.part} ({', '.join(over)}): lower --target-fps "
+        "or use a smaller model"
+    )
