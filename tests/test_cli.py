@@ -146,3 +146,31 @@ def test_l1_penalty_trades_macs(trained, tmp_path):
         assert proc.returncode == 0, proc.stderr
         macs[name] = json.loads(out.read_text())["mean_macs"]
     assert macs["sparse"] < 0.9 * macs["dense"]
+
+
+def test_static_backbone_trains_and_evaluates(tmp_path, fashion_test):
+    """--no-gates --exits '' is the plain ResNet the dynamic model is compared with."""
+    out = tmp_path / "static.pt"
+    proc = tinydyn(
+        "train",
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--no-gates",
+        *TINY[:4],
+        "--exits",
+        "",
+        "--limit",
+        "128",
+        "--batch-size",
+        "64",
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = tmp_path / "static.json"
+    proc = tinydyn("eval", str(out), "--limit", "50", "--json-out", str(summary))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(summary.read_text())
+    # every image runs the whole backbone: executed MACs equal the static figure exactly
+    assert data["mean_macs"] == data["static_backbone_macs"]
+    assert data["exit_histogram"] == [50] and data["mean_skipped_channels"] == 0

@@ -69,9 +69,11 @@ def salience_penalty(
     channel of conv1 and one input channel of conv2. Normalised by the static MACs, so the
     coefficient trades (relative) MACs for accuracy the same way for any model size.
     """
+    if not block_s:
+        return torch.zeros(())  # a static backbone (no gates) has nothing to penalise
     _, costs, _, _ = block_costs(model)
     total = float(static_backbone_macs(model))
-    penalty = torch.zeros((), device=block_s[0].device) if block_s else torch.zeros(())
+    penalty = torch.zeros((), device=block_s[0].device)
     for cost, s_block, s_chan in zip(costs, block_s, channel_s, strict=True):
         per_channel = (cost.conv1_per_channel + cost.conv2_per_channel) / total
         penalty = penalty + s_block.abs().mean() * cost.channels * per_channel / 2
