@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import click
 
 from tinydyn.errors import TinydynError
-
-POLICY_CHOICES = click.Choice(["none", "confidence", "margin", "budget"])
+from tinydyn.options import dataset_options, default_threshold, policy_options
 
 
 def int_tuple(text: str) -> tuple[int, ...]:
@@ -21,30 +19,6 @@ def int_tuple(text: str) -> tuple[int, ...]:
         raise click.BadParameter(
             f"'{text}' is not a comma-separated list of integers, e.g. 16,32,64"
         ) from None
-
-
-def dataset_options(func):  # noqa: ANN001, ANN201 - click decorator
-    func = click.option(
-        "--data-root",
-        type=click.Path(path_type=Path),
-        default=None,
-        help="Directory with the dataset files (default: the Debian package for fashion-mnist).",
-    )(func)
-    return click.option(
-        "--dataset", default="fashion-mnist", show_default=True, help="fashion-mnist, mnist or cifar10."
-    )(func)
-
-
-def policy_options(func):  # noqa: ANN001, ANN201 - click decorator
-    func = click.option(
-        "--threshold",
-        type=float,
-        default=None,
-        help="Confidence (0..1), margin (logits) or budget (MACs); default 0.9 / 2.0 / half the static MACs.",
-    )(func)
-    return click.option(
-        "--policy", type=POLICY_CHOICES, default="confidence", show_default=True, help="Early-exit policy."
-    )(func)
 
 
 @click.group()
@@ -132,12 +106,6 @@ def train(
     )
 
 
-def default_threshold(policy: str, threshold: float | None, static: int) -> float:
-    if threshold is not None:
-        return threshold
-    return {"confidence": 0.9, "margin": 2.0, "budget": static / 2, "none": 0.0}[policy]
-
-
 def load_pipeline(checkpoint: Path | None):  # noqa: ANN201
     """Checkpoint → Brevitas model → integer IR."""
     from tinydyn.models.checkpoint import bundled_checkpoint, load_model
@@ -198,8 +166,17 @@ def lower(checkpoint: Path | None, out: Path) -> None:
 @click.argument("checkpoint", type=click.Path(path_type=Path), required=False)
 @dataset_options
 @policy_options
-@click.option("--limit", type=int, default=1000, show_default=True, help="Number of test images.")
+@click.option("--limit", type=int, default=500, show_default=True, help="Number of test images measured.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/main"), show_default=True)
+@click.option(
+    "--board",
+    type=click.Choice(["qemu-mps2-an386", "host"]),
+    default="qemu-mps2-an386",
+    show_default=True,
+    help="Board booted here (host = the firmware as a Linux process on a pty).",
+)
+@click.option("--icount-shift", type=int, default=6, show_default=True, help="QEMU -icount shift.")
+@click.option("--resume", is_flag=True, help="Continue the measurement in OUT/results.jsonl.")
 def run(
     checkpoint: Path | None,
     dataset: str,
@@ -208,32 +185,27 @@ def run(
     threshold: float | None,
     limit: int,
     out: Path,
+    board: str,
+    icount_shift: int,
+    resume: bool,
 ) -> None:
-    """The main job, as far as the pipeline reaches: checkpoint → quantize → IR → evaluate."""
-    from tinydyn.data import load_dataset
-    from tinydyn.quantize.policy import ExitPolicy
-    from tinydyn.train.evaluate import evaluate
+    """The main job: checkpoint → quantize → IR → C → firmware → QEMU → measure over the pty → report."""
+    from tinydyn.host.commands import run_main
 
-    started = time.perf_counter()
-    click.echo("[1/3] loading checkpoint and quantizing (Brevitas) ...")
-    model, ir = load_pipeline(checkpoint)
-    ir_dir = ir.save(out / "ir")
-    click.echo(f"[2/3] integer IR {ir.model_id()} written to {ir_dir}")
-    data = load_dataset(dataset, "test", data_root).subset(limit)
-    exit_policy = ExitPolicy(policy, default_threshold(policy, threshold, ir.meta["static_backbone_macs"]))
-    click.echo(f"[3/3] evaluating {len(data)} test images with the integer reference ...")
-    summary, _ = evaluate(ir, data, exit_policy, model)
-    for line in summary.lines():
-        click.echo("  " + line)
-    (out / "summary.json").write_text(json.dumps(summary.to_json(), indent=2))
-    click.echo(f"summary written to {out / 'summary.json'} ({time.perf_counter() - started:.1f} s)")
+    run_main(checkpoint, dataset, data_root, policy, threshold, limit, out, board, icount_shift, resume)
 
 
 def _register_subcommands() -> None:
     """Commands owned by other parts of the pipeline (imported lazily by click at call time)."""
     from tinydyn.codegen.commands import build
+    from tinydyn.host.commands import emulate, firmware_cmd, measure_cmd
+    from tinydyn.hw.commands import fpga
 
     cli.add_command(build)
+    cli.add_command(fpga)
+    cli.add_command(firmware_cmd)
+    cli.add_command(emulate)
+    cli.add_command(measure_cmd)
 
 
 _register_subcommands()

@@ -21,7 +21,13 @@ class Board:
     linker_script: str = ""
     size: str = ""  # size tool to print the footprint
     description: str = ""
-    srcs: tuple[str, ...] = field(default=())
+    # the serial firmware (protocol server on the board's UART), besides the test harness:
+    serial_files: tuple[str, ...] = ()  # its extra files (main, drivers), also in `files`
+    firmware: str = ""  # what `make firmware` builds ("" = the board has no serial firmware)
+    firmware_cflags: str = ""  # defaults for FW_CFLAGS (make variables allowed)
+    objcopy: str = ""  # binary image for flashing (firmware.bin) when set
+    srcs: tuple[str, ...] = field(default=())  # harness build's board sources (set by get_board)
+    serial_srcs: tuple[str, ...] = field(default=())  # firmware build's extra sources
 
     @property
     def extra_deps(self) -> str:
@@ -29,6 +35,15 @@ class Board:
 
 
 _CM = ("cortex-m/startup.c", "cortex-m/semihost.c")
+# Paths are relative to tinydyn/firmware/boards/; every file lands flat in the project's board/.
+_QEMU_SERIAL = ("qemu-mps2-an386/serial_main.c",)
+_NUCLEO_SERIAL = (
+    "nucleo-l4r5zi/serial_main.c",
+    "nucleo-l4r5zi/i2c_stm32l4.c",
+    "../drivers/i2c.h",
+    "../drivers/ina219.h",
+    "../drivers/ina219.c",
+)
 
 BOARDS: dict[str, Board] = {
     "host": Board(
@@ -37,8 +52,10 @@ BOARDS: dict[str, Board] = {
         cflags=f"-std=c99 -O2 {WARNINGS}",
         ldflags="",
         target="fw",
-        files=("host/board.c",),
+        files=("host/board.c", "host/board_host.c"),
         description="native Linux process (tests, bit-exact checks)",
+        serial_files=("host/board_host.c",),
+        firmware="board_host",
     ),
     "qemu-mps2-an386": Board(
         name="qemu-mps2-an386",
@@ -46,10 +63,14 @@ BOARDS: dict[str, Board] = {
         cflags=f"-std=c99 -O2 {M4_FLAGS} {WARNINGS} -ffunction-sections -fdata-sections",
         ldflags="-T board/link.ld -nostartfiles --specs=nano.specs --specs=nosys.specs -Wl,--gc-sections",
         target="fw.elf",
-        files=(*_CM, "qemu-mps2-an386/board.c", "qemu-mps2-an386/link.ld"),
+        files=(*_CM, "qemu-mps2-an386/board.c", "qemu-mps2-an386/link.ld", *_QEMU_SERIAL),
         linker_script="board/link.ld",
         size="arm-none-eabi-size",
         description="Cortex-M4 under QEMU (mps2-an386)",
+        serial_files=_QEMU_SERIAL,
+        firmware="firmware.elf",
+        # must equal QEMU's -icount shift; `tinydyn emulate` reads it back from the ELF
+        firmware_cflags="-DTD_ICOUNT_SHIFT=$(ICOUNT_SHIFT)",
     ),
     "nucleo-l4r5zi": Board(
         name="nucleo-l4r5zi",
@@ -57,10 +78,15 @@ BOARDS: dict[str, Board] = {
         cflags=f"-std=c99 -O2 {M4_FLAGS} {WARNINGS} -ffunction-sections -fdata-sections",
         ldflags="-T board/link.ld -nostartfiles --specs=nano.specs --specs=nosys.specs -Wl,--gc-sections",
         target="fw.elf",
-        files=(*_CM, "nucleo-l4r5zi/board.c", "nucleo-l4r5zi/link.ld"),
+        files=(*_CM, "nucleo-l4r5zi/board.c", "nucleo-l4r5zi/link.ld", *_NUCLEO_SERIAL),
         linker_script="board/link.ld",
         size="arm-none-eabi-size",
         description="STM32L4R5 Nucleo-144 (real board; compiled here)",
+        serial_files=_NUCLEO_SERIAL,
+        firmware="firmware.elf",
+        # the INA219 probe decides at boot whether energy is measured or modelled
+        firmware_cflags="-DTD_SERIAL_RUNTIME_ENERGY_KIND",
+        objcopy="arm-none-eabi-objcopy",
     ),
 }
 
@@ -70,5 +96,9 @@ def get_board(name: str) -> Board:
         board = BOARDS[name]
     except KeyError:
         raise CodegenError(f"unknown board '{name}': use one of {', '.join(BOARDS)}") from None
-    srcs = tuple("board/" + f.split("/")[-1] for f in board.files if f.endswith(".c"))
-    return Board(**{**board.__dict__, "srcs": srcs})
+
+    def flat(files: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple("board/" + f.split("/")[-1] for f in files if f.endswith(".c"))
+
+    srcs = flat(tuple(f for f in board.files if f not in board.serial_files))
+    return Board(**{**board.__dict__, "srcs": srcs, "serial_srcs": flat(board.serial_files)})

@@ -19,6 +19,13 @@ extern const td_serial_board_t td_serial_board;
  * RESULT reports (cycles or instructions). */
 void td_serial_energy(uint32_t macs, uint32_t counter, uint32_t *energy_nj, uint32_t *power_uw);
 
+#ifdef TD_SERIAL_RUNTIME_ENERGY_KIND
+/* Boards built with -DTD_SERIAL_RUNTIME_ENERGY_KIND: the TD_ENERGY_* kind in force, decided at
+ * run time (e.g. MEASURED once the power monitor answered, else MODELLED); INFO and RESULT report
+ * it instead of td_serial_board.energy_kind. */
+uint8_t td_serial_energy_kind(void);
+#endif
+
 /* Send bytes to the host; returns when they are queued or sent. */
 void td_serial_write(const uint8_t *data, size_t n);
 

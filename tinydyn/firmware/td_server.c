@@ -10,6 +10,14 @@
 #define TD_ICOUNT_SHIFT 6 /* must match qemu -icount shift=N */
 #endif
 
+/* A board that learns at boot whether its power sensor answers reports the kind in force
+ * through td_serial_energy_kind() (td_serial.h); the others report the fixed one. */
+#ifdef TD_SERIAL_RUNTIME_ENERGY_KIND
+#define ENERGY_KIND() td_serial_energy_kind()
+#else
+#define ENERGY_KIND() td_serial_board.energy_kind
+#endif
+
 void td_server_init(td_server_t *s)
 {
     memset(&s->cfg, 0, sizeof(s->cfg));
@@ -77,7 +85,7 @@ static int handle_info(td_server_t *s, uint16_t seq)
     m.num_classes = td_model_info.num_classes;
     m.num_exits = td_model_info.num_exits;
     m.counter_kind = counter_kind();
-    m.energy_kind = td_serial_board.energy_kind;
+    m.energy_kind = ENERGY_KIND();
     m.clock_hz = td_serial_board.clock_hz;
     m.arena_bytes = td_model_info.arena_bytes;
     m.static_macs = td_model_info.static_macs;
@@ -141,12 +149,12 @@ static int handle_infer(td_server_t *s, const td_frame_t *f)
     m.predicted = r.predicted;
     m.exit_index = r.exit_index;
     m.counter_kind = counter_kind();
-    m.energy_kind = td_serial_board.energy_kind;
     m.macs = r.macs;
     m.counter = counter;
     m.skipped_blocks = r.skipped_blocks;
     m.skipped_channels = r.skipped_channels;
     td_serial_energy(r.macs, counter, &m.energy_nj, &m.power_uw);
+    m.energy_kind = ENERGY_KIND(); /* after td_serial_energy: a sensor may have just failed */
     m.config_tag = s->config_tag;
     m.n_logits = 0;
     if (s->flags & TD_CFG_FLAG_LOGITS) {

@@ -1,0 +1,434 @@
+"""Measure a model on a board over the serial protocol and check every answer against the reference.
+
+``measure()`` streams test images to a board (any port pyserial opens: a QEMU or host-board pty,
+the NUCLEO's ST-LINK VCP), writes each RESULT to a JSON-lines file as it arrives (fsync'd, see
+results.py), and compares it with the integer reference executor: class, exit, MACs, skipped
+blocks/channels and logits. A difference is a *mismatch*: printed, counted, stored in the record
+(``diff``), and it makes the run fail at the end; it is never dropped.
+
+The results file starts with one ``{"kind": "run", ...}`` record naming the model, board, dataset
+and policy; every other record is one image, keyed by ``seq`` = its index in the test set. A
+resumed run checks that header, skips the seqs already recorded and appends the rest, so a host
+killed at any moment loses and duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinydyn.errors import TinydynError
+from tinydyn.host import protocol as P
+from tinydyn.host.client import BoardClient
+from tinydyn.host.results import ResultsWriter, load_records
+from tinydyn.ir import IRModel
+from tinydyn.quantize.executor import Results, execute
+from tinydyn.quantize.policy import ExitPolicy
+
+RUN_KEYS = ("model_id", "board", "dataset", "policy", "threshold", "logits")
+CHECKED = ("class", "exit", "macs", "skipped_blocks", "skipped_channels", "logits")
+
+
+class MeasureError(TinydynError):
+    """A measurement that cannot start or continue (wrong file, board/model/dataset mismatch)."""
+
+
+class ReferenceMismatchError(TinydynError):
+    """Board results differ from the integer reference (after everything was written)."""
+
+
+@dataclass
+class Session:
+    """Link statistics of this process's part of the run (a resumed run counts only its own)."""
+
+    images: int = 0
+    seconds: float = 0.0
+    payload_bytes: int = 0  # image bytes sent
+    wire_bytes_out: int = 0  # INFER frames on the wire (COBS + delimiters + header + CRC)
+    wire_bytes_in: int = 0  # RESULT frames on the wire
+    retries: int = 0
+    resets: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        s = max(self.seconds, 1e-9)
+        return {
+            "images": self.images,
+            "seconds": round(self.seconds, 3),
+            "images_per_s": self.images / s,
+            "payload_bytes_per_s": self.payload_bytes / s,
+            "wire_bytes_per_s": (self.wire_bytes_out + self.wire_bytes_in) / s,
+            "wire_out_bytes_per_s": self.wire_bytes_out / s,
+            "wire_in_bytes_per_s": self.wire_bytes_in / s,
+            "framing_efficiency": self.payload_bytes / max(self.wire_bytes_out, 1),
+            "retries": self.retries,
+            "resets": self.resets,
+        }
+
+
+@dataclass
+class Outcome:
+    """What measure() returns: all records of the file (this run's and resumed ones) and stats."""
+
+    header: dict[str, Any]
+    records: list[dict[str, Any]]
+    reference: Results
+    labels: np.ndarray
+    info: P.BoardInfo
+    session: Session
+    mismatches: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_header(
+    ir: IRModel, info: P.BoardInfo, dataset: str, policy: ExitPolicy, logits: bool
+) -> dict[str, Any]:
+    return {
+        "kind": "run",
+        "model_id": ir.model_id(),
+        "model": ir.name,
+        "board": info.board_name,
+        "dataset": dataset,
+        "policy": policy.kind,
+        "threshold": policy.threshold,
+        "logits": logits,
+        "info": info.to_dict(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def compare(result: P.Result, ref: Results, i: int) -> dict[str, list[Any]]:
+    """Fields where the board's result differs from the reference: {field: [board, reference]}."""
+    got = {
+        "class": result.predicted,
+        "exit": result.exit_index,
+        "macs": result.macs,
+        "skipped_blocks": result.skipped_blocks,
+        "skipped_channels": result.skipped_channels,
+    }
+    want = {
+        "class": int(ref.predictions[i]),
+        "exit": int(ref.exits[i]),
+        "macs": int(ref.macs[i]),
+        "skipped_blocks": int(ref.skipped_blocks[i]),
+        "skipped_channels": int(ref.skipped_channels[i]),
+    }
+    diff = {k: [got[k], want[k]] for k in got if got[k] != want[k]}
+    if result.logits is not None:
+        ref_logits = [int(v) for v in ref.logits[i]]
+        if list(result.logits) != ref_logits:
+            diff["logits"] = [list(result.logits), ref_logits]
+    return diff
+
+
+class EnergyCheck:
+    """Recomputes a board's MODELLED energy with tinydyn.host.energy (the firmware embeds the same
+    integer model, so they must agree exactly); boards the model does not know are not checked."""
+
+    def __init__(self, ir: IRModel, board: str) -> None:
+        from tinydyn.host import energy
+
+        self._energy = energy
+        self.board = board
+        self.profile = energy.traffic_profile(ir, board) if board in energy.COEFFICIENTS else None
+
+    def check(self, r: P.Result) -> bool | None:
+        if self.profile is None or r.energy_kind != P.EnergyKind.MODELLED:
+            return None
+        try:
+            est = self._energy.energy_from_macs(self.board, self.profile, r.macs, r.counter)
+        except self._energy.EnergyModelError:
+            return False
+        return (est.energy_nj, est.power_uw) == (r.energy_nj, r.power_uw)
+
+
+def record_of(i: int, label: int, r: P.Result, diff: dict[str, list[Any]], seconds: float) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "seq": i,
+        "label": label,
+        "class": r.predicted,
+        "exit": r.exit_index,
+        "macs": r.macs,
+        "counter": r.counter,
+        "counter_kind": r.counter_kind.name.lower(),
+        "skipped_blocks": r.skipped_blocks,
+        "skipped_channels": r.skipped_channels,
+        "energy_nj": r.energy_nj,
+        "power_uw": r.power_uw,
+        "energy_kind": r.energy_kind.name.lower(),
+        "config_tag": r.config_tag,
+        "match": not diff,
+        "host_s": round(seconds, 6),
+    }
+    if r.logits is not None:
+        rec["logits"] = list(r.logits)
+    if diff:
+        rec["diff"] = diff
+    return rec
+
+
+def _check_info(info: P.BoardInfo, ir: IRModel, image_shape: tuple[int, ...], port: str) -> None:
+    c, h, w = image_shape
+    if (info.in_c, info.in_h, info.in_w) != (c, h, w):
+        raise MeasureError(
+            f"board on {port} takes {info.in_c}x{info.in_h}x{info.in_w} images "
+            f"but the dataset has {c}x{h}x{w}: "
+            "use the dataset the model was trained on"
+        )
+    if info.num_exits != len(ir.exits()) or info.num_classes != ir.num_classes:
+        raise MeasureError(
+            f"board on {port} reports {info.num_exits} exits / {info.num_classes} classes, "
+            "the reference model "
+            f"{len(ir.exits())} / {ir.num_classes}: give the --checkpoint or --ir the firmware was built from"
+        )
+
+
+def prepare_file(out: Path, resume: bool, overwrite: bool) -> list[dict[str, Any]]:
+    """The records to resume from (none for a fresh run); refuses to clobber a run by accident."""
+    records = load_records(out)
+    if records and not resume:
+        if not overwrite:
+            raise MeasureError(
+                f"{out} already holds {len(records)} records: pass --resume to continue that run, "
+                "or choose another --out"
+            )
+        out.unlink()
+        return []
+    if records and records[0].get("kind") != "run":
+        raise MeasureError(f"{out} does not start with a run record: it is not a tinydyn measure file")
+    return records
+
+
+def measure(
+    client: BoardClient,
+    ir: IRModel,
+    images: np.ndarray,
+    labels: np.ndarray,
+    policy: ExitPolicy,
+    out: Path,
+    dataset: str = "fashion-mnist",
+    resume: bool = False,
+    overwrite: bool = False,
+    logits: bool = True,
+    progress: bool = True,
+    reference: Results | None = None,
+    log: Callable[[str], None] = print,
+    max_reported: int = 5,
+) -> Outcome:
+    """Measure ``images`` (uint8, N×C×H×W; seq = index) on the board behind ``client``."""
+    out = Path(out)
+    previous = prepare_file(out, resume, overwrite)
+    if reference is None:
+        reference = execute(ir, images, policy)
+    ip = policy.to_integer(ir)
+    if ip.budget >= 2**32:
+        raise MeasureError(
+            f"budget {ip.budget} MACs does not fit the firmware's uint32: give a smaller --threshold"
+        )
+    info = client.open()
+    _check_info(info, ir, tuple(images.shape[1:]), client.port)
+    header = run_header(ir, info, dataset, policy, logits)
+    if previous:
+        old = previous[0]
+        differ = [k for k in RUN_KEYS if old.get(k) != header[k]]
+        if differ:
+            what = ", ".join(f"{k} {old.get(k)!r} -> {header[k]!r}" for k in differ)
+            raise MeasureError(
+                f"cannot resume {out}: it was measured with other settings ({what}); "
+                "use the same settings or another --out"
+            )
+    config = P.Config.from_policy(ip, info.num_exits, logits=logits)
+    client.configure(config.policy, config.confidence_t16, config.margins, config.budget_macs, logits=logits)
+
+    energy_check = EnergyCheck(ir, info.board_name)
+    done = {int(r["seq"]) for r in previous if "seq" in r}
+    todo = [i for i in range(len(images)) if i not in done]
+    session = Session()
+    mismatches = [r for r in previous if "seq" in r and not r.get("match", True)]
+    stats0 = dict(client.stats)
+    with ResultsWriter(out) as writer:
+        if not previous:
+            writer.write(header)
+        bar = _progress(len(images), len(done), progress)
+        started = time.perf_counter()
+        try:
+            for i in todo:
+                image = np.ascontiguousarray(images[i], dtype=np.uint8).tobytes()
+                t0 = time.perf_counter()
+                r = client.infer(i, image)
+                seconds = time.perf_counter() - t0
+                diff = compare(r, reference, i)
+                rec = record_of(i, int(labels[i]), r, diff, seconds)
+                ok = energy_check.check(r)
+                if ok is not None:
+                    rec["energy_model_ok"] = ok
+                writer.write(rec)  # on disk before the next image is sent
+                session.images += 1
+                session.payload_bytes += len(image)
+                session.wire_bytes_out += len(P.encode_infer(i % P.SEQ_MODULUS, image))
+                session.wire_bytes_in += len(P.encode_result(i % P.SEQ_MODULUS, r))
+                if diff:
+                    mismatches.append(rec)
+                    if len(mismatches) <= max_reported:
+                        _write(bar, log, f"MISMATCH image {i}: " + _diff_text(diff))
+                if bar is not None:
+                    bar.update(1)
+                    if mismatches:
+                        bar.set_postfix(mismatches=len(mismatches))
+        finally:
+            session.seconds = time.perf_counter() - started
+            session.retries = client.stats["retries"] - stats0["retries"]
+            session.resets = client.stats["resets"] - stats0["resets"]
+            if bar is not None:
+                bar.close()
+    records = [r for r in load_records(out) if "seq" in r and int(r["seq"]) < len(images)]
+    records.sort(key=lambda r: int(r["seq"]))
+    return Outcome(load_records(out)[0], records, reference, labels, info, session, mismatches)
+
+
+def _progress(total: int, initial: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="img", desc="measure", dynamic_ncols=True)
+
+
+def _write(bar: Any, log: Callable[[str], None], text: str) -> None:
+    if bar is not None:
+        bar.write(text)
+    else:
+        log(text)
+
+
+def _diff_text(diff: dict[str, list[Any]]) -> str:
+    parts = []
+    for k, (got, want) in diff.items():
+        if k == "logits":
+            parts.append("logits differ")
+        else:
+            parts.append(f"{k} board {got} vs reference {want}")
+    return ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------- summary
+def _label(kinds: set[str]) -> str:
+    if not kinds:
+        return "none"
+    return kinds.pop() if len(kinds) == 1 else "mixed (" + ", ".join(sorted(kinds)) + ")"
+
+
+def summarize(outcome: Outcome, ir: IRModel) -> dict[str, Any]:
+    """Accuracy, agreement, exits, MACs, counter, latency, energy/power (labelled) of all records."""
+    recs = outcome.records
+    n = len(recs)
+    if n == 0:
+        raise MeasureError("no results to summarise: measure at least one image")
+    info = outcome.info
+    seqs = np.array([r["seq"] for r in recs])
+    ref = outcome.reference
+    labels = outcome.labels[seqs]
+    cls = np.array([r["class"] for r in recs])
+    macs = np.array([r["macs"] for r in recs], dtype=np.float64)
+    counter = np.array([r["counter"] for r in recs], dtype=np.float64)
+    energy = np.array([r["energy_nj"] for r in recs], dtype=np.float64)
+    power = np.array([r["power_uw"] for r in recs], dtype=np.float64)
+    exits = np.array([r["exit"] for r in recs])
+    counter_kind = _label({r["counter_kind"] for r in recs})
+    energy_kind = _label({r["energy_kind"] for r in recs})
+    static = int(ir.meta.get("static_backbone_macs", info.static_macs))
+    clock = info.clock_hz
+    summary: dict[str, Any] = {
+        "model": ir.name,
+        "model_id": ir.model_id(),
+        "board": info.board_name,
+        "dataset": outcome.header.get("dataset"),
+        "policy": outcome.header.get("policy"),
+        "threshold": outcome.header.get("threshold"),
+        "images": n,
+        "accuracy": float((cls == labels).mean()),
+        "reference_accuracy": float((ref.predictions[seqs] == labels).mean()),
+        "agreement": float(np.mean([r.get("match", False) for r in recs])),
+        "class_agreement": float((cls == ref.predictions[seqs]).mean()),
+        "mismatches": int(sum(1 for r in recs if not r.get("match", False))),
+        "mismatch_seqs": [int(r["seq"]) for r in recs if not r.get("match", False)][:20],
+        "exit_histogram": np.bincount(exits, minlength=info.num_exits).tolist(),
+        "reference_exit_histogram": np.bincount(ref.exits[seqs], minlength=info.num_exits).tolist(),
+        "mean_macs": float(macs.mean()),
+        "static_backbone_macs": static,
+        "mac_reduction": static / float(macs.mean()) if macs.mean() > 0 else math.inf,
+        "mean_skipped_blocks": float(np.mean([r["skipped_blocks"] for r in recs])),
+        "mean_skipped_channels": float(np.mean([r["skipped_channels"] for r in recs])),
+        "counter_kind": counter_kind,
+        "mean_counter": float(counter.mean()),
+        "min_counter": int(counter.min()),
+        "max_counter": int(counter.max()),
+        "clock_hz": clock,
+        "energy_kind": energy_kind,
+        "mean_energy_uj": float(energy.mean() / 1000.0),
+        # modelled energy recomputed on the host (tinydyn.host.energy): share that agrees exactly
+        "energy_model_agreement": (
+            float(np.mean([r["energy_model_ok"] for r in recs if "energy_model_ok" in r]))
+            if any("energy_model_ok" in r for r in recs)
+            else None
+        ),
+        "mean_power_mw": float(power.mean() / 1000.0),
+        "session": outcome.session.to_json(),
+    }
+    if counter_kind in ("cycles", "instructions") and clock > 0:
+        # QEMU counts instructions: at one instruction per cycle that is the latency's lower bound
+        summary["mean_latency_ms"] = float(counter.mean() / clock * 1000.0)
+        summary["latency_basis"] = (
+            "cycles at the board clock"
+            if counter_kind == "cycles"
+            else "instructions at 1 per cycle at the board clock"
+        )
+        summary["counter_per_mac"] = float(counter.sum() / max(macs.sum(), 1.0))
+    return summary
+
+
+def summary_lines(s: dict[str, Any]) -> list[str]:
+    hist = " ".join(f"exit{i}:{k}" for i, k in enumerate(s["exit_histogram"]))
+    ref_hist = " ".join(f"exit{i}:{k}" for i, k in enumerate(s["reference_exit_histogram"]))
+    lines = [
+        f"board                  {s['board']}  (model {s['model']} {s['model_id']})",
+        f"images                 {s['images']}  (policy {s['policy']}, threshold {s['threshold']:g})",
+        f"accuracy board         {100 * s['accuracy']:.2f}%   "
+        f"(reference {100 * s['reference_accuracy']:.2f}%)",
+        f"agreement w/ reference {100 * s['agreement']:.2f}%   ({s['mismatches']} mismatches; "
+        f"class agreement {100 * s['class_agreement']:.2f}%)",
+        f"exit histogram         {hist}   (reference {ref_hist})",
+        f"mean executed MACs     {s['mean_macs']:,.0f}   (static {s['static_backbone_macs']:,}: "
+        f"{s['mac_reduction']:.2f}x fewer)",
+        f"skipped per image      {s['mean_skipped_blocks']:.2f} blocks, "
+        f"{s['mean_skipped_channels']:.1f} channels",
+    ]
+    if "mean_latency_ms" in s:
+        lines.append(
+            f"mean {s['counter_kind']:<17} {s['mean_counter']:,.0f}   ({s['counter_per_mac']:.2f} per MAC; "
+            f"min {s['min_counter']:,}, max {s['max_counter']:,})"
+        )
+        lines.append(
+            f"mean latency           {s['mean_latency_ms']:.2f} ms   ({s['latency_basis']}, "
+            f"{s['clock_hz'] / 1e6:g} MHz)"
+        )
+    if s["energy_kind"] != "none":
+        check = s.get("energy_model_agreement")
+        lines.append(
+            f"energy ({s['energy_kind']:<8})      {s['mean_energy_uj']:,.1f} uJ per image, "
+            f"mean power {s['mean_power_mw']:.2f} mW"
+            + ("" if check is None else f"   (host energy model agrees on {100 * check:.1f}%)")
+        )
+    sess = s["session"]
+    if sess["images"]:
+        lines.append(
+            f"link (this session)    {sess['images_per_s']:.1f} img/s, image payload "
+            f"{sess['payload_bytes_per_s'] / 1000:.1f} kB/s of "
+            f"{sess['wire_bytes_per_s'] / 1000:.1f} kB/s on the wire "
+            f"({sess['retries']} retries)"
+        )
+    return lines

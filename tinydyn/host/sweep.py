@@ -1,0 +1,142 @@
+"""Accuracy vs executed MACs over an exit-policy threshold sweep, from ONE reference pass.
+
+Running the reference executor once per threshold costs a full pass each. Instead one *probe*
+pass computes every exit head for every image without leaving, and records at each exit the
+head's logits and the MACs executed so far. Gates do not depend on the exit policy, so every
+policy's outcome follows exactly from the probe:
+
+* confidence / margin: the image leaves at the first exit whose decision says so; its MACs are
+  the probe's MACs at that exit (heads before it were computed too, as the policy computes them).
+* budget: heads run only where an image leaves, so the MACs at exit k are the probe's minus the
+  heads before k; it leaves when that plus the exit's ``next_cost_max`` exceeds the budget.
+
+``tests/test_measure.py`` checks that this equals :func:`tinydyn.quantize.executor.execute`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinydyn.ir import IRModel, Op
+from tinydyn.quantize.executor import _Run, check_images, top1
+from tinydyn.quantize.policy import ExitPolicy, IntegerPolicy
+
+CONFIDENCE_SWEEP = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.995, 1.0)
+MARGIN_SWEEP = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 1e9)
+BUDGET_FRACTIONS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.5)
+
+
+class _ProbePolicy(IntegerPolicy):
+    """Computes every head (kind 'confidence'), never leaves, records logits and MACs."""
+
+    def __init__(self, base: IntegerPolicy) -> None:
+        super().__init__("confidence", 0, [], 0, list(base.lut_mults))
+        self.run: _Run | None = None
+        self.logits: dict[int, np.ndarray] = {}
+        self.macs: dict[int, np.ndarray] = {}
+
+    def decide(self, logits: np.ndarray, exit_index: int) -> np.ndarray:
+        assert self.run is not None
+        self.logits[exit_index] = logits.copy()
+        self.macs[exit_index] = self.run.macs.copy()  # the head just ran: its MACs are in
+        return np.zeros(len(logits), dtype=bool)
+
+
+def _head_macs(op: Op) -> int:
+    return sum(int(o.attrs.get("macs", 0)) for o in op.then if o.kind in ("conv2d", "linear"))
+
+
+@dataclass
+class Probe:
+    """Per exit k (the last is the final classifier): logits (N, classes), MACs with every earlier
+    head computed, the head's own MACs and next_cost_max."""
+
+    logits: list[np.ndarray]
+    macs: list[np.ndarray]
+    head_macs: list[int]
+    next_cost_max: list[int]
+
+    @property
+    def num_exits(self) -> int:
+        return len(self.logits)
+
+    def outcome(self, ir: IRModel, policy: ExitPolicy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(predictions, exits, MACs) per image under ``policy``: what execute() returns."""
+        ip = policy.to_integer(ir)
+        n = len(self.logits[0])
+        exits = np.full(n, self.num_exits - 1, dtype=np.int64)
+        macs = np.zeros(n, dtype=np.int64)
+        chosen = self.logits[-1].copy()
+        running = np.ones(n, dtype=bool)
+        heads_before = 0
+        for k in range(self.num_exits - 1 if ip.kind != "none" else 0):
+            if ip.kind == "budget":
+                before_head = self.macs[k] - heads_before - self.head_macs[k]
+                leave = running & (before_head + self.next_cost_max[k] > ip.budget)
+                macs[leave] = before_head[leave] + self.head_macs[k]
+            else:
+                leave = running & ip.decide(self.logits[k], k)
+                macs[leave] = self.macs[k][leave]
+            exits[leave] = k
+            chosen[leave] = self.logits[k][leave]
+            running &= ~leave
+            heads_before += self.head_macs[k]
+        # budget and none never computed the early heads of images that did not leave
+        final_heads = sum(self.head_macs[:-1]) if ip.kind in ("budget", "none") else 0
+        macs[running] = self.macs[-1][running] - final_heads
+        return top1(chosen), exits, macs
+
+
+def probe(ir: IRModel, images: np.ndarray, batch_size: int = 256) -> Probe:
+    """One pass computing every head (see the module docstring)."""
+    images = check_images(ir, images)
+    exit_ops = sorted(ir.exits(), key=lambda op: op.attrs["index"])
+    base = ExitPolicy("confidence", 1.0).to_integer(ir)
+    parts: list[_ProbePolicy] = []
+    for start in range(0, len(images), batch_size):
+        pp = _ProbePolicy(base)
+        run = _Run(ir, images[start : start + batch_size], pp)
+        pp.run = run
+        run.run_ops(ir.ops, np.ones(len(run.running), dtype=bool))
+        final = exit_ops[-1].attrs["index"]
+        pp.logits[final] = run.logits.copy()
+        pp.macs[final] = run.macs.copy()
+        parts.append(pp)
+    indices = [int(op.attrs["index"]) for op in exit_ops]
+    return Probe(
+        logits=[np.concatenate([p.logits[i] for p in parts]) for i in indices],
+        macs=[np.concatenate([p.macs[i] for p in parts]) for i in indices],
+        head_macs=[_head_macs(op) for op in exit_ops],
+        next_cost_max=[int(op.attrs.get("next_cost_max", 0)) for op in exit_ops],
+    )
+
+
+def sweep_policies(kind: str, static_macs: int) -> list[ExitPolicy]:
+    """The thresholds swept for a policy kind ('none' sweeps confidence: the trade-off curve)."""
+    if kind == "margin":
+        return [ExitPolicy("margin", t) for t in MARGIN_SWEEP]
+    if kind == "budget":
+        return [ExitPolicy("budget", float(int(f * static_macs))) for f in BUDGET_FRACTIONS]
+    return [ExitPolicy("confidence", t) for t in CONFIDENCE_SWEEP]
+
+
+def sweep(
+    ir: IRModel, images: np.ndarray, labels: np.ndarray, policies: list[ExitPolicy], pr: Probe | None = None
+) -> list[dict[str, float | str]]:
+    """Accuracy and mean MACs of the reference for each policy (one probe pass in all)."""
+    pr = pr or probe(ir, images)
+    points: list[dict[str, float | str]] = []
+    for pol in policies:
+        pred, exits, macs = pr.outcome(ir, pol)
+        points.append(
+            {
+                "policy": pol.kind,
+                "threshold": pol.threshold,
+                "accuracy": float((pred == labels).mean()),
+                "mean_macs": float(macs.mean()),
+                "early_exit_share": float((exits < pr.num_exits - 1).mean()),
+            }
+        )
+    return points
