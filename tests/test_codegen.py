@@ -44,6 +44,7 @@ def policies(ir: IRModel) -> list[ExitPolicy]:
         ExitPolicy("margin", 0.7),
         ExitPolicy("budget", static * 0.45),
         ExitPolicy("budget", static * 0.6),
+        ExitPolicy("confidence", 0.3, gating=False),  # the static network: gates not run
     ]
 
 

@@ -134,13 +134,6 @@ def test_malformed_frames_get_errors_and_the_board_keeps_serving(
         (P.encode_infer(9, bytes(100)), P.ErrorCode.BAD_IMAGE_SIZE, 9, 784),
         (P.encode_infer(10, bytes(4000)), P.ErrorCode.BAD_LENGTH, P.SEQ_UNKNOWN, 3080),
         (P.encode_frame(0x42, 11), P.ErrorCode.UNKNOWN_TYPE, 11, 0x42),
-        # gating off is refused: td_config_t has no gating field (docs/PROTOCOL.md, BAD_CONFIG 5)
-        (
-            P.encode_config(12, P.Config("none", margins=(0, 0, 0), gating=False)),
-            P.ErrorCode.BAD_CONFIG,
-            12,
-            5,
-        ),
     ]
     ref = execute(gated_ir, image[None], ExitPolicy("none"))
     with serial.Serial(board.port, 115200, timeout=0.05) as port:
@@ -160,6 +153,27 @@ def test_malformed_frames_get_errors_and_the_board_keeps_serving(
     assert isinstance(result, P.Result) and result.seq == 14
     assert (result.predicted, result.macs) == (ref.predictions[0], ref.macs[0])
     assert list(result.logits or ()) == ref.logits[0].tolist()
+
+
+def test_gating_off_runs_the_static_network(board: QemuBoard, gated_ir: IRModel, fashion_test) -> None:
+    images = fashion_test.images[:6]
+    static = ExitPolicy("none", gating=False)
+    ref, dynamic = execute(gated_ir, images, static), execute(gated_ir, images, ExitPolicy("none"))
+    with serial.Serial(board.port, 115200, timeout=0.05) as port:
+        ack = raw_exchange(port, P.encode_config(30, P.Config("none", margins=(0, 0, 0), gating=False)))
+        assert isinstance(ack, P.ConfigAck)
+        for i, image in enumerate(images):
+            result = raw_exchange(port, P.encode_infer(31 + i, image.tobytes()))
+            assert isinstance(result, P.Result)
+            assert (result.predicted, result.macs, result.skipped_blocks, result.skipped_channels) == (
+                ref.predictions[i],
+                ref.macs[i],
+                0,
+                0,
+            )
+            assert list(result.logits or ()) == ref.logits[i].tolist()
+        raw_exchange(port, P.encode_config(40, P.Config("none", margins=(0, 0, 0))))  # gates back on
+    assert (ref.macs == gated_ir.meta["static_backbone_macs"]).all() and (dynamic.macs < ref.macs).any()
 
 
 def test_a_board_running_another_model_is_refused(board: QemuBoard) -> None:

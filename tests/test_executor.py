@@ -128,6 +128,15 @@ def test_guard_skips_block_and_counts_only_the_gate():
     assert res.predictions.tolist() == [1, 0]
 
 
+def test_gating_off_runs_the_static_backbone(small_ir, fashion_test):
+    images = fashion_test.images[:50]
+    res = execute(small_ir, images, ExitPolicy("none", gating=False))
+    assert (res.macs == small_ir.meta["static_backbone_macs"]).all()  # gates cost nothing, skip nothing
+    assert res.skipped_blocks.sum() == 0 and res.skipped_channels.sum() == 0
+    dynamic = execute(small_ir, images, ExitPolicy("none"))
+    assert dynamic.skipped_channels.sum() > 0
+
+
 def test_ir_roundtrip_and_version_check(tmp_path, small_ir):
     small_ir.save(tmp_path)
     loaded = IRModel.load(tmp_path)

@@ -122,6 +122,9 @@ def load_pipeline(checkpoint: Path | None):  # noqa: ANN201
 @policy_options
 @click.option("--limit", type=int, default=None, help="Evaluate the first N test images.")
 @click.option("--json-out", type=click.Path(path_type=Path), default=None, help="Write the summary as JSON.")
+@click.option(
+    "--no-gating", is_flag=True, help="Evaluate the static network: gates not computed, nothing skipped."
+)
 def evaluate_cmd(
     checkpoint: Path | None,
     dataset: str,
@@ -130,6 +133,7 @@ def evaluate_cmd(
     threshold: float | None,
     limit: int | None,
     json_out: Path | None,
+    no_gating: bool,
 ) -> None:
     """Accuracy, executed MACs and exits of a checkpoint (Brevitas and integer reference)."""
     from tinydyn.data import load_dataset
@@ -140,8 +144,10 @@ def evaluate_cmd(
     data = load_dataset(dataset, "test", data_root)
     if limit:
         data = data.subset(limit)
-    exit_policy = ExitPolicy(policy, default_threshold(policy, threshold, ir.meta["static_backbone_macs"]))
-    summary, _ = evaluate(ir, data, exit_policy, model)
+    static = ir.meta["static_backbone_macs"]
+    exit_policy = ExitPolicy(policy, default_threshold(policy, threshold, static), gating=not no_gating)
+    # the Brevitas model has no gates-off mode: with --no-gating only the integer model is evaluated
+    summary, _ = evaluate(ir, data, exit_policy, None if no_gating else model)
     for line in summary.lines():
         click.echo(line)
     if json_out:

@@ -146,8 +146,6 @@ class Server:
         if isinstance(req, P.ConfigRequest):
             if len(req.config.margins) != NUM_EXITS:
                 return P.encode_error(f.seq, P.ErrorCode.BAD_CONFIG, 4)
-            if not req.config.gating:  # this build has no TD_CONFIG_HAS_GATING
-                return P.encode_error(f.seq, P.ErrorCode.BAD_CONFIG, 5)
             self.config, self.config_tag = req.config, f.seq
             return P.encode_config_ack(f.seq)
         image = req.image

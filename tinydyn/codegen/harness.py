@@ -46,9 +46,10 @@ def encode_input(ir: IRModel, images: np.ndarray, policy: ExitPolicy) -> bytes:
     margins = (list(ip.margins) + [0] * HARNESS_MARGINS)[:HARNESS_MARGINS]
     margins = [max(min(m, 2**31 - 1), -(2**31)) for m in margins]
     header = b"TDH1" + struct.pack(
-        f"<IB3xII{HARNESS_MARGINS}i",
+        f"<IBB2xII{HARNESS_MARGINS}i",
         len(images),
         POLICY_CODES[ip.kind],
+        0 if ip.gating else 1,
         ip.confidence_t16,
         ip.budget,
         *margins,

@@ -96,6 +96,15 @@ def schedule_nodes(ops: list[Op], desc: ModelDesc) -> list[dict[str, Any]]:
                     "then": schedule_nodes(op.then, desc),
                 }
             )
+        elif op.kind == "linear" and op.attrs.get("role") == "gate":
+            nodes.append(
+                {
+                    "type": "gate",
+                    "cname": desc.layers[op.name]["cname"],
+                    "output": f"t_{c_name(op.output)}",
+                    "size": int(desc.layers[op.name]["out_c"]),
+                }
+            )
         else:
             nodes.append({"type": "call", "cname": desc.layers[op.name]["cname"]})
     return nodes

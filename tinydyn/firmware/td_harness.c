@@ -48,6 +48,7 @@ int main(void)
     const uint32_t count = get_u32(header + 4);
     memset(&cfg, 0, sizeof cfg);
     cfg.policy = header[8];
+    cfg.gates_off = header[9];
     cfg.confidence_t16 = get_u32(header + 12);
     cfg.budget_macs = get_u32(header + 16);
     for (int i = 0; i < HARNESS_MARGINS && i < TD_MAX_EXITS; i++) cfg.margin[i] = (int32_t)get_u32(header + 20 + 4 * i);

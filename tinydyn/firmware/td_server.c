@@ -107,12 +107,6 @@ static int handle_config(td_server_t *s, const td_frame_t *f)
     if (m.n_margins != td_model_info.num_exits || m.n_margins > TD_MAX_EXITS) {
         return send_error(s, f->seq, TD_ERR_BAD_CONFIG, 4);
     }
-#ifndef TD_CONFIG_HAS_GATING
-    /* td_config_t has no gating field in this build: refuse rather than silently gate. */
-    if ((m.flags & TD_CFG_FLAG_GATING) == 0) {
-        return send_error(s, f->seq, TD_ERR_BAD_CONFIG, 5);
-    }
-#endif
     memset(&s->cfg, 0, sizeof(s->cfg));
     s->cfg.policy = m.policy;
     s->cfg.confidence_t16 = m.confidence_t16;
@@ -120,9 +114,7 @@ static int handle_config(td_server_t *s, const td_frame_t *f)
     for (i = 0; i < m.n_margins; i++) {
         s->cfg.margin[i] = m.margin[i];
     }
-#ifdef TD_CONFIG_HAS_GATING
-    s->cfg.gating = (uint8_t)(m.flags & TD_CFG_FLAG_GATING);
-#endif
+    s->cfg.gates_off = (uint8_t)((m.flags & TD_CFG_FLAG_GATING) == 0u);
     s->flags = m.flags;
     s->config_tag = f->seq;
     send_payload(s, td_encode_config_ack(s->tx, sizeof(s->tx), f->seq));

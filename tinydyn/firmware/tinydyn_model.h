@@ -31,6 +31,7 @@ typedef struct {
     uint32_t confidence_t16;       /* leave when top-1 softmax >= t16 / 65536 */
     int32_t margin[TD_MAX_EXITS];  /* leave exit i when top1 - top2 >= margin[i] (integer logits) */
     uint32_t budget_macs;          /* leave when the next exit could break this MAC budget */
+    uint8_t gates_off;             /* 1: gate FCs not run, every salience 255 (the static network) */
 } td_config_t;
 
 typedef struct {

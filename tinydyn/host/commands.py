@@ -143,8 +143,9 @@ def measure_and_report(
     return summary, reference, mismatch
 
 
-def policy_from(policy: str, threshold: float | None, ir: IRModel) -> ExitPolicy:
-    return ExitPolicy(policy, default_threshold(policy, threshold, ir.meta["static_backbone_macs"]))
+def policy_from(policy: str, threshold: float | None, ir: IRModel, gating: bool = True) -> ExitPolicy:
+    static = ir.meta["static_backbone_macs"]
+    return ExitPolicy(policy, default_threshold(policy, threshold, static), gating=gating)
 
 
 # ---------------------------------------------------------------------------- commands
@@ -260,6 +261,9 @@ def _sigterm_as_interrupt() -> None:
     "--no-logits", is_flag=True, help="Do not ask for logits (shorter replies; logits not checked)."
 )
 @click.option("--no-plots", is_flag=True)
+@click.option(
+    "--no-gating", is_flag=True, help="Run the static network: gates not computed, nothing skipped."
+)
 @click.option("--model-id", default=None, help="Model id the board must report (default: the reference's).")
 def measure_cmd(
     port: str,
@@ -278,6 +282,7 @@ def measure_cmd(
     retries: int,
     no_logits: bool,
     no_plots: bool,
+    no_gating: bool,
     model_id: str | None,
 ) -> None:
     """Stream test images to a board, check every answer against the integer reference, report."""
@@ -290,7 +295,7 @@ def measure_cmd(
         dataset=dataset,
         data_root=data_root,
         limit=limit,
-        policy=policy_from(policy, threshold, ir),
+        policy=policy_from(policy, threshold, ir, gating=not no_gating),
         out=out,
         resume=resume,
         overwrite=overwrite,

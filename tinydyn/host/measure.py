@@ -241,7 +241,7 @@ def measure(
                 f"cannot resume {out}: it was measured with other settings ({what}); "
                 "use the same settings or another --out"
             )
-    config = P.Config.from_policy(ip, info.num_exits, logits=logits)
+    config = P.Config.from_policy(ip, info.num_exits, gating=ip.gating, logits=logits)
     client.configure(config.policy, config.confidence_t16, config.margins, config.budget_macs, logits=logits)
 
     energy_check = EnergyCheck(ir, info.board_name)

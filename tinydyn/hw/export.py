@@ -1,21 +1,28 @@
-"""QONNX export of an LC-Net's static path, one stage per exit.
+"""QONNX export of the static LC-Net as dataflow partitions: backbone segments and exit heads.
 
-FINN builds fixed dataflow pipelines: it has no data-dependent control flow and no equivalent
-of the L-Net/C-Net gates. So the FPGA build runs every block and every channel (salience 1,
-the gate-open model) and realises early exit by partitioning: stage k is the backbone from
-the input to the block after which exit k sits, plus exit head k; the last stage is the whole
-backbone plus the final head. The Zynq PS runs stage k+1 only for images that did not leave.
+FINN builds fixed dataflow pipelines with no data-dependent control flow, so early exit is
+realised by partitioning (DESIGN.md, "FPGA path"). With exits after blocks e_0 < e_1 < …:
 
-Each stage is a small gate-free :class:`LCNet` (weights copied from the trained model: a
-stage is exactly what the trained model computes with its gates forced open) wrapped in
-:class:`FinnStage`, whose forward is written so that it exports to QONNX and maps to FINN:
+* ``seg0``: input pixels → stem → blocks 0..e_0 → the integer (uint8) feature map of block e_0;
+* ``head0``: that feature map → GAP → exit head 0 → the head's integer accumulators;
+* ``seg1``: the feature map of block e_0 (read back from DDR) → blocks e_0+1..e_1 → features;
+* … the last segment runs the remaining blocks and the final classifier in one partition.
 
-* input: raw pixels 0..255 (float tensor, annotated UINT8 in the QONNX graph) times 1/255,
-  a scalar multiply FINN streamlines into the first thresholds;
-* GAP on the activation grid: ``AdaptiveAvgPool2d(1)`` (→ GlobalAveragePool → FINN's
-  GlobalAccPool) followed by a QuantIdentity that *shares* the block's output quantizer,
-  so it rounds to exactly the same grid as ``pooled_on_grid`` (Brevitas rounds ties to even,
-  ``pooled_on_grid`` and the integer executor half up: the only arithmetic difference).
+The Zynq PS chains them: segment k, head k, exit policy, and segment k+1 on the stored features
+only for images that did not leave. No partition recomputes another's work.
+
+Each partition is a :class:`FinnPartition` over the modules of the *static* model (gates folded
+into constant scales, :mod:`tinydyn.hw.static_model`), written so that it exports to QONNX and
+maps to FINN:
+
+* input: integers (pixels 0..255 or a uint8 feature map; float tensor annotated UINT8 in the
+  QONNX graph) times their scale (1/255 or the producing block's activation scale), a scalar
+  multiply FINN streamlines into the first thresholds;
+* feature output: the last block's uint8 activation; the flow cuts the trailing scale multiply so
+  that the partition streams the integers themselves (what the next segment reads);
+* GAP on the activation grid: ``AdaptiveAvgPool2d(1)`` (→ FINN GlobalAccPool) followed by a copy
+  of the block's output quantiser, so it rounds to the grid of ``pooled_on_grid`` (Brevitas rounds
+  ties to even, ``pooled_on_grid`` and the integer executor half up: the only difference).
 """
 
 from __future__ import annotations
@@ -23,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,142 +40,124 @@ from brevitas.quant import Uint8ActPerTensorFloat
 from torch import nn
 
 from tinydyn.errors import TinydynError
-from tinydyn.models.lcnet import LCNet, LCNetConfig
-
-GATES_NOTE = (
-    "L-Net/C-Net gates are not built on the FPGA: every block and channel runs; "
-    "early exits are built as stage partitions"
-)
+from tinydyn.models.lcnet import LCNet, LCNetConfig, act_scale
 
 
 class ExportError(TinydynError):
-    """A stage that cannot be exported or does not match the model it came from."""
+    """A partition that cannot be exported or does not match the model it came from."""
 
 
 @dataclass(frozen=True)
-class StageSpec:
-    """Stage ``index``: blocks 0..``last_block`` then head ``head`` ('final' or an exit block)."""
+class PartitionSpec:
+    """One dataflow partition: optional stem, blocks ``first..last`` (may be none), optional head.
 
-    index: int
+    ``stage`` is the exit index the partition belongs to (segment k and head k form stage k).
+    """
+
+    name: str
+    kind: str  # "segment" or "head"
+    stage: int
+    first_block: int
     last_block: int
-    head: str  # key in model.exit_heads, or "final"
+    stem: bool
+    head: str | None  # key in model.exit_heads, "final", or None (feature output)
 
     @property
-    def name(self) -> str:
-        return f"stage{self.index}"
+    def blocks(self) -> range:
+        return range(self.first_block, self.last_block + 1) if self.kind == "segment" else range(0)
+
+    @property
+    def input_tensor(self) -> str:
+        """Name of the partition's input in the integer IR."""
+        if self.stem:
+            return "input"
+        source = self.first_block - 1 if self.kind == "segment" else self.last_block
+        return f"b{source}.out" if source >= 0 else "stem"
+
+    @property
+    def output_tensor(self) -> str | None:
+        """IR tensor of a feature output (None: the partition ends in head accumulators)."""
+        return None if self.head is not None else f"b{self.last_block}.out"
 
 
-def stage_specs(config: LCNetConfig) -> list[StageSpec]:
-    """One stage per early exit (in block order), then the final classifier."""
-    specs = [StageSpec(i, b, str(b)) for i, b in enumerate(sorted(config.exits))]
-    specs.append(StageSpec(len(specs), sum(config.blocks) - 1, "final"))
+def partition_specs(config: LCNetConfig) -> list[PartitionSpec]:
+    """seg0, head0, seg1, head1, …, segN (the last segment holds the final classifier)."""
+    specs, first = [], 0
+    exits = sorted(config.exits)
+    for k, block in enumerate(exits):
+        specs.append(PartitionSpec(f"seg{k}", "segment", k, first, block, first == 0, None))
+        specs.append(PartitionSpec(f"head{k}", "head", k, block, block, False, str(block)))
+        first = block + 1
+    last = sum(config.blocks) - 1
+    specs.append(PartitionSpec(f"seg{len(exits)}", "segment", len(exits), first, last, first == 0, "final"))
     return specs
 
 
-def stage_config(config: LCNetConfig, last_block: int) -> LCNetConfig:
-    """The gate-free, exit-free architecture of blocks 0..last_block."""
-    widths, blocks, left = [], [], last_block + 1
-    for width, count in zip(config.widths, config.blocks, strict=True):
-        if left <= 0:
-            break
-        widths.append(width)
-        blocks.append(min(count, left))
-        left -= count
-    return LCNetConfig(
-        in_channels=config.in_channels,
-        input_size=config.input_size,
-        num_classes=config.num_classes,
-        stem_width=config.stem_width,
-        widths=tuple(widths),
-        blocks=tuple(blocks),
-        exits=(),
-        gates=False,
-        leak=config.leak,
-        classes=config.classes,
-    )
+def whole_network_spec(config: LCNetConfig) -> PartitionSpec:
+    """The static baseline: input → every block → final classifier as one partition."""
+    return PartitionSpec("static", "segment", 0, 0, sum(config.blocks) - 1, True, "final")
 
 
-def stage_lcnet(model: LCNet, spec: StageSpec) -> LCNet:
-    """A gate-free LCNet computing stage ``spec`` with the trained weights (eval mode)."""
-    sub = LCNet(stage_config(model.config, spec.last_block))
-    state = {}
-    for key, value in model.state_dict().items():
-        if key.startswith("blocks."):
-            index = int(key.split(".")[1])
-            if index > spec.last_block or ".lnet." in key or ".cnet." in key:
-                continue  # gates are not built: salience 1 everywhere
-            state[key] = value
-        elif key.startswith("exit_heads.") or key.startswith("head."):
-            continue
-        else:
-            state[key] = value
-    head = model.head if spec.head == "final" else model.exit_heads[spec.head]
-    state.update({f"head.{k}": v for k, v in head.state_dict().items()})
-    result = sub.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith(("zero_hw_sentinel", "counter"))]
-    if missing or result.unexpected_keys:
-        raise ExportError(
-            f"stage {spec.name} does not match the model's weights "
-            f"({(missing + result.unexpected_keys)[0]}): "
-            "the checkpoint and this tinydyn disagree on the architecture"
-        )
-    sub.eval()
-    return sub
+def input_scale(net: LCNet, spec: PartitionSpec) -> float:
+    if spec.stem:
+        return 1.0 / 255.0
+    source = spec.first_block - 1 if spec.kind == "segment" else spec.last_block
+    relu = net.blocks[source].out_relu if source >= 0 else net.stem_relu
+    return float(act_scale(relu))
 
 
-class FinnStage(nn.Module):
-    """Exportable forward of a gate-free stage: uint8 pixels (as float) → int16-grid logits."""
+def output_scale(net: LCNet, spec: PartitionSpec) -> float:
+    return float(act_scale(net.blocks[spec.last_block].out_relu))
 
-    def __init__(self, net: LCNet) -> None:
+
+class FinnPartition(nn.Module):
+    """Exportable forward of one partition of a gate-free LCNet: integers in (as float) →
+    the last block's activation (on its grid) or int16-grid logits."""
+
+    def __init__(self, net: LCNet, spec: PartitionSpec) -> None:
         super().__init__()
-        self.net = net
-        last = net.blocks[-1]
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        # a copy of last.out_relu's quantizer (same learned scale): the pooled vector lands on
-        # the activation grid. Passing the proxy itself would re-initialise the shared scale.
-        self.pool_quant = qnn.QuantIdentity(act_quant=Uint8ActPerTensorFloat)
-        self.pool_quant.load_state_dict(last.out_relu.state_dict())
-        self.pool_quant.eval()
+        if net.config.gates:
+            raise ExportError(f"{spec.name}: export the static model (gates folded), not the gated one")
+        self.net, self.spec = net, spec
+        self.in_scale = input_scale(net, spec)
+        self.head = None
+        if spec.head is not None:
+            self.head = net.head if spec.head == "final" else net.exit_heads[spec.head]
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            # a copy of the block's output quantizer (same learned scale): the pooled vector lands
+            # on the activation grid. Passing the proxy itself would re-initialise the shared scale.
+            self.pool_quant = qnn.QuantIdentity(act_quant=Uint8ActPerTensorFloat)
+            self.pool_quant.load_state_dict(net.blocks[spec.last_block].out_relu.state_dict())
+            self.pool_quant.eval()
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
         n = self.net
-        x = n.stem_relu(n.stem_bn(n.stem(pixels * (1.0 / 255.0))))
-        for block in n.blocks:
+        x = q * self.in_scale
+        if self.spec.stem:
+            x = n.stem_relu(n.stem_bn(n.stem(x)))
+        for i in self.spec.blocks:
+            block = n.blocks[i]
             h = block.relu1(block.bn1(block.conv1(x)))
             f = block.bn2(block.conv2(h))
             short = block.short_quant(block.short_bn(block.short_conv(x))) if block.projection else x
             x = block.out_relu(short + f)
-        pooled = self.pool_quant(self.pool(x).flatten(1))
-        return n.head(pooled)
-
-
-@contextlib.contextmanager
-def forced_open(model: LCNet) -> Iterator[LCNet]:
-    """The trained model with every gate's salience forced to 1 (for checks)."""
-    saved = []
-    for block in model.blocks:
-        if block.gated:
-            saved.append((block, block.lnet.forward, block.cnet.forward))
-            block.lnet.forward = lambda p: torch.ones(p.shape[0], 1)
-            cout = block.conv1.out_channels
-            block.cnet.forward = lambda p, c=cout: torch.ones(p.shape[0], c)
-    try:
-        yield model
-    finally:
-        for block, lnet, cnet in saved:
-            block.lnet.forward, block.cnet.forward = lnet, cnet
+        if self.head is None:
+            return x
+        return self.head(self.pool_quant(self.pool(x).flatten(1)))
 
 
 @dataclass
-class ExportedStage:
-    spec: StageSpec
+class ExportedPartition:
+    spec: PartitionSpec
     path: Path
-    module: FinnStage
-    net: LCNet
+    module: FinnPartition
+    in_shape: tuple[int, ...]  # (C, H, W) of the integer input
 
 
-def export_stage(model: LCNet, spec: StageSpec, path: Path) -> ExportedStage:
-    """Write stage ``spec`` as a cleaned-up QONNX model with a UINT8 input."""
+def export_partition(
+    net: LCNet, spec: PartitionSpec, in_shape: tuple[int, ...], path: Path
+) -> ExportedPartition:
+    """Write partition ``spec`` of the static model as a cleaned-up QONNX model with a UINT8 input."""
     try:
         from brevitas.export import export_qonnx
         from qonnx.core.datatype import DataType
@@ -179,32 +167,30 @@ def export_stage(model: LCNet, spec: StageSpec, path: Path) -> ExportedStage:
         raise ExportError(
             f"QONNX export needs qonnx/onnx ({exc.name} missing): run scripts/setup.sh"
         ) from None
-    net = stage_lcnet(model, spec)
-    stage = FinnStage(net).eval()
-    cfg = model.config
-    example = torch.zeros(1, cfg.in_channels, cfg.input_size, cfg.input_size)
+    module = FinnPartition(net, spec).eval()
+    example = torch.zeros(1, *in_shape)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         # dynamo=False: brevitas 0.13.4 defaults to the dynamo exporter, which ignores opset 13
-        export_qonnx(stage, args=example, export_path=str(path), opset_version=13, dynamo=False)
+        export_qonnx(module, args=example, export_path=str(path), opset_version=13, dynamo=False)
     wrapper = cleanup_model(ModelWrapper(str(path)))
     wrapper.set_tensor_datatype(wrapper.graph.input[0].name, DataType["UINT8"])
     wrapper.save(str(path))
-    return ExportedStage(spec, path, stage, net)
+    return ExportedPartition(spec, path, module, tuple(in_shape))
 
 
-def run_qonnx(path: Path, images: np.ndarray) -> np.ndarray:
-    """Logits of a QONNX model for uint8 images, via qonnx's python execution (one by one)."""
+def run_qonnx(path: Path, inputs: np.ndarray) -> np.ndarray:
+    """Outputs of a QONNX model for integer inputs (N, C, H, W), via qonnx's python execution."""
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
 
     wrapper = ModelWrapper(str(path))
     iname, oname = wrapper.graph.input[0].name, wrapper.graph.output[0].name
-    outs = [execute_onnx(wrapper, {iname: img[None].astype(np.float32)})[oname] for img in images]
-    return np.concatenate(outs).reshape(len(images), -1)
+    outs = [execute_onnx(wrapper, {iname: x[None].astype(np.float32)})[oname] for x in inputs]
+    return np.concatenate(outs)
 
 
-def torch_logits(module: nn.Module, images: np.ndarray) -> np.ndarray:
+def torch_outputs(module: nn.Module, inputs: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        return module(torch.from_numpy(images.astype(np.float32))).numpy()
+        return module(torch.from_numpy(inputs.astype(np.float32))).numpy()

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from tinydyn.errors import TinydynError
-from tinydyn.ir import DTYPE_RANGES, IRModel, Op
+from tinydyn.ir import DTYPE_RANGES, SALIENCE_ONE, IRModel, Op
 from tinydyn.quantize.policy import ExitPolicy, IntegerPolicy
 
 
@@ -206,6 +206,11 @@ class _Run:
         self.finish(op, acc, gate, live)
 
     def op_linear(self, op: Op, live: np.ndarray) -> None:
+        if op.attrs.get("role") == "gate" and not self.policy.gating:
+            # gating off: the gate is not computed and reads as fully open
+            n, cout = len(self.running), self.model.tensors[op.output].shape[0]
+            self.env[op.output] = np.full((n, cout), SALIENCE_ONE, dtype=np.int64)
+            return
         x, gate, active_out, active_in = self.weighted(op)
         weight = self.model.array(op, "weight").astype(np.float64)
         acc = (x.astype(np.float64) @ weight.T).astype(np.int64) + self.model.array(op, "bias")

@@ -9,6 +9,9 @@
   each exit's integer logit scale by ``ceil(threshold / scale)``).
 * ``budget``: a MAC budget. At a non-final exit an image leaves when its MACs so far plus the
   most the way to the next exit's decision can cost (attr ``next_cost_max``) exceed the budget.
+
+Independently of the policy, ``gating=False`` runs the static network: every salience is
+255 (fully open) and the gate FCs are not computed, so no block or channel is skipped.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class ExitPolicy:
 
     kind: str = "none"
     threshold: float = 0.0
+    gating: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in POLICIES:
@@ -70,6 +74,7 @@ class ExitPolicy:
             margins=[int(math.ceil(self.threshold / s)) for s in scales] if self.kind == "margin" else [],
             budget=int(self.threshold) if self.kind == "budget" else 0,
             lut_mults=[lut_multiplier(s) for s in scales],
+            gating=self.gating,
         )
 
 
@@ -82,6 +87,7 @@ class IntegerPolicy:
     margins: list[int] = field(default_factory=list)
     budget: int = 0
     lut_mults: list[int] = field(default_factory=list)
+    gating: bool = True
 
     def decide(self, logits: np.ndarray, exit_index: int) -> np.ndarray:
         """Whether each image leaves at this (non-final) exit; logits (N, classes) ints."""
