@@ -174,3 +174,49 @@ def test_static_backbone_trains_and_evaluates(tmp_path, fashion_test):
     # every image runs the whole backbone: executed MACs equal the static figure exactly
     assert data["mean_macs"] == data["static_backbone_macs"]
     assert data["exit_histogram"] == [50] and data["mean_skipped_channels"] == 0
+
+
+def test_backbone_from_a_static_checkpoint(tmp_path, fashion_test):
+    """A dynamic model warm-started from a static backbone keeps its conv weights."""
+    static, dynamic = tmp_path / "static.pt", tmp_path / "dynamic.pt"
+    base = ["--epochs", "1", *TINY[:4], "--limit", "128", "--batch-size", "64"]
+    proc = tinydyn("train", "--out", str(static), "--no-gates", "--exits", "", *base)
+    assert proc.returncode == 0, proc.stderr
+    proc = tinydyn(
+        "train",
+        "--out",
+        str(dynamic),
+        "--backbone-from",
+        str(static),
+        "--exits",
+        "0",
+        "--lr",
+        "0",
+        "--gate-lr",
+        "0",
+        *base,
+    )
+    assert proc.returncode == 0, proc.stderr
+    a = torch.load(static, weights_only=True)["state_dict"]
+    b = torch.load(dynamic, weights_only=True)["state_dict"]
+    for key in ("stem.weight", "blocks.0.conv1.weight", "blocks.1.conv2.weight", "head.fc.weight"):
+        assert torch.equal(a[key], b[key]), key
+    assert "blocks.0.lnet.fc.weight" in b and "exit_heads.0.fc.weight" in b
+    wrong = tinydyn(
+        "train",
+        "--out",
+        str(tmp_path / "w.pt"),
+        "--backbone-from",
+        str(static),
+        "--widths",
+        "4,8",
+        "--blocks",
+        "1,1",
+        "--exits",
+        "0",
+        "--limit",
+        "64",
+        "--epochs",
+        "1",
+    )
+    assert_one_line_error(wrong, "shares no stem weights")

@@ -52,6 +52,12 @@ def cli() -> None:
 @click.option(
     "--init-from", type=click.Path(path_type=Path), default=None, help="Fine-tune from this checkpoint."
 )
+@click.option(
+    "--backbone-from",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Warm-start the backbone from this checkpoint (e.g. a --no-gates one); gates and heads start fresh.",
+)
 @click.option("--limit", type=int, default=None, help="Train on the first N images only.")
 def train(
     dataset: str,
@@ -69,6 +75,7 @@ def train(
     seed: int,
     resume: bool,
     init_from: Path | None,
+    backbone_from: Path | None,
     limit: int | None,
 ) -> None:
     """Train an LC-Net (writes a checkpoint after every epoch)."""
@@ -99,6 +106,7 @@ def train(
         TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, gate_lr=gate_lr, l1=l1, seed=seed),
         resume=resume,
         init_from=init_from,
+        backbone_from=backbone_from,
     )
     last = result["history"][-1] if result["history"] else {}
     click.echo(

@@ -72,6 +72,7 @@ def train(
     resume: bool = False,
     init_from: Path | None = None,
     progress: bool = True,
+    backbone_from: Path | None = None,
 ) -> dict[str, Any]:
     """Train (or resume, or fine-tune from ``init_from``) and write a checkpoint per epoch."""
     cfg = cfg or TrainConfig()
@@ -109,6 +110,8 @@ def train(
         if resume:
             start_epoch = int(state["train"]["epochs_done"])
             history = list(state["train"]["history"])
+    elif backbone_from is not None:
+        copy_backbone(model, read_checkpoint(backbone_from)["state_dict"], train_set)
     total_steps = cfg.epochs * ((len(train_set) + cfg.batch_size - 1) // cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=[cfg.lr, cfg.gate_lr], total_steps=max(total_steps, 1), pct_start=0.15
@@ -157,6 +160,22 @@ def train(
         save_checkpoint(out_path, model, {"train_history": history}, {"train": train_info})
         torch.save({"optimizer": optimizer.state_dict()}, resume_path(out_path))
     return {"history": history, "path": str(out_path)}
+
+
+def copy_backbone(model: LCNet, state_dict: dict[str, torch.Tensor], train_set: Dataset) -> None:
+    """Warm-start from another checkpoint (e.g. a static backbone): copy every tensor whose
+    name and shape match; gates and exit heads the source lacks keep their initialisation."""
+    model.train()
+    with torch.no_grad():
+        model(to_float(train_set.images[:2]))  # let Brevitas build its runtime state first
+    own = model.state_dict()
+    shared = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
+    if "stem.weight" not in shared:
+        raise TinydynError(
+            "the --backbone-from checkpoint shares no stem weights with this model: "
+            "give one trained with the same --widths and --blocks"
+        )
+    model.load_state_dict(shared, strict=False)
 
 
 def resume_path(checkpoint: Path) -> Path:
