@@ -1,12 +1,14 @@
-"""FPGA estimates: per-stage resources and throughput (finn-plus analytical models, ZedBoard).
+"""FPGA estimates: per-partition resources and throughput (finn-plus analytical models, ZedBoard).
 
 Runs the tinydyn FPGA front end (no Vivado) for
-  * the default model (the bundled checkpoint, or --checkpoint), and
+  * the default model (the bundled checkpoint, or --checkpoint; gates folded into their mean
+    saliences), and
   * a ResNet-8-class LC-Net (3×32×32, widths 16/32/64, exits after blocks 0 and 1, no gates)
     with random weights and random images (resources and cycles depend on the architecture,
     not the weights; an untrained model is never confident, so all its images reach the last
     stage and its early-exit ratio is the worst case),
-and prints/saves per-stage LUT/BRAM/DSP, cycles, images/s and the early-exit vs static
+each as backbone segments + exit heads, folded by the automatic search (or --target-fps), and
+prints/saves per-partition LUT/BRAM/DSP, cycles, images/s, accuracy and the early-exit vs static
 throughput ratio at equal resources. Writes benchmarks/results/fpga_estimates.json.
 
     .venv/bin/python benchmarks/fpga_estimates.py [--checkpoint runs/base.pt] [--target-fps 2000]
@@ -48,7 +50,7 @@ def summarise(name: str, report, seconds: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=None)
-    parser.add_argument("--target-fps", type=float, default=2000.0)
+    parser.add_argument("--target-fps", type=float, default=None, help="default: automatic search")
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--out", type=Path, default=Path("build/fpga_estimates"))
     args = parser.parse_args()

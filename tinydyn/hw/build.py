@@ -1,4 +1,5 @@
-"""``build_fpga``: checkpoint → per-exit QONNX stages → finn-plus front end → report + package."""
+"""``build_fpga``: checkpoint → static model (gates folded) → backbone segments + exit heads as
+QONNX partitions → finn-plus front end → checks → report + PS controller + Vivado package."""
 
 from __future__ import annotations
 
@@ -11,63 +12,91 @@ from pathlib import Path
 
 import numpy as np
 
-from tinydyn.hw.boards import get_board, register_with_finn
-from tinydyn.hw.checks import check_export, check_hw_python, head_arrays
+from tinydyn.hw.boards import FpgaBoard, get_board, register_with_finn
+from tinydyn.hw.checks import check_partition, head_arrays, reference_tensors
 from tinydyn.hw.controller import StageHead, write_controller
-from tinydyn.hw.export import GATES_NOTE, ExportError, export_stage, stage_lcnet, stage_specs
+from tinydyn.hw.export import (
+    ExportedPartition,
+    ExportError,
+    export_partition,
+    partition_specs,
+    run_qonnx,
+    whole_network_spec,
+)
 from tinydyn.hw.finn_shims import finn_version, load_finn
-from tinydyn.hw.flow import run_front_end
+from tinydyn.hw.flow import StageEstimate, run_front_end
 from tinydyn.hw.package import write_package
-from tinydyn.hw.report import FpgaReport, check_fit, early_exit_fps, fits_within, stage_row, totals
+from tinydyn.hw.report import (
+    FIT_KEYS,
+    FpgaReport,
+    StageRow,
+    check_fit,
+    early_exit_fps,
+    fits_within,
+    stage_row,
+    totals,
+)
+from tinydyn.hw.static_model import Saliences, gates_note, mean_saliences, static_model
+from tinydyn.ir import IRModel
 from tinydyn.models.checkpoint import load_model
 from tinydyn.models.lcnet import LCNet
-from tinydyn.quantize.executor import execute, static_macs
+from tinydyn.quantize.executor import execute
 from tinydyn.quantize.lower import lower
 from tinydyn.quantize.policy import ExitPolicy
 
-STATIC_SWEEP = (0.6, 1.0, 1.6)  # static target fps tried, relative to the early-exit rate
+STATIC_SWEEP = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2)  # static targets tried, relative to early exit
+AUTO_START_FPS = 2000.0  # first target of the automatic search (images/s into segment 0)
+AUTO_TRIES = 4
+AUTO_HEADROOM = 0.85  # aim at this share of the part (shell, IODMAs, interconnect need the rest)
 
 
-def gate_open_model(model: LCNet) -> LCNet:
-    """The whole model, exits included, with gates removed (salience 1): what the FPGA runs."""
-    from tinydyn.models.lcnet import LCNetConfig
-
-    cfg = LCNetConfig.from_json({**model.config.to_json(), "gates": False})
-    net = LCNet(cfg)
-    state = {k: v for k, v in model.state_dict().items() if ".lnet." not in k and ".cnet." not in k}
-    net.load_state_dict(state, strict=False)
-    return net.eval()
-
-
-def reach_fractions(model: LCNet, images: np.ndarray, labels: np.ndarray | None, policy: ExitPolicy):
-    """Fraction of images reaching each stage, and accuracies, from the integer reference."""
-    ir = lower(gate_open_model(model))
-    res = execute(ir, images, policy)
-    n_stages = len(model.config.exits) + 1
-    reach = [float((res.exits >= k).mean()) for k in range(n_stages)]
-    acc = {}
-    if labels is not None:
-        acc["early exit"] = float((res.predictions == labels).mean())
-        static = execute(ir, images, ExitPolicy("none"))
-        acc["static"] = float((static.predictions == labels).mean())
-    return reach, acc, ir
-
-
-def default_images(model: LCNet, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
-    """Fashion-MNIST test images for a 1×28×28 model; random images otherwise."""
+def dataset_images(
+    model: LCNet, split: str, count: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Fashion-MNIST images of ``split`` for a 1×28×28 model; random images otherwise."""
     cfg = model.config
     if (cfg.in_channels, cfg.input_size) == (1, 28):
         try:
             from tinydyn.data import load_dataset
 
-            ds = load_dataset("fashion-mnist", "test")
+            ds = load_dataset("fashion-mnist", split)
             return ds.images[:count], np.asarray(ds.labels[:count])
         except Exception:  # noqa: BLE001 - no dataset: fall back to random images, labelled so
             pass
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed + (split == "train"))
     return rng.integers(
         0, 256, (count, cfg.in_channels, cfg.input_size, cfg.input_size), dtype=np.uint8
     ), None
+
+
+def evaluate(
+    model: LCNet, static_ir: IRModel, images: np.ndarray, labels: np.ndarray | None, policy: ExitPolicy
+) -> tuple[list[float], dict[str, float], list[dict]]:
+    """Stage reach of the FPGA (static) model, and accuracies of it and of the dynamic model,
+    all from the integer reference executor."""
+    fpga = execute(static_ir, images, policy)
+    n_stages = len(model.config.exits) + 1
+    reach = [float((fpga.exits >= k).mean()) for k in range(n_stages)]
+    accuracy: dict[str, float] = {}
+    table: list[dict] = []
+    if labels is None:
+        return reach, accuracy, table
+    dynamic = execute(lower(model, name="dynamic"), images, policy)
+    final_only = execute(static_ir, images, ExitPolicy("none"))
+    accuracy["FPGA model (gates folded), early exit"] = float((fpga.predictions == labels).mean())
+    accuracy["FPGA model, final exit only"] = float((final_only.predictions == labels).mean())
+    accuracy["dynamic model (gates, integer reference), early exit"] = float(
+        (dynamic.predictions == labels).mean()
+    )
+    for k in range(n_stages):
+        row = {"exit": k if k < n_stages - 1 else "final"}
+        for tag, res in (("fpga", fpga), ("dynamic", dynamic)):
+            here = res.exits == k
+            row[f"{tag}_share"] = float(here.mean())
+            correct = res.predictions[here] == labels[here]
+            row[f"{tag}_accuracy"] = float(correct.mean()) if here.any() else 0.0
+        table.append(row)
+    return reach, accuracy, table
 
 
 def build_fpga(
@@ -76,16 +105,19 @@ def build_fpga(
     out_dir: Path,
     *,
     model: LCNet | None = None,
-    target_fps: float = 2000.0,
+    target_fps: float | None = None,
     policy: ExitPolicy | None = None,
     calibration_images: int = 1000,
+    eval_images: int = 1000,
     check_images: int = 20,
     codegen: bool = True,
     static_sweep: tuple[float, ...] = STATIC_SWEEP,
     allow_overfit: bool = False,
     progress: Callable[[str], None] = print,
 ) -> FpgaReport:
-    """Build the FPGA front end for a checkpoint (or ``model``); see docs/FPGA.md."""
+    """Build the FPGA front end for a checkpoint (or ``model``); see docs/FPGA.md.
+
+    ``target_fps`` None: automatic search for the fastest design that fits the part."""
     fpga = get_board(board)
     policy = policy or ExitPolicy("confidence", 0.9)
     out_dir = Path(out_dir).resolve()
@@ -98,67 +130,89 @@ def build_fpga(
     if model is None:
         model, _ = load_model(checkpoint)
     model.eval()
-    progress(f"fpga: {GATES_NOTE}")
+    cfg = model.config
 
-    images, labels = default_images(model, calibration_images)
-    reach, accuracy, _ = reach_fractions(model, images, labels, policy)
+    # 1. the static model: gates folded into their mean saliences over calibration images
+    saliences: Saliences | None = None
+    if any(block.gated for block in model.blocks):
+        calib, _ = dataset_images(model, "train", calibration_images)
+        saliences = mean_saliences(model, calib)
+    note = gates_note(saliences)
+    progress(f"fpga: {note}")
+    net = static_model(model, saliences)
+    ir = lower(net, name="fpga_static")
+
+    # 2. reach and accuracy on test images (integer reference of the static and the dynamic model)
+    images, labels = dataset_images(model, "test", eval_images)
+    reach, accuracy, exit_table = evaluate(model, ir, images, labels, policy)
     timings["calibration"] = round(time.time() - start, 2)
     progress("fpga: images reaching each stage: " + ", ".join(f"{r:.1%}" for r in reach))
+    if accuracy:
+        progress("fpga: accuracy: " + ", ".join(f"{k} {v:.2%}" for k, v in accuracy.items()))
 
-    rows, heads, stage_meta, checks_json = [], [], [], {}
+    # 3. export every partition; the reference tensors at their inputs drive the checks
     probe = images[:check_images]
-    cfg = model.config
-    for spec, frac in zip(stage_specs(cfg), reach, strict=True):
-        t0 = time.time()
-        stage_dir = out_dir / "stages" / spec.name
-        exported = export_stage(model, spec, stage_dir / "model.onnx")
-        stage_ir = lower(stage_lcnet(model, spec), name=spec.name)
-        check = check_export(model, exported, stage_ir, probe)
-        np.save(stage_dir / "verify_input.npy", probe[:1].astype(np.float32))
-        from tinydyn.hw.export import run_qonnx
+    ref = reference_tensors(ir, probe)
+    parts: list[ExportedPartition] = []
+    for spec in partition_specs(cfg):
+        part_dir = out_dir / "stages" / spec.name
+        part = export_partition(net, spec, ir.tensors[spec.input_tensor].shape, part_dir / "model.onnx")
+        x = ref[spec.input_tensor][:1].astype(np.float32)
+        np.save(part_dir / "verify_input.npy", x)
+        np.save(part_dir / "verify_expected.npy", run_qonnx(part.path, x))
+        parts.append(part)
 
-        np.save(stage_dir / "verify_expected.npy", run_qonnx(exported.path, probe[:1]))
-        stage_fps = max(target_fps * frac, 1.0)  # later stages folded for the images that reach them
-        progress(f"fpga: {spec.name}: finn-plus front end (target {stage_fps:.0f} img/s)")
-        est = run_front_end(
-            build_dataflow,
-            fpga,
-            exported.path,
-            stage_dir,
-            stage_fps,
-            codegen,
-            (stage_dir / "verify_input.npy", stage_dir / "verify_expected.npy"),
-        )
-        est.name = spec.name
-        hw_graph = stage_dir / "intermediate_models" / "step_convert_to_hw.onnx"
-        check_hw_python(check, hw_graph, exported, stage_ir, probe)
-        bias, mult, shift, scale = head_arrays(stage_ir)
-        heads.append(
-            StageHead(
-                spec.name,
-                bias,
-                mult,
-                shift,
-                scale,
-                out_bits=_acc_bits(stage_dir),
-                in_bytes=cfg.in_channels * cfg.input_size**2,
-                macs=static_macs(stage_ir),
-            )
-        )
-        rows.append(stage_row(est, frac, fpga.clock_mhz, check.to_json()))
-        stage_meta.append({"name": spec.name, "target_fps": stage_fps, "last_block": spec.last_block})
+    # 4. finn-plus front end for every partition; automatic search for a design that fits
+    t0 = time.time()
+    search: list[dict] = []
+    fps = float(target_fps) if target_fps else AUTO_START_FPS
+    for _attempt in range(1 if target_fps else AUTO_TRIES):
+        progress(f"fpga: finn-plus front end for {len(parts)} partitions, folded for {fps:.0f} img/s")
+        ests = [
+            _front_end(build_dataflow, fpga, part, fps * reach[part.spec.stage], progress) for part in parts
+        ]
+        total = totals([_row(e, p, reach, fpga) for e, p in zip(ests, parts, strict=True)])
+        share = 1.0 if target_fps else AUTO_HEADROOM
+        budget = {k: float(v) * share for k, v in fpga.resources.items()}
+        fits = fits_within(total, budget)
+        search.append({"target_fps": round(fps, 1), "fits": fits, **{k: total.get(k, 0.0) for k in FIT_KEYS}})
+        if fits or target_fps:
+            break
+        # resources grow about linearly with the folding rate: scale down by the worst overuse
+        factor = min(budget[k] / total[k] for k in FIT_KEYS if total.get(k, 0.0) > 0)
+        fps *= min(0.9, factor * 0.95)
+    timings["front_end"] = round(time.time() - t0, 2)
+
+    # 5. HLS/RTL code generation (resumes at step_hw_codegen), checks, rows, PS heads
+    rows: list[StageRow] = []
+    checks_json: dict[str, dict] = {}
+    steps_run: dict[str, list[str]] = {}
+    for part, est in zip(parts, ests, strict=True):
+        t1 = time.time()
+        spec, part_dir = part.spec, part.path.parent
+        if codegen:
+            run_front_end(build_dataflow, fpga, part.path, part_dir, est.target_fps, False, codegen_only=True)
+            est.step_seconds.update(_steps(part_dir))
+        steps_run[spec.name] = list(est.step_seconds)
+        hw_graph = part_dir / "intermediate_models" / "step_convert_to_hw.onnx"
+        check = check_partition(part, ir, ref, hw_graph)
         checks_json[spec.name] = check.to_json()
-        timings[spec.name] = round(time.time() - t0, 2)
+        rows.append(_row(est, part, reach, fpga, check.to_json()))
+        timings[spec.name] = round(time.time() - t1, 2)
+    heads = _stage_heads(parts, ir, cfg)
 
-    # static baseline: the whole network as one partition, folded as fast as the same budget allows
+    # 6. static baseline: the whole network as one partition, as fast as the same budget allows
     t0 = time.time()
     total = totals(rows)
     ee_fps = early_exit_fps(rows)
-    final = out_dir / "stages" / rows[-1].name / "model.onnx"
+    whole = export_partition(
+        net, whole_network_spec(cfg), ir.tensors["input"].shape, out_dir / "static" / "model.onnx"
+    )
     best = None
     for factor in static_sweep:
+        progress(f"fpga: static baseline at {ee_fps * factor:.0f} img/s")
         est = run_front_end(
-            build_dataflow, fpga, final, out_dir / "static" / f"x{factor:g}", ee_fps * factor, False
+            build_dataflow, fpga, whole.path, out_dir / "static" / f"x{factor:g}", ee_fps * factor, False
         )
         if fits_within(est.resources, total) and (
             best is None or est.fps(fpga.clock_mhz) > best.fps(fpga.clock_mhz)
@@ -173,7 +227,7 @@ def build_fpga(
         clock_mhz=fpga.clock_mhz,
         policy=policy.kind,
         threshold=policy.threshold,
-        calibration_images=len(images),
+        calibration_images=saliences.images if saliences else 0,
         stages=rows,
         total=total,
         available=fpga.resources,
@@ -186,11 +240,16 @@ def build_fpga(
         speedup=ee_fps / static_fps if static_fps else float("inf"),
         accuracy=accuracy,
         notes=[
-            GATES_NOTE,
+            note,
+            "segment k computes only the blocks after exit k-1; its uint8 feature map goes through DDR "
+            "to head k and segment k+1; the PS finishes the head logits in integers",
             "residual joins run in float32 (finn-plus ElementwiseMul/Add): trained branch scales differ",
-            "each stage recomputes the backbone from the input; the PS finishes the head logits in integers",
-            "finn-plus estimates have no FF model and exclude the Zynq shell and IODMAs",
+            "finn-plus estimates have no FF model and exclude the Zynq shell, IODMAs and PS time",
         ],
+        target_fps=fps,
+        target_search=search,
+        exit_table=exit_table,
+        eval_images=len(images),
         out_dir=str(out_dir),
     )
     ps_dir = write_controller(
@@ -201,13 +260,15 @@ def build_fpga(
         (cfg.in_channels, cfg.input_size, cfg.input_size),
         cpu_hz=667_000_000,
     )
-    script = write_package(out_dir, fpga, stage_meta)
+    meta = [{"name": r.name, "kind": r.kind, "stage": r.stage, "target_fps": r.target_fps} for r in rows]
+    script = write_package(out_dir, fpga, meta)
     timings["total"] = round(time.time() - start, 2)
     (out_dir / "run.json").write_text(
         json.dumps(
             {
-                "steps_run": {r.name: list(_steps(out_dir / "stages" / r.name)) for r in rows},
+                "steps_run": steps_run,
                 "checks": checks_json,
+                "saliences": saliences.to_json() if saliences else None,
                 "versions": _versions(),
                 "timings_s": timings,
                 "ran_here": "finn-plus front end: streamline, HW layers, folding, estimates"
@@ -224,20 +285,96 @@ def build_fpga(
     return report
 
 
-def _acc_bits(stage_dir: Path) -> int:
+def _front_end(
+    build_dataflow, fpga: FpgaBoard, part: ExportedPartition, fps: float, progress: Callable[[str], None]
+) -> StageEstimate:
+    part_dir = part.path.parent
+    est = run_front_end(
+        build_dataflow,
+        fpga,
+        part.path,
+        part_dir,
+        max(fps, 1.0),
+        False,
+        (part_dir / "verify_input.npy", part_dir / "verify_expected.npy"),
+    )
+    est.name = part.spec.name
+    return est
+
+
+def _row(
+    est: StageEstimate,
+    part: ExportedPartition,
+    reach: list[float],
+    fpga: FpgaBoard,
+    check: dict | None = None,
+) -> StageRow:
+    return stage_row(
+        est, part.spec.stage, part.spec.kind, reach[part.spec.stage], fpga.clock_mhz, check or {}
+    )
+
+
+def _stage_heads(parts: list[ExportedPartition], ir: IRModel, cfg) -> list[StageHead]:
+    """What the PS needs per stage: segment and head partitions, sizes, MACs, integer head."""
+    by_stage: dict[int, dict[str, ExportedPartition]] = {}
+    for part in parts:
+        by_stage.setdefault(part.spec.stage, {})[part.spec.kind] = part
+    index = {part.spec.name: n for n, part in enumerate(parts)}
+    macs = _op_macs(ir)
+    heads = []
+    for k in sorted(by_stage):
+        seg = by_stage[k]["segment"]
+        head = by_stage[k].get("head")
+        head_key = seg.spec.head or head.spec.head
+        bias, mult, shift, scale = head_arrays(ir, head_key)
+        seg_macs = sum(macs.get(f"b{i}", 0) for i in seg.spec.blocks) + (macs["stem"] if seg.spec.stem else 0)
+        exit_index = sorted(cfg.exits).index(int(head_key)) if head_key != "final" else len(cfg.exits)
+        head_name = "final" if head_key == "final" else f"exit{exit_index}"
+        feat = ir.tensors[seg.spec.output_tensor].shape if seg.spec.output_tensor else (0,)
+        heads.append(
+            StageHead(
+                name=f"stage{k}",
+                bias=bias,
+                mult=mult,
+                shift=shift,
+                logit_scale=scale,
+                out_bits=_acc_bits((head or seg).path.parent),
+                in_bytes=int(np.prod(seg.in_shape)),
+                feat_bytes=int(np.prod(feat)) if seg.spec.output_tensor else 0,
+                seg_macs=int(seg_macs),
+                head_macs=int(macs.get(head_name, 0)),
+                seg_partition=index[seg.spec.name],
+                head_partition=index[head.spec.name] if head else -1,
+            )
+        )
+    return heads
+
+
+def _op_macs(ir: IRModel) -> dict[str, int]:
+    """MACs by block ('b3'), 'stem', and exit head ('exit0', 'final')."""
+    out: dict[str, int] = {}
+    for op in ir.walk():
+        if op.kind not in ("conv2d", "linear"):
+            continue
+        key = op.name.split(".")[0]
+        out[key] = out.get(key, 0) + int(op.attrs.get("macs", 0))
+    return out
+
+
+def _acc_bits(part_dir: Path) -> int:
     """Width of the head accumulator stream (after finn-plus minimised it)."""
     try:
         from qonnx.core.modelwrapper import ModelWrapper
 
-        path = stage_dir / "intermediate_models" / "step_minimize_bit_width.onnx"
+        path = part_dir / "intermediate_models" / "step_minimize_bit_width.onnx"
         wrapper = ModelWrapper(str(path))
         return int(wrapper.get_tensor_datatype(wrapper.graph.output[0].name).bitwidth())
     except Exception:  # noqa: BLE001 - a missing model means the flow changed: fall back to int32
         return 32
 
 
-def _steps(stage_dir: Path) -> dict[str, float]:
-    path = stage_dir / "report" / "time_per_step.json"
+def _steps(part_dir: Path) -> dict[str, float]:
+    path = part_dir / "report" / "time_per_step.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
 

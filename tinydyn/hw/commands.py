@@ -12,13 +12,20 @@ import click
 @click.option("--board", default="zedboard", show_default=True, help="FPGA board (zedboard).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output directory.")
 @click.option(
-    "--target-fps", default=2000.0, show_default=True, help="Images/s the first stage is folded for."
+    "--target-fps",
+    type=float,
+    default=None,
+    help="Images/s the design is folded for (segment k: × the share of images reaching it). "
+    "Default: automatic search for the fastest design that fits the part.",
 )
 @click.option(
     "--policy", default="confidence", show_default=True, type=click.Choice(["confidence", "margin", "none"])
 )
 @click.option("--threshold", default=0.9, show_default=True, help="Exit threshold of the policy.")
-@click.option("--calibration-images", default=1000, show_default=True, help="Images measuring stage reach.")
+@click.option(
+    "--calibration-images", default=1000, show_default=True, help="Training images: mean gate saliences."
+)
+@click.option("--eval-images", default=1000, show_default=True, help="Test images for reach and accuracy.")
 @click.option("--check-images", default=20, show_default=True, help="Images for the export/HW-graph checks.")
 @click.option("--no-codegen", is_flag=True, help="Stop after the estimates (skip HLS/RTL code generation).")
 @click.option("--allow-overfit", is_flag=True, help="Write the report even if the design does not fit.")
@@ -26,15 +33,16 @@ def fpga(
     checkpoint: Path | None,
     board: str,
     out_dir: Path,
-    target_fps: float,
+    target_fps: float | None,
     policy: str,
     threshold: float,
     calibration_images: int,
+    eval_images: int,
     check_images: int,
     no_codegen: bool,
     allow_overfit: bool,
 ) -> None:
-    """FINN dataflow build (front end) for an FPGA board; early exits become stage partitions.
+    """FINN dataflow build (front end) for an FPGA board; early exits become backbone segments + heads.
 
     Errors are TinydynError (one line); tinydyn.cli.main prints them and exits non-zero.
     """
@@ -48,6 +56,7 @@ def fpga(
         target_fps=target_fps,
         policy=ExitPolicy(policy, threshold),
         calibration_images=calibration_images,
+        eval_images=eval_images,
         check_images=check_images,
         codegen=not no_codegen,
         allow_overfit=allow_overfit,

@@ -1,4 +1,4 @@
-"""finn-plus front end for one stage: the DataflowBuildConfig, the step list, and reading back
+"""finn-plus front end for one partition: the DataflowBuildConfig, the step list, and reading back
 FINN's estimate reports. The Vivado part (IP generation → bitfile → deploy package) resumes
 from the saved intermediate model with :func:`vivado_steps` (see :mod:`tinydyn.hw.package`).
 """
@@ -63,7 +63,7 @@ class UnsupportedLayerError(FinnBuildError):
 
 @dataclass
 class StageEstimate:
-    """FINN's analytical estimates for one stage's dataflow partition."""
+    """FINN's analytical estimates for one dataflow partition."""
 
     name: str
     target_fps: float
@@ -121,10 +121,15 @@ def run_front_end(
     target_fps: float,
     codegen: bool,
     verify: tuple[Path, Path] | None = None,
+    codegen_only: bool = False,
 ) -> StageEstimate:
-    """Run finn-plus from QONNX to estimates (and HLS/RTL code generation) for one stage."""
-    steps = FRONT_END_STEPS + ([CODEGEN_STEP] if codegen else [])
+    """Run finn-plus from QONNX to estimates (and HLS/RTL code generation) for one partition.
+
+    ``codegen_only``: resume a finished estimate run at the code generation step."""
+    steps = FRONT_END_STEPS + ([CODEGEN_STEP] if codegen or codegen_only else [])
     cfg = make_config(board, out_dir, target_fps, steps, verify)
+    if codegen_only:
+        cfg.start_step = CODEGEN_STEP
     start = time.time()
     # FINN swaps sys.stdout/stderr for loggers and adds handlers; give them back afterwards
     streams, root, flow_log = (

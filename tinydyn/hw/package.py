@@ -1,5 +1,6 @@
 """The parts of the output directory a Vivado user finishes: one script that resumes each
-stage's finn-plus build from its saved estimate step through the bitfile steps."""
+partition's finn-plus build (backbone segments, exit heads) from its saved estimate step
+through the bitfile steps."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from tinydyn.hw.boards import FpgaBoard
 from tinydyn.hw.flow import VIVADO_STEPS
 
-RESUME_PY = '''"""Resume every stage's finn-plus build through bitfile + deploy package (needs Vivado)."""
+RESUME_PY = '''"""Resume every partition's finn-plus build through bitfile + deploy package (needs Vivado)."""
 import json
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ register_with_finn(board)
 from finn.builder.build_dataflow_config import DataflowOutputType  # noqa: E402
 
 failed = 0
-for stage in meta["stages"]:
+for stage in meta["partitions"]:
     stage_dir = HERE / "stages" / stage["name"]
     cfg = make_config(board, stage_dir, stage["target_fps"], FRONT_END_STEPS + VIVADO_STEPS, None)
     cfg.start_step = VIVADO_STEPS[0]
@@ -40,7 +41,7 @@ sys.exit(1 if failed else 0)
 '''
 
 BUILD_SH = """#!/usr/bin/env bash
-# Finish the FPGA build: bitstream + deploy package for every stage (needs Vivado and Vitis HLS
+# Finish the FPGA build: bitstream + deploy package for every partition (needs Vivado and Vitis HLS
 # {vivado} on PATH, i.e. `source <Xilinx>/Vivado/<ver>/settings64.sh`, and the tinydyn .venv
 # with finn-plus: scripts/setup_finn.sh). Run from anywhere: ./build_bitstream.sh
 set -euo pipefail
@@ -57,7 +58,7 @@ echo "build_bitstream: bitfiles and deploy packages under stages/*/deploy; PS co
 def write_package(out_dir: Path, board: FpgaBoard, stages: list[dict]) -> Path:
     (out_dir / "build.json").write_text(
         json.dumps(
-            {"board": board.name, "part": board.part, "stages": stages, "vivado_steps": VIVADO_STEPS},
+            {"board": board.name, "part": board.part, "partitions": stages, "vivado_steps": VIVADO_STEPS},
             indent=2,
         )
     )

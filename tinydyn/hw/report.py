@@ -1,4 +1,4 @@
-"""The FPGA build summary: per-stage resources and throughput, early exit vs static, fit."""
+"""The FPGA build summary: per-partition resources and throughput, early exit vs static, fit."""
 
 from __future__ import annotations
 
@@ -20,8 +20,12 @@ class DoesNotFitError(TinydynError):
 
 @dataclass
 class StageRow:
+    """One dataflow partition (backbone segment or exit head) of stage ``stage``."""
+
     name: str
-    reach: float  # fraction of images that reach this stage
+    stage: int
+    kind: str  # "segment" or "head"
+    reach: float  # fraction of images that reach this partition's stage
     target_fps: float
     resources: dict[str, float]
     max_cycles: int
@@ -50,6 +54,10 @@ class FpgaReport:
     speedup: float
     accuracy: dict[str, float]
     notes: list[str]
+    target_fps: float = 0.0  # images/s the design was folded for (segment k: × reach_k)
+    target_search: list[dict[str, Any]] = field(default_factory=list)  # automatic search attempts
+    exit_table: list[dict[str, Any]] = field(default_factory=list)  # per exit: share, accuracy
+    eval_images: int = 0
     out_dir: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -60,37 +68,56 @@ class FpgaReport:
         (out_dir / "report.txt").write_text(self.text() + "\n")
 
     def text(self) -> str:
-        head = f"{'stage':<8}{'reach':>7}{'LUT':>9}{'BRAM18':>8}{'DSP':>6}{'II cyc':>9}{'lat cyc':>10}"
-        head += f"{'fps':>10}"
+        head = f"{'part':<8}{'reach':>7}{'target':>8}{'LUT':>9}{'BRAM18':>8}{'DSP':>6}{'II cyc':>9}"
+        head += f"{'lat cyc':>10}{'fps':>10}{'fps/reach':>11}"
         rows = [
-            f"{s.name:<8}{s.reach:>7.1%}{s.resources.get('LUT', 0):>9.0f}"
+            f"{s.name:<8}{s.reach:>7.1%}{s.target_fps:>8.0f}{s.resources.get('LUT', 0):>9.0f}"
             f"{s.resources.get('BRAM_18K', 0):>8.0f}{s.resources.get('DSP', 0):>6.0f}"
-            f"{s.max_cycles:>9}{s.latency_cycles:>10}{s.fps:>10.0f}"
+            f"{s.max_cycles:>9}{s.latency_cycles:>10}{s.fps:>10.0f}{s.fps / max(s.reach, 1e-9):>11.0f}"
             for s in self.stages
         ]
         t = self.total
+        search = ""
+        if len(self.target_search) > 1:
+            search = (
+                " (automatic search: "
+                + ", ".join(
+                    f"{a['target_fps']:.0f}{' fits' if a['fits'] else ' over'}" for a in self.target_search
+                )
+                + ")"
+            )
+        exits = [
+            f"  exit {e['exit']}: FPGA model {e['fpga_share']:.1%} leave, {e['fpga_accuracy']:.2%} correct; "
+            f"dynamic model {e['dynamic_share']:.1%} leave, {e['dynamic_accuracy']:.2%} correct"
+            for e in self.exit_table
+        ]
         lines = [
             f"FPGA build for {self.board} ({self.part}, {self.clock_mhz:.0f} MHz), "
-            f"exit policy {self.policy} {self.threshold:g} on {self.calibration_images} images",
+            f"exit policy {self.policy} {self.threshold:g} on {self.eval_images} test images; "
+            f"folded for {self.target_fps:.0f} img/s{search}",
             head,
             *rows,
-            f"{'total':<8}{'':>7}{t.get('LUT', 0):>9.0f}{t.get('BRAM_18K', 0):>8.0f}{t.get('DSP', 0):>6.0f}",
+            f"{'total':<8}{'':>15}{t.get('LUT', 0):>9.0f}{t.get('BRAM_18K', 0):>8.0f}{t.get('DSP', 0):>6.0f}",
             "available: "
             + ", ".join(f"{k} {self.available[k]} ({self.utilisation.get(k, 0):.0%} used)" for k in FIT_KEYS),
             f"fits {self.part}: {'yes' if self.fits else 'NO'}",
-            f"throughput: early exit {self.early_exit_fps:.0f} img/s (mean, all stages concurrently) vs "
+            f"throughput: early exit {self.early_exit_fps:.0f} img/s (mean, partitions concurrently) vs "
             f"static whole network {self.static_fps:.0f} img/s at <= the same LUT/BRAM/DSP "
             f"(LUT {self.static_resources.get('LUT', 0):.0f}): x{self.speedup:.2f}",
-            "accuracy (gate-open integer reference): "
-            + ", ".join(f"{k} {v:.2%}" for k, v in self.accuracy.items()),
+            "accuracy: " + (", ".join(f"{k} {v:.2%}" for k, v in self.accuracy.items()) or "no labels"),
+            *exits,
             *(f"note: {n}" for n in self.notes),
         ]
         return "\n".join(lines)
 
 
-def stage_row(est: StageEstimate, reach: float, clock_mhz: float, check: dict[str, Any]) -> StageRow:
+def stage_row(
+    est: StageEstimate, stage: int, kind: str, reach: float, clock_mhz: float, check: dict[str, Any]
+) -> StageRow:
     return StageRow(
         name=est.name,
+        stage=stage,
+        kind=kind,
         reach=reach,
         target_fps=est.target_fps,
         resources=est.resources,
@@ -102,8 +129,9 @@ def stage_row(est: StageEstimate, reach: float, clock_mhz: float, check: dict[st
 
 
 def early_exit_fps(rows: list[StageRow]) -> float:
-    """All stages sit in the fabric at once; stage k sees the fraction ``reach_k`` of the images,
-    so the mean rate is limited by the stage with the least headroom (PS overhead ignored)."""
+    """All partitions sit in the fabric at once; segment k and head k see the fraction ``reach_k``
+    of the images, so the mean rate is limited by the partition with the least headroom
+    (PS overhead and DDR traffic ignored)."""
     return min(row.fps / max(row.reach, 1e-9) for row in rows)
 
 
@@ -126,5 +154,5 @@ def check_fit(report: FpgaReport, board: FpgaBoard) -> None:
     ]
     raise DoesNotFitError(
         f"the dataflow design does not fit the {board.part} ({', '.join(over)}): lower --target-fps "
-        "or use a smaller model"
+        "(or leave it out: automatic search) or use a smaller model"
     )

@@ -1,15 +1,16 @@
 """tinydyn's extra finn-plus build steps (each ``(model, cfg) -> model``, as FINN's own).
 
-FINN's default streamlining leaves three things of an LC-Net stage unmapped:
+FINN's default streamlining leaves four things of an LC-Net partition unmapped:
 
 * the input scale (1/255, and later activation scales) sits in front of a residual fork:
   moving linear ops past forks and re-streamlining pushes it into both branches
   (shared/notes/finn-plus.md: MoveLinearPastFork, MoveTransposePastFork);
 * GlobalAveragePool becomes GlobalAccPool + a scalar Mul *after* thresholds were absorbed;
   we convert it first and move the Mul through Flatten into the pooled-grid thresholds;
-* the head's output affine + int16 Quant (no HW form for a float-in Quant): the stage ends at
-  the head's integer accumulator, and the PS finishes the logits exactly as the integer
-  reference does (``acc + bias``, fixed-point requantisation), see :mod:`tinydyn.hw.controller`.
+* the head's output affine + int16 Quant (no HW form for a float-in Quant): a head partition
+  ends at the head's integer accumulator, and the PS finishes the logits exactly as the integer
+  reference does (``acc + bias``, fixed-point requantisation), see :mod:`tinydyn.hw.controller`;
+* a backbone segment's output scale multiply: cut, so the segment streams its uint8 feature map.
 
 The residual join stays float32 (finn-plus ElementwiseMul/Add): the trained shortcut and
 branch have different scales, so there is no integer-only form without retraining.
@@ -85,7 +86,39 @@ def step_tinydyn_global_pool(model: Any, cfg: Any) -> Any:
 
 
 def step_tinydyn_cut_tail(model: Any, cfg: Any) -> Any:
-    """End the graph at the last MatMul (the head's integer accumulator)."""
+    """Make the partition stream integers: a head ends at its last MatMul (the integer accumulator,
+    the PS finishes the logits); a backbone segment drops the scale multiplies after its last
+    thresholds, so it streams the uint8 feature map the next segment reads."""
+    model = _merge_input_transposes(model)
+    if any(n.op_type == "GlobalAccPool" for n in model.graph.node):
+        return _cut_at_last_matmul(model)
+    return _cut_output_scale(model)
+
+
+def _merge_input_transposes(model: Any) -> Any:
+    """A segment whose input forks (residual block) gets one NCHW→NHWC Transpose per branch; FINN
+    would turn them into Shuffle layers behind a DuplicateStreams, so the partition would read
+    NCHW. One Transpose before the fork stays outside the partition: it reads NHWC, exactly what
+    the previous segment streams (and what head partitions read)."""
+    inp = model.graph.input[0].name
+    consumers = model.find_consumers(inp) or []
+
+    def perm(node: Any) -> list[int]:
+        return [list(a.ints) for a in node.attribute if a.name == "perm"][0] if node.attribute else []
+
+    if len(consumers) < 2 or any(c.op_type != "Transpose" or perm(c) != [0, 2, 3, 1] for c in consumers):
+        return model
+    keep = consumers[0]
+    for other in consumers[1:]:
+        for node in model.find_consumers(other.output[0]) or []:
+            node.input[list(node.input).index(other.output[0])] = keep.output[0]
+        model.graph.node.remove(other)
+    from qonnx.transformation.general import RemoveUnusedTensors
+
+    return model.transform(RemoveUnusedTensors())
+
+
+def _cut_at_last_matmul(model: Any) -> Any:
     from qonnx.transformation.general import RemoveUnusedTensors
 
     graph = model.graph
@@ -110,6 +143,41 @@ def step_tinydyn_cut_tail(model: Any, cfg: Any) -> Any:
         graph.output.pop()
     graph.output.append(onnx.helper.make_tensor_value_info(last, onnx.TensorProto.FLOAT, shape))
     return model.transform(RemoveUnusedTensors())
+
+
+def _cut_output_scale(model: Any) -> Any:
+    """Drop the constant scalar Muls and the NHWC→NCHW Transpose between the last MultiThreshold
+    and the graph output: the segment then streams its uint8 feature map in FINN's NHWC order,
+    exactly what the next segment's (and the exit head's) input DMA reads."""
+    from qonnx.transformation.general import RemoveUnusedTensors
+
+    graph = model.graph
+    while True:
+        node = model.find_producer(graph.output[0].name)
+        if node is None:
+            break
+        if node.op_type == "Mul":
+            const = model.get_initializer(node.input[1])
+            if const is None or const.size != 1:
+                break
+        elif node.op_type == "Transpose":
+            perm = [a.ints for a in node.attribute if a.name == "perm"]
+            if not perm or list(perm[0]) != [0, 3, 1, 2]:
+                break
+        else:
+            break
+        upstream = node.input[0]
+        graph.node.remove(node)
+        shape = model.get_tensor_shape(upstream)
+        for vi in [v for v in graph.value_info if v.name == upstream]:
+            graph.value_info.remove(vi)
+        graph.output.pop()
+        graph.output.append(onnx.helper.make_tensor_value_info(upstream, onnx.TensorProto.FLOAT, shape))
+    model = model.transform(RemoveUnusedTensors())
+    out = graph.output[0].name
+    if not model.get_tensor_datatype(out).is_integer():
+        raise ValueError(f"unmapped layers: the segment output {out} is not integer after the cut")
+    return model
 
 
 def step_tinydyn_check_mapped(model: Any, cfg: Any) -> Any:

@@ -69,52 +69,76 @@ int td_fpga_leave(const td_fpga_model_t *m, const td_fpga_policy_t *p, uint8_t s
         }
         return first - second >= p->margin[stage];
     }
-    case TD_POLICY_BUDGET:
-        return (uint64_t)macs_so_far + m->stages[stage + 1u].macs > p->budget_macs;
+    case TD_POLICY_BUDGET: /* the most the way to the next exit's decision can cost */
+        return (uint64_t)macs_so_far + m->stages[stage + 1u].seg_macs + m->stages[stage + 1u].head_macs >
+               p->budget_macs;
     default:
         return 0;
     }
 }
 
-static int run_stage(const td_fpga_stage_t *s, const uint8_t *in_buf, uint8_t *out_buf) {
-    td_hal_cache_flush(in_buf, s->in_bytes);
-    td_hal_cache_invalidate(out_buf, s->out_bytes);
+static int run_partition(uintptr_t idma, uintptr_t odma, const uint8_t *in_buf, uint32_t in_bytes,
+                         uint8_t *out_buf, uint32_t out_bytes) {
+    td_hal_cache_flush(in_buf, in_bytes);
+    td_hal_cache_invalidate(out_buf, out_bytes);
     /* output DMA first so that the pipeline never stalls on a full output stream */
-    reg_write(s->odma_base, TD_IODMA_ADDR_LO, (uint32_t)td_hal_phys(out_buf));
-    reg_write(s->odma_base, TD_IODMA_ADDR_HI, 0u);
-    reg_write(s->odma_base, TD_IODMA_REPEAT, 1u);
-    reg_write(s->odma_base, TD_IODMA_CTRL, TD_IODMA_START);
-    reg_write(s->idma_base, TD_IODMA_ADDR_LO, (uint32_t)td_hal_phys(in_buf));
-    reg_write(s->idma_base, TD_IODMA_ADDR_HI, 0u);
-    reg_write(s->idma_base, TD_IODMA_REPEAT, 1u);
-    reg_write(s->idma_base, TD_IODMA_CTRL, TD_IODMA_START);
+    reg_write(odma, TD_IODMA_ADDR_LO, (uint32_t)td_hal_phys(out_buf));
+    reg_write(odma, TD_IODMA_ADDR_HI, 0u);
+    reg_write(odma, TD_IODMA_REPEAT, 1u);
+    reg_write(odma, TD_IODMA_CTRL, TD_IODMA_START);
+    reg_write(idma, TD_IODMA_ADDR_LO, (uint32_t)td_hal_phys(in_buf));
+    reg_write(idma, TD_IODMA_ADDR_HI, 0u);
+    reg_write(idma, TD_IODMA_REPEAT, 1u);
+    reg_write(idma, TD_IODMA_CTRL, TD_IODMA_START);
     for (uint32_t spin = 0; spin < TD_DMA_TIMEOUT; ++spin) {
-        if (reg_read(s->odma_base, TD_IODMA_CTRL) & TD_IODMA_DONE) {
-            td_hal_cache_invalidate(out_buf, s->out_bytes);
+        if (reg_read(odma, TD_IODMA_CTRL) & TD_IODMA_DONE) {
+            td_hal_cache_invalidate(out_buf, out_bytes);
             return 0;
         }
     }
     return -1;
 }
 
+static void finish_logits(const td_fpga_model_t *m, const td_fpga_stage_t *s, const uint8_t *acc_buf,
+                          td_fpga_result_t *r) {
+    for (uint8_t c = 0; c < m->num_classes; ++c)
+        r->logits[c] = td_fpga_logit(td_fpga_unpack(acc_buf, c, s->out_bits), s->bias[c], s->mult[c],
+                                     s->shift[c]);
+}
+
 int td_fpga_infer(const td_fpga_model_t *m, const td_fpga_policy_t *p, const uint8_t *image,
-                  uint8_t *in_buf, uint8_t *out_buf, td_fpga_result_t *r) {
+                  uint8_t *feat_a, uint8_t *feat_b, uint8_t *acc_buf, td_fpga_result_t *r) {
     uint32_t start = td_hal_cycles();
     memset(r, 0, sizeof(*r));
-    /* stage inputs are the image itself (every stage starts at the input) */
-    memcpy(in_buf, image, m->stages[0].in_bytes);
-    uint8_t first = p->policy == TD_POLICY_NONE ? (uint8_t)(m->num_stages - 1u) : 0u;
-    for (uint8_t k = first; k < m->num_stages; ++k) {
+    memcpy(feat_a, image, m->stages[0].in_bytes);
+    uint8_t *in = feat_a, *out = feat_b;
+    for (uint8_t k = 0; k < m->num_stages; ++k) {
         const td_fpga_stage_t *s = &m->stages[k];
-        if (run_stage(s, in_buf, out_buf) != 0) return -1;
-        r->macs += s->macs;
-        for (uint8_t c = 0; c < m->num_classes; ++c)
-            r->logits[c] = td_fpga_logit(td_fpga_unpack(out_buf, c, s->out_bits), s->bias[c],
-                                         s->mult[c], s->shift[c]);
-        if (td_fpga_leave(m, p, k, r->logits, r->macs)) {
-            r->exit_index = k;
+        r->exit_index = k;
+        if (s->head_idma == 0u) { /* last stage: segment and final head in one partition */
+            if (run_partition(s->seg_idma, s->seg_odma, in, s->in_bytes, acc_buf, s->out_bytes) != 0)
+                return -1;
+            r->macs += s->seg_macs + s->head_macs;
+            finish_logits(m, s, acc_buf, r);
             break;
         }
+        /* segment k: features of the previous segment (or the image) -> this stage's features */
+        if (run_partition(s->seg_idma, s->seg_odma, in, s->in_bytes, out, s->feat_bytes) != 0) return -1;
+        r->macs += s->seg_macs;
+        /* as the integer reference: no policy computes no early head; a MAC budget decides
+         * before the head, which then runs only for an image that leaves */
+        int run_head = p->policy != TD_POLICY_NONE;
+        if (p->policy == TD_POLICY_BUDGET) run_head = td_fpga_leave(m, p, k, r->logits, r->macs);
+        if (run_head) {
+            if (run_partition(s->head_idma, s->head_odma, out, s->feat_bytes, acc_buf, s->out_bytes) != 0)
+                return -1;
+            r->macs += s->head_macs;
+            finish_logits(m, s, acc_buf, r);
+            if (p->policy == TD_POLICY_BUDGET || td_fpga_leave(m, p, k, r->logits, r->macs)) break;
+        }
+        uint8_t *t = in; /* segment k+1 reads the features segment k just wrote */
+        in = out;
+        out = t;
     }
     uint8_t best = 0;
     for (uint8_t c = 1; c < m->num_classes; ++c)

@@ -1,10 +1,13 @@
-/* tinydyn PS-side controller for FINN dataflow stages on a Zynq-7000 (Cortex-A9).
+/* tinydyn PS-side controller for FINN dataflow partitions on a Zynq-7000 (Cortex-A9).
  *
- * Each early exit is its own FINN dataflow partition ("stage") with an input and an output
- * IODMA. Stage k computes the backbone up to exit k and that exit head's int32 accumulators;
- * the PS finishes the logits exactly like the integer reference (acc + bias, fixed-point
- * requantisation, clamp to int16), applies the exit policy, and starts stage k+1 only when
- * the image does not leave. The model description comes from the generated td_fpga_model.h.
+ * Stage k is two FINN dataflow partitions, each with an input and an output IODMA:
+ *   segment k: the backbone blocks after exit k-1 up to exit k's block; it reads the image
+ *              (k = 0) or the uint8 NHWC feature map segment k-1 left in DDR, and writes its own;
+ *   head k:    reads that feature map and streams exit k's integer accumulators.
+ * The last stage's head is part of its segment. The PS finishes the logits exactly like the
+ * integer reference (acc + bias, fixed-point requantisation, clamp to int16), applies the exit
+ * policy, and starts segment k+1 on the stored features only when the image does not leave:
+ * no partition recomputes another's work. The model comes from the generated td_fpga_model.h.
  */
 #ifndef TD_FPGA_H
 #define TD_FPGA_H
@@ -27,11 +30,13 @@ extern "C" {
 #define TD_FPGA_MAX_CLASSES 32u
 
 typedef struct {
-    uintptr_t idma_base, odma_base; /* AXI-lite bases of the stage's input/output IODMA */
-    uint32_t in_bytes;              /* packed input image bytes (NHWC uint8) */
-    uint32_t out_bits;              /* width of one packed accumulator */
-    uint32_t out_bytes;             /* packed output bytes */
-    uint32_t macs;                  /* multiply-accumulates of the stage (gate-open) */
+    uintptr_t seg_idma, seg_odma;   /* AXI-lite bases of segment k's input/output IODMA */
+    uintptr_t head_idma, head_odma; /* exit head k's; 0: the head is part of the segment (last) */
+    uint32_t in_bytes;              /* segment input bytes (NHWC uint8 image or feature map) */
+    uint32_t feat_bytes;            /* NHWC uint8 feature map the segment writes (0 for the last) */
+    uint32_t out_bits;              /* width of one packed head accumulator */
+    uint32_t out_bytes;             /* packed accumulator bytes */
+    uint32_t seg_macs, head_macs;   /* multiply-accumulates of segment k and of head k */
     const int32_t *bias;            /* head bias, int32, one per class */
     const int64_t *mult;            /* requantisation multiplier per class */
     const uint8_t *shift;           /* requantisation shift per class (>= 1) */
@@ -69,10 +74,11 @@ int32_t td_fpga_unpack(const uint8_t *buf, uint32_t index, uint32_t bits);
 int td_fpga_leave(const td_fpga_model_t *m, const td_fpga_policy_t *p, uint8_t stage,
                   const int16_t *logits, uint32_t macs_so_far);
 
-/* Run the stages an image needs. in/out: DMA-able buffers (in_bytes / out_bytes of the
- * largest stage). Returns 0, or -1 if a stage did not finish (timeout). */
+/* Run the partitions an image needs. feat_a/feat_b: DMA-able buffers of the largest segment
+ * input/feature map (used in turn), acc_buf: of the largest out_bytes. image: NHWC uint8.
+ * Returns 0, or -1 if a partition did not finish (timeout). */
 int td_fpga_infer(const td_fpga_model_t *m, const td_fpga_policy_t *p, const uint8_t *image,
-                  uint8_t *in_buf, uint8_t *out_buf, td_fpga_result_t *r);
+                  uint8_t *feat_a, uint8_t *feat_b, uint8_t *acc_buf, td_fpga_result_t *r);
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,5 @@
 /* Bare-metal Zynq-7000 (ZedBoard) main: the serial protocol server of the MCU firmware
- * (protocol.[ch]) on UART1 (the USB-UART), driving the FINN stages through td_fpga.c.
+ * (protocol.[ch]) on UART1 (the USB-UART), driving the FINN partitions through td_fpga.c.
  * Assumes the FSBL left UART1 at 115200 8N1 and the DDR buffers below are identity-mapped
  * and non-cacheable (or that the cache hooks are filled in for a cached mapping). */
 #include <stddef.h>
@@ -26,8 +26,10 @@ static uint8_t rx_buf[TD_RX_CAP];
 static uint8_t tx_payload[TD_TX_CAP];
 static uint8_t tx_wire[TD_WIRE_MAX(TD_TX_CAP)];
 static uint8_t hwc_image[TD_IMAGE_BYTES];
-static uint8_t dma_in[TD_FPGA_MAX_IN_BYTES] __attribute__((aligned(64), section(".td_dma")));
-static uint8_t dma_out[TD_FPGA_MAX_OUT_BYTES] __attribute__((aligned(64), section(".td_dma")));
+/* segment inputs/feature maps in turn (segment k writes one, head k and segment k+1 read it) */
+static uint8_t dma_feat_a[TD_FPGA_MAX_FEAT_BYTES] __attribute__((aligned(64), section(".td_dma")));
+static uint8_t dma_feat_b[TD_FPGA_MAX_FEAT_BYTES] __attribute__((aligned(64), section(".td_dma")));
+static uint8_t dma_acc[TD_FPGA_MAX_OUT_BYTES] __attribute__((aligned(64), section(".td_dma")));
 
 static volatile uint32_t *reg(uint32_t addr) { return (volatile uint32_t *)(uintptr_t)addr; }
 
@@ -79,7 +81,7 @@ static void handle(const td_frame_t *f) {
         info.counter_kind = TD_COUNTER_CYCLES;
         info.energy_kind = TD_ENERGY_NONE;
         info.clock_hz = TD_FPGA_CPU_HZ;
-        info.arena_bytes = TD_FPGA_MAX_IN_BYTES + TD_FPGA_MAX_OUT_BYTES;
+        info.arena_bytes = 2u * TD_FPGA_MAX_FEAT_BYTES + TD_FPGA_MAX_OUT_BYTES;
         info.static_macs = TD_FPGA_STATIC_MACS;
         info.max_payload = TD_RX_CAP;
         info.board_name = TD_FPGA_BOARD;
@@ -110,7 +112,7 @@ static void handle(const td_frame_t *f) {
             for (uint32_t p = 0; p < TD_FPGA_IN_H * TD_FPGA_IN_W; ++p)
                 hwc_image[p * TD_FPGA_IN_C + c] = f->body[c * TD_FPGA_IN_H * TD_FPGA_IN_W + p];
         td_fpga_result_t r;
-        if (td_fpga_infer(&TD_FPGA_MODEL, &policy, hwc_image, dma_in, dma_out, &r) != 0) {
+        if (td_fpga_infer(&TD_FPGA_MODEL, &policy, hwc_image, dma_feat_a, dma_feat_b, dma_acc, &r) != 0) {
             send(td_encode_error(tx_payload, sizeof(tx_payload), f->seq, TD_ERR_INFER_FAILED, 1u));
             return;
         }
