@@ -45,6 +45,17 @@ _NUCLEO_SERIAL = (
     "../drivers/ina219.c",
 )
 
+# what the two Cortex-M4 boards share: compiler, flags, linker script, image names
+_CORTEX_M4: dict[str, str] = {
+    "cc": "arm-none-eabi-gcc",
+    "cflags": f"-std=c99 -O2 {M4_FLAGS} {WARNINGS} -ffunction-sections -fdata-sections",
+    "ldflags": "-T board/link.ld -nostartfiles --specs=nano.specs --specs=nosys.specs -Wl,--gc-sections",
+    "target": "fw.elf",
+    "linker_script": "board/link.ld",
+    "size": "arm-none-eabi-size",
+    "firmware": "firmware.elf",
+}
+
 BOARDS: dict[str, Board] = {
     "host": Board(
         name="host",
@@ -59,31 +70,19 @@ BOARDS: dict[str, Board] = {
     ),
     "qemu-mps2-an386": Board(
         name="qemu-mps2-an386",
-        cc="arm-none-eabi-gcc",
-        cflags=f"-std=c99 -O2 {M4_FLAGS} {WARNINGS} -ffunction-sections -fdata-sections",
-        ldflags="-T board/link.ld -nostartfiles --specs=nano.specs --specs=nosys.specs -Wl,--gc-sections",
-        target="fw.elf",
+        **_CORTEX_M4,
         files=(*_CM, "qemu-mps2-an386/board.c", "qemu-mps2-an386/link.ld", *_QEMU_SERIAL),
-        linker_script="board/link.ld",
-        size="arm-none-eabi-size",
         description="Cortex-M4 under QEMU (mps2-an386)",
         serial_files=_QEMU_SERIAL,
-        firmware="firmware.elf",
         # must equal QEMU's -icount shift; `tinydyn emulate` reads it back from the ELF
         firmware_cflags="-DTD_ICOUNT_SHIFT=$(ICOUNT_SHIFT)",
     ),
     "nucleo-l4r5zi": Board(
         name="nucleo-l4r5zi",
-        cc="arm-none-eabi-gcc",
-        cflags=f"-std=c99 -O2 {M4_FLAGS} {WARNINGS} -ffunction-sections -fdata-sections",
-        ldflags="-T board/link.ld -nostartfiles --specs=nano.specs --specs=nosys.specs -Wl,--gc-sections",
-        target="fw.elf",
+        **_CORTEX_M4,
         files=(*_CM, "nucleo-l4r5zi/board.c", "nucleo-l4r5zi/link.ld", *_NUCLEO_SERIAL),
-        linker_script="board/link.ld",
-        size="arm-none-eabi-size",
         description="STM32L4R5 Nucleo-144 (real board; compiled here)",
         serial_files=_NUCLEO_SERIAL,
-        firmware="firmware.elf",
         # the INA219 probe decides at boot whether energy is measured or modelled
         firmware_cflags="-DTD_SERIAL_RUNTIME_ENERGY_KIND",
         objcopy="arm-none-eabi-objcopy",
