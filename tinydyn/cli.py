@@ -58,6 +58,12 @@ def cli() -> None:
     default=None,
     help="Warm-start the backbone from this checkpoint (e.g. a --no-gates one); gates and heads start fresh.",
 )
+@click.option(
+    "--fold-gates",
+    is_flag=True,
+    help="With --init-from: fold the gates into constant scales and fine-tune that static model "
+    "(with its exits): the model 'tinydyn fpga' builds.",
+)
 @click.option("--limit", type=int, default=None, help="Train on the first N images only.")
 def train(
     dataset: str,
@@ -76,6 +82,7 @@ def train(
     resume: bool,
     init_from: Path | None,
     backbone_from: Path | None,
+    fold_gates: bool,
     limit: int | None,
 ) -> None:
     """Train an LC-Net (writes a checkpoint after every epoch)."""
@@ -107,6 +114,7 @@ def train(
         resume=resume,
         init_from=init_from,
         backbone_from=backbone_from,
+        fold_gates=fold_gates,
     )
     last = result["history"][-1] if result["history"] else {}
     click.echo(

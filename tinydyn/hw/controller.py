@@ -1,11 +1,13 @@
 """PS-side controller: copy the C sources and generate ``td_fpga_model.h`` for a build.
 
-The header carries what the controller needs per stage k: the IODMA base addresses of
-segment k and of exit head k (the last stage's head is part of its segment), the sizes of the
-segment's input and of the uint8 feature map it writes to DDR, the width of the packed head
-accumulators, MACs, and the integer head (bias, mult, shift) taken from the integer IR of the
-static model, so the PS computes logits bit for bit like the integer reference executor, plus
-the confidence LUT of :mod:`tinydyn.quantize.policy`.
+The header carries what the controller needs per stage k: the IODMA register bases of
+segment k and of exit head k (the last stage's head is part of its segment), as macros of
+``td_fpga_addresses.h`` (predicted here as finn-plus's Zynq shell assigns them, rewritten from
+the hardware handoff by ``build_bitstream.sh``); the sizes of the segment's input and of the
+uint8 feature map it writes to DDR, the width of the packed head accumulators, MACs, and the
+integer head (bias, mult, shift) taken from the integer IR of the static model, so the PS
+computes logits bit for bit like the integer reference executor, plus the confidence LUT of
+:mod:`tinydyn.quantize.policy`.
 """
 
 from __future__ import annotations
@@ -17,13 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from tinydyn.hw.link import addresses_header, predicted_addresses
 from tinydyn.quantize.policy import exp_lut, lut_multiplier
 
 PS_SOURCES = ("td_fpga.c", "td_fpga.h", "td_fpga_zynq.c")
+ADDRESSES_HEADER = "td_fpga_addresses.h"
 PROTOCOL_SOURCES = ("protocol.c", "protocol.h")
-# FINN's Zynq shell maps AXI-lite peripherals from 0x40000000, 64 KiB apart
-AXI_BASE = 0x4000_0000
-AXI_STRIDE = 0x1_0000
 CFLAGS = "-mcpu=cortex-a9 -marm -mfpu=neon -mfloat-abi=hard -Wall -Wextra -Werror -std=c99 -O2"
 
 
@@ -41,7 +42,7 @@ class StageHead:
     feat_bytes: int  # the uint8 NHWC feature map the segment writes (0: head inside the segment)
     seg_macs: int
     head_macs: int
-    seg_partition: int  # partition index: IODMAs at AXI_BASE + (2n, 2n+1) · AXI_STRIDE
+    seg_partition: int  # partition index p: its IODMAs are idma<p> and odma<p>
     head_partition: int  # -1: the head is part of the segment (last stage)
 
     @property
@@ -49,12 +50,9 @@ class StageHead:
         return self.seg_macs + self.head_macs
 
 
-def idma(partition: int) -> int:
-    return AXI_BASE + 2 * partition * AXI_STRIDE
-
-
-def odma(partition: int) -> int:
-    return AXI_BASE + (2 * partition + 1) * AXI_STRIDE
+def dma_macro(kind: str, partition: int) -> str:
+    """The ``td_fpga_addresses.h`` macro of IODMA ``<kind><partition>`` (kind idma or odma)."""
+    return f"TD_FPGA_{kind.upper()}{partition}_BASE"
 
 
 def ps_source_dir() -> Path:
@@ -94,6 +92,7 @@ def render_header(
         "#ifndef TD_FPGA_MODEL_H",
         "#define TD_FPGA_MODEL_H",
         '#include "td_fpga.h"',
+        f'#include "{ADDRESSES_HEADER}" /* IODMA register bases (idma<p>/odma<p>, partition p) */',
         f'#define TD_FPGA_MODEL_ID "{model_id[:16]:0<16}"',
         f'#define TD_FPGA_BOARD "{board}"',
         f"#define TD_FPGA_IN_C {c}u",
@@ -108,10 +107,10 @@ def render_header(
     for hd in heads:
         up, has_head = hd.name.upper(), hd.head_partition >= 0
         lines += [
-            f"#define TD_FPGA_{up}_SEG_IDMA 0x{idma(hd.seg_partition):08X}u",
-            f"#define TD_FPGA_{up}_SEG_ODMA 0x{odma(hd.seg_partition):08X}u",
-            f"#define TD_FPGA_{up}_HEAD_IDMA 0x{idma(hd.head_partition) if has_head else 0:08X}u",
-            f"#define TD_FPGA_{up}_HEAD_ODMA 0x{odma(hd.head_partition) if has_head else 0:08X}u",
+            f"#define TD_FPGA_{up}_SEG_IDMA {dma_macro('idma', hd.seg_partition)}",
+            f"#define TD_FPGA_{up}_SEG_ODMA {dma_macro('odma', hd.seg_partition)}",
+            f"#define TD_FPGA_{up}_HEAD_IDMA {dma_macro('idma', hd.head_partition) if has_head else '0u'}",
+            f"#define TD_FPGA_{up}_HEAD_ODMA {dma_macro('odma', hd.head_partition) if has_head else '0u'}",
             _array("int32_t", f"td_{hd.name}_bias", hd.bias.astype(np.int64)),
             _array("int64_t", f"td_{hd.name}_mult", hd.mult.astype(np.int64)),
             _array("uint8_t", f"td_{hd.name}_shift", hd.shift.astype(np.int64)),
@@ -145,6 +144,14 @@ def write_controller(
     cpu_hz: int,
 ) -> Path:
     copy_sources(out_dir)
+    partitions = 1 + max(max(hd.seg_partition, hd.head_partition) for hd in heads)
+    (out_dir / ADDRESSES_HEADER).write_text(
+        addresses_header(
+            predicted_addresses(partitions),
+            "predicted as finn-plus's Zynq shell assigns them; build_bitstream.sh rewrites this file "
+            "from the built design's hardware handoff",
+        )
+    )
     (out_dir / "td_fpga_model.h").write_text(render_header(heads, model_id, board, in_shape, cpu_hz))
     (out_dir / "Makefile").write_text(
         "# Cross-compile the PS controller objects (link with your Zynq BSP / FSBL linker script).\n"

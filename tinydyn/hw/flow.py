@@ -1,6 +1,6 @@
 """finn-plus front end for one partition: the DataflowBuildConfig, the step list, and reading back
-FINN's estimate reports. The Vivado part (IP generation → bitfile → deploy package) resumes
-from the saved intermediate model with :func:`vivado_steps` (see :mod:`tinydyn.hw.package`).
+FINN's estimate reports. The Vivado part (IP generation → one design → bitfile → deploy) resumes
+from the saved intermediate models (:mod:`tinydyn.hw.finish`).
 """
 
 from __future__ import annotations
@@ -41,16 +41,6 @@ FRONT_END_STEPS: list[Any] = [
     "step_generate_estimate_reports",
 ]
 CODEGEN_STEP = "step_hw_codegen"
-# what finn-plus runs after the estimates for a Zynq bitfile (needs Vivado + Vitis HLS)
-VIVADO_STEPS = [
-    "step_hw_codegen",
-    "step_hw_ipgen",
-    "step_set_fifo_depths",
-    "step_create_stitched_ip",
-    "step_synthesize_bitfile",
-    "step_make_driver",
-    "step_deployment_package",
-]
 
 
 class FinnBuildError(TinydynError):

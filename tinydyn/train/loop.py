@@ -73,8 +73,12 @@ def train(
     init_from: Path | None = None,
     progress: bool = True,
     backbone_from: Path | None = None,
+    fold_gates: bool = False,
 ) -> dict[str, Any]:
-    """Train (or resume, or fine-tune from ``init_from``) and write a checkpoint per epoch."""
+    """Train (or resume, or fine-tune from ``init_from``) and write a checkpoint per epoch.
+
+    ``fold_gates``: fine-tune the gate-free model of ``init_from`` (its L-Net/C-Net saliences
+    folded into constant scales, :mod:`tinydyn.hw.static_model`): the model an FPGA builds."""
     cfg = cfg or TrainConfig()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -85,7 +89,9 @@ def train(
     if resume and out_path.is_file():
         state = read_checkpoint(out_path)
     elif init_from is not None:
-        state = read_checkpoint(init_from)
+        state = fold_gates_of(init_from, train_set) if fold_gates else read_checkpoint(init_from)
+    elif fold_gates:
+        raise TinydynError("--fold-gates folds the gates of a trained model: give it with --init-from")
     if state is not None:
         model_config = LCNetConfig.from_json(state["config"])
     model_config = model_config or LCNetConfig()
@@ -176,6 +182,19 @@ def copy_backbone(model: LCNet, state_dict: dict[str, torch.Tensor], train_set: 
             "give one trained with the same --widths and --blocks"
         )
     model.load_state_dict(shared, strict=False)
+
+
+def fold_gates_of(checkpoint: Path, train_set: Dataset, images: int = 1000) -> dict[str, Any]:
+    """The checkpoint payload of ``checkpoint``'s gate-free model (saliences folded into constant
+    channel/block scales: their mean over the first ``images`` training images)."""
+    from tinydyn.hw.static_model import mean_saliences, static_model
+    from tinydyn.models.checkpoint import load_model
+
+    gated, _ = load_model(checkpoint)
+    if not gated.config.gates:
+        raise TinydynError(f"{checkpoint} has no gates to fold: fine-tune it with --init-from alone")
+    net = static_model(gated, mean_saliences(gated, train_set.images[:images]))
+    return {"config": net.config.to_json(), "state_dict": net.state_dict()}
 
 
 def resume_path(checkpoint: Path) -> Path:
