@@ -220,3 +220,34 @@ def test_backbone_from_a_static_checkpoint(tmp_path, fashion_test):
         "1",
     )
     assert_one_line_error(wrong, "shares no stem weights")
+
+
+def test_fold_gates_fine_tunes_the_gate_free_model(trained, tmp_path):
+    """--fold-gates starts from the gated model's saliences folded into its BNs (lr 0 keeps them),
+    and writes a gate-free checkpoint with the exits, the model 'tinydyn fpga' builds as is."""
+    from tinydyn.data import load_dataset
+    from tinydyn.hw.static_model import mean_saliences, static_model
+    from tinydyn.models.checkpoint import load_model
+
+    out = tmp_path / "fpga.pt"
+    proc = tinydyn(
+        "train", "--out", str(out), "--init-from", str(trained), "--fold-gates", "--lr", "0", "--epochs", "1",
+        "--limit", "128", "--batch-size", "64",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    payload = torch.load(out, weights_only=True)
+    assert payload["config"]["gates"] is False and payload["config"]["exits"] == [0]
+    assert not any(".lnet." in k or ".cnet." in k for k in payload["state_dict"])
+    assert payload["train"]["folded_from"] == str(trained)
+    gated, _ = load_model(trained)
+    train_images = load_dataset("fashion-mnist", "train").images[:128]
+    folded = static_model(gated, mean_saliences(gated, train_images)).state_dict()
+    for key in ("blocks.0.bn1.weight", "blocks.0.bn2.bias", "blocks.1.bn1.bias", "exit_heads.0.fc.weight"):
+        assert torch.allclose(payload["state_dict"][key], folded[key], atol=1e-6), key
+    assert not torch.allclose(
+        payload["state_dict"]["blocks.0.bn1.weight"], gated.state_dict()["blocks.0.bn1.weight"]
+    )
+    again = tinydyn("train", "--out", str(tmp_path / "x.pt"), "--init-from", str(out), "--fold-gates", *TINY)
+    assert_one_line_error(again, "has no gates to fold", "--init-from alone")
+    alone = tinydyn("train", "--out", str(tmp_path / "y.pt"), "--fold-gates", *TINY)
+    assert_one_line_error(alone, "--fold-gates", "--init-from")

@@ -24,6 +24,14 @@ a segment with several requantisations (stem, conv1, join) may show two steps on
 demand at most one step per requantisation along the segment (``requantisations``: measured
 on 20 images, seg0 of the bundled model: 98.7 % equal, max 3) and exact equality on
 ``MIN_INTEGER_EQUAL`` of the elements.
+
+Logits (heads, and the last segment with the final classifier) must match Brevitas within
+``ATOL`` = 1e-5 on every image whose difference is not traced to a rounding tie
+(:func:`explain_logit_differences`): one int16 logit step (the FC sum on the output
+quantiser's rounding boundary), an exact tie in the pooled vector, or a block of the same
+partition already one step apart on that image. Measured on 300 test images (the bundled model,
+gates folded): head 1 279 within 1e-5, 19 exact pooling ties, 2 one-step logits; head 0 and the
+last segment 297 and 294 within, the rest one-step logits; no image unexplained.
 """
 
 from __future__ import annotations
@@ -34,16 +42,21 @@ from typing import Any
 
 import numpy as np
 
-from tinydyn.hw.export import ExportedPartition, ExportError, output_scale, run_qonnx, torch_outputs
+from tinydyn.hw.export import (
+    ExportedPartition,
+    ExportError,
+    PartitionSpec,
+    export_partition,
+    output_scale,
+    run_qonnx,
+    torch_outputs,
+)
 from tinydyn.ir import IRModel
 from tinydyn.quantize.executor import _Run, requantize
 from tinydyn.quantize.policy import ExitPolicy
 
 ATOL = 1e-5
 MIN_AGREEMENT = 0.98  # float-tie rounding at a quantiser boundary may flip a rare image
-# Share of images that must match to ATOL: a wrong export differs on (nearly) every image, a
-# float tie on a quantiser boundary only on some (more of them for random weights/images).
-MIN_ATOL_SHARE = 0.5
 # Feature maps: HW graph vs QONNX (same arithmetic) and QONNX vs Brevitas: equal but for rare
 # float32 ties (and what they feed inside the segment); vs the integer reference: see above.
 MIN_EQUAL_SHARE = 0.999
@@ -130,6 +143,11 @@ class PartitionCheck:
     hw_python_vs_integer_equal: float = -1.0
     hw_python_class_vs_qonnx: int = -1
     hw_python_class_vs_integer: int = -1
+    # logits: why the images beyond ATOL differ (see explain_logit_differences); unexplained must be 0
+    images_one_logit_step: int = -1
+    images_gap_tie: int = -1
+    images_feature_step: int = -1
+    images_unexplained: int = -1
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,16 +158,81 @@ def _steps(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(diff.max(initial=0)), float((diff == 0).mean())
 
 
+def gap_ties(features: np.ndarray) -> np.ndarray:
+    """Images whose global average pool lands exactly half-way between two grid points in some
+    channel (sum / (H·W) = k + ½): Brevitas rounds such a tie to even, the thresholds and the
+    integer reference up, and a float32 sum may fall on either side. ``features``: integers NCHW."""
+    hw = features.shape[2] * features.shape[3]
+    sums = features.astype(np.int64).sum(axis=(2, 3))
+    return ((2 * sums) % (2 * hw) == hw).any(axis=1)
+
+
+def explain_logit_differences(
+    qonnx: np.ndarray,
+    brevitas: np.ndarray,
+    logit_scale: float,
+    gap_tie: np.ndarray,
+    feature_step: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Sort the images on which QONNX and Brevitas logits differ by more than ATOL by cause.
+
+    * ``one_logit_step``: every logit within one step of the int16 output quantiser: the FC sum
+      sits on its rounding boundary and float32 summation order decides (torch vs onnxruntime);
+    * ``gap_tie``: an exact tie in the pooled vector (:func:`gap_ties`);
+    * ``feature_step``: the partition's own blocks already differ by a step on this image (a
+      float32 tie inside the segment, measured on its feature map);
+    * ``unexplained``: anything else: a wrong export.
+    """
+    beyond = np.abs(qonnx - brevitas).max(axis=1) > ATOL
+    steps = np.abs(np.round(qonnx / logit_scale) - np.round(brevitas / logit_scale)).max(axis=1)
+    one_step = beyond & (steps <= 1)
+    tie = beyond & ~one_step & gap_tie
+    upstream = beyond & ~one_step & ~tie & feature_step
+    return {
+        "one_logit_step": one_step,
+        "gap_tie": tie,
+        "feature_step": upstream,
+        "unexplained": beyond & ~one_step & ~tie & ~upstream,
+    }
+
+
 def _fail(part: ExportedPartition, what: str) -> ExportError:
     return ExportError(
         f"{part.spec.name}: {what}: streamlining or export changed the arithmetic (report this bug)"
     )
 
 
+def block_features(
+    part: ExportedPartition, inputs: np.ndarray, path: Path
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """For a partition with blocks and a head: the integer feature map of its last block, from
+    QONNX and from Brevitas, via a feature-output export of the same blocks (check only)."""
+    spec = part.spec
+    if spec.head is None or not spec.blocks:
+        return None
+    feature_spec = PartitionSpec(
+        f"{spec.name}_features", "segment", spec.stage, spec.first_block, spec.last_block, spec.stem, None
+    )
+    net = part.module.net
+    exported = export_partition(net, feature_spec, part.in_shape, path)
+    scale = output_scale(net, feature_spec)
+    q_int = np.round(run_qonnx(exported.path, inputs) / scale).astype(np.int64)
+    b_int = np.round(torch_outputs(exported.module, inputs) / scale).astype(np.int64)
+    return q_int, b_int
+
+
 def check_partition(
-    part: ExportedPartition, ir: IRModel, ref: dict[str, np.ndarray], hw_model_path: Path
+    part: ExportedPartition,
+    ir: IRModel,
+    ref: dict[str, np.ndarray],
+    hw_model_path: Path,
+    features: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> PartitionCheck:
-    """Export, integer and HW-graph checks of one partition (see the module docstring)."""
+    """Export, integer and HW-graph checks of one partition (see the module docstring).
+
+    ``features``: for a partition that runs blocks and a head (the last segment), the integer
+    feature map of its last block from QONNX and from Brevitas (a feature-output export of the
+    same blocks): it tells which images' logits may differ because a block did."""
     spec = part.spec
     inputs = ref[spec.input_tensor]
     n = len(inputs)
@@ -201,9 +284,21 @@ def check_partition(
     # mult / 2**shift logit steps (often several: int16 logits have a fine scale)
     per_acc = mult.astype(np.float64) / 2.0 ** shift.astype(np.float64)
     close = (lsb_all <= per_acc[None, :] + 1).all(axis=1)
+    if features is None:  # a head: its input is the reference's feature map itself
+        pooled_input, feature_step = inputs, np.zeros(n, dtype=bool)
+    else:
+        q_feat, b_feat = features
+        pooled_input = b_feat
+        feature_step = (q_feat != b_feat).reshape(n, -1).any(axis=1)
+    tie = gap_ties(pooled_input)
+    causes = explain_logit_differences(qonnx, brevitas, lscale, tie, feature_step)
     check = PartitionCheck(spec.name, "logits", n)
     check.qonnx_vs_brevitas_max = float(diff.max())
     check.qonnx_vs_brevitas_equal = float((diff <= ATOL).sum())
+    check.images_one_logit_step = int(causes["one_logit_step"].sum())
+    check.images_gap_tie = int(causes["gap_tie"].sum())
+    check.images_feature_step = int(causes["feature_step"].sum())
+    check.images_unexplained = int(causes["unexplained"].sum())
     check.qonnx_class_vs_brevitas = int((qonnx.argmax(axis=1) == brevitas.argmax(axis=1)).sum())
     check.qonnx_class_vs_integer = int((qonnx.argmax(axis=1) == ref_class).sum())
     check.brevitas_vs_integer_max_step = float(np.abs(np.round(brevitas / lscale) - ref_logits).max())
@@ -211,25 +306,26 @@ def check_partition(
     check.hw_python_vs_qonnx_equal = float(close.sum())
     check.hw_python_class_vs_qonnx = int((logits.argmax(axis=1) == qonnx.argmax(axis=1)).sum())
     check.hw_python_class_vs_integer = int((logits.argmax(axis=1) == ref_class).sum())
-    # float32 evaluation order differs between torch and onnxruntime: an activation exactly on a
-    # quantiser's rounding boundary may land one step apart (and move the int16 logits by tens of
-    # their tiny steps), so demand ATOL on most images and the same class on (nearly) all
+    # every image within ATOL, or its difference traced to a rounding tie (see explain_logit_differences)
     if (
-        check.qonnx_vs_brevitas_equal < MIN_ATOL_SHARE * n
+        check.images_unexplained
         or not agrees(check.qonnx_class_vs_brevitas, n)
         or not agrees(check.qonnx_class_vs_integer, n)
     ):
         raise ExportError(
-            f"{spec.name}: QONNX export does not match (within 1e-5 on "
-            f"{check.qonnx_vs_brevitas_equal:.0f}/{n} images, class = integer reference on "
-            f"{check.qonnx_class_vs_integer}/{n}): "
-            "check the brevitas/qonnx versions"
+            f"{spec.name}: QONNX export does not match Brevitas "
+            f"({check.images_unexplained}/{n} images beyond "
+            f"1e-5 not explained by a rounding tie, max {check.qonnx_vs_brevitas_max:.3g}; class = integer "
+            f"reference on {check.qonnx_class_vs_integer}/{n}): check the brevitas/qonnx versions"
         )
-    if check.hw_python_vs_qonnx_equal < MIN_ATOL_SHARE * n or not agrees(check.hw_python_class_vs_qonnx, n):
+    # the HW graph pools in integers and rounds ties up; QONNX's float pool may not
+    # (a float32 tie inside the last segment's blocks is only measured for QONNX vs Brevitas:
+    # all but MIN_AGREEMENT of the images)
+    hw_bad = ~close & ~tie & ~feature_step
+    if not agrees(n - int(hw_bad.sum()), n) or not agrees(check.hw_python_class_vs_qonnx, n):
         raise _fail(
             part,
-            "HW-layer graph vs QONNX: within one accumulator step on "
-            f"{check.hw_python_vs_qonnx_equal:.0f}/{n} images, same class on "
-            f"{check.hw_python_class_vs_qonnx}/{n}",
+            f"HW-layer graph vs QONNX: beyond one accumulator step on {int(hw_bad.sum())}/{n} images "
+            f"without a rounding tie, same class on {check.hw_python_class_vs_qonnx}/{n}",
         )
     return check

@@ -87,8 +87,12 @@ class FpgaReport:
                 + ")"
             )
         exits = [
-            f"  exit {e['exit']}: FPGA model {e['fpga_share']:.1%} leave, {e['fpga_accuracy']:.2%} correct; "
-            f"dynamic model {e['dynamic_share']:.1%} leave, {e['dynamic_accuracy']:.2%} correct"
+            f"  exit {e['exit']}: FPGA model {e['fpga_share']:.1%} leave, {e['fpga_accuracy']:.2%} correct"
+            + (
+                f"; dynamic model {e['dynamic_share']:.1%} leave, {e['dynamic_accuracy']:.2%} correct"
+                if "dynamic_share" in e
+                else ""
+            )
             for e in self.exit_table
         ]
         lines = [

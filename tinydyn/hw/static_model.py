@@ -16,6 +16,7 @@ gate-free :class:`LCNet` (exits kept) that both the QONNX export and the integer
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,7 +40,14 @@ class Saliences:
         }
 
 
-def gates_note(saliences: Saliences | None) -> str:
+def gates_note(saliences: Saliences | None, folded_from: str | None = None) -> str:
+    if folded_from:
+        return (
+            "L-Net/C-Net gates are not built on the FPGA: this checkpoint's gates were folded into "
+            f"static channel scales (from {Path(folded_from).name}) and the gate-free model fine-tuned "
+            "(tinydyn train --fold-gates); every block and channel runs; early exits are built as "
+            "backbone segments the PS chains"
+        )
     if saliences is None or not saliences.block:
         return (
             "L-Net/C-Net gates are not built on the FPGA (this model has none): every block and channel "

@@ -16,6 +16,8 @@ from tinydyn.models.lcnet import ConfigError, LCNet, LCNetConfig
 CHECKPOINT_FORMAT = "tinydyn-checkpoint"
 CHECKPOINT_VERSION = 1
 BUNDLED = "fashion_lcnet.pt"
+# the bundled model with its gates folded and fine-tuned (tinydyn train --fold-gates): for FPGAs
+BUNDLED_FPGA = "fashion_lcnet_fpga.pt"
 
 
 class CheckpointError(TinydynError):
@@ -25,6 +27,12 @@ class CheckpointError(TinydynError):
 def bundled_checkpoint() -> Path:
     """The small pretrained Fashion-MNIST LC-Net shipped with the package."""
     return Path(str(resources.files("tinydyn") / "checkpoints" / BUNDLED))
+
+
+def bundled_fpga_checkpoint() -> Path:
+    """The bundled model without gates (folded, fine-tuned 4 epochs), exits kept: what
+    ``tinydyn fpga`` builds by default."""
+    return Path(str(resources.files("tinydyn") / "checkpoints" / BUNDLED_FPGA))
 
 
 def save_checkpoint(

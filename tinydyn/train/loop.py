@@ -162,6 +162,9 @@ def train(
             "history": history,
             "config": {k: v for k, v in vars(cfg).items() if k != "extra"},
         }
+        if fold_gates or (state is not None and "folded_from" in state.get("train", {})):
+            # a gate-free model made from a gated one: 'tinydyn fpga' says so
+            train_info["folded_from"] = str(init_from) if fold_gates else state["train"]["folded_from"]
         # the checkpoint stays small (it can ship); the optimizer state for --resume sits beside it
         save_checkpoint(out_path, model, {"train_history": history}, {"train": train_info})
         torch.save({"optimizer": optimizer.state_dict()}, resume_path(out_path))
