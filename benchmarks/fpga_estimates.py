@@ -1,8 +1,9 @@
 """FPGA estimates: per-partition resources and throughput (finn-plus analytical models, ZedBoard).
 
 Runs the tinydyn FPGA front end (no Vivado) for
-  * the default model (the bundled checkpoint, or --checkpoint; gates folded into their mean
-    saliences), and
+  * the default model (the bundled FPGA checkpoint: the bundled LC-Net's gates folded into their
+    mean saliences and fine-tuned 4 epochs, `tinydyn train --fold-gates`; or --checkpoint), with
+    the accuracy of the same fold *without* fine-tuning beside it, and
   * a ResNet-8-class LC-Net (3×32×32, widths 16/32/64, exits after blocks 0 and 1, no gates)
     with random weights and random images (resources and cycles depend on the architecture,
     not the weights; an untrained model is never confident, so all its images reach the last
@@ -42,6 +43,27 @@ def resnet8(seed: int = 0) -> LCNet:
     return model.eval()
 
 
+def fold_only_accuracy(policy: ExitPolicy, images: int) -> dict:
+    """The bundled gated model with its gates folded into mean saliences, no fine-tuning
+    (integer reference, the same test images as the FPGA report)."""
+    from tinydyn.data import load_dataset
+    from tinydyn.hw.static_model import mean_saliences, static_model
+    from tinydyn.models.checkpoint import load_model
+    from tinydyn.quantize.executor import execute
+    from tinydyn.quantize.lower import lower
+
+    gated, _ = load_model(None)
+    calib = load_dataset("fashion-mnist", "train").images[:1000]
+    test = load_dataset("fashion-mnist", "test")
+    ir = lower(static_model(gated, mean_saliences(gated, calib)), name="folded")
+    labels = test.labels[:images]
+    out = {}
+    for name, pol in (("early exit", policy), ("final exit only", ExitPolicy("none"))):
+        res = execute(ir, test.images[:images], pol)
+        out[name] = float((res.predictions == labels).mean())
+    return out
+
+
 def summarise(name: str, report, seconds: float) -> dict:
     print(f"\n== {name} ({seconds:.0f} s)\n{report.text()}")
     return {"model": name, "seconds": round(seconds, 1), **report.to_json()}
@@ -68,6 +90,11 @@ def main() -> None:
         progress=lambda m: None,
     )
     results.append(summarise("default", report, time.time() - t0))
+    results[-1]["folded_without_finetune"] = fold_only_accuracy(policy, report.eval_images)
+    print(
+        "accuracy, bundled LC-Net with gates folded but not fine-tuned:",
+        results[-1]["folded_without_finetune"],
+    )
     t0 = time.time()
     report = build_fpga(
         None,

@@ -286,7 +286,8 @@ def build_fpga(
                 "timings_s": timings,
                 "ran_here": "finn-plus front end: streamline, HW layers, folding, estimates"
                 + (", HLS/RTL code generation" if codegen else ""),
-                "needs_vivado": f"{script.name}: IP generation, stitching, synthesis, bitfile, deploy",
+                "needs_vivado": f"{script.name}: IP generation and FIFO sizing per partition, HLS "
+                "synthesis and stitching, one Zynq design holding every partition, bitstream, deploy/",
                 "ps_controller": str(ps_dir),
             },
             indent=2,
