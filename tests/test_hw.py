@@ -460,3 +460,26 @@ def test_finish_without_a_build_is_one_line(tmp_path):
         res.stderr.strip()
         == f"finish: {tmp_path} has no build.json: run 'tinydyn fpga --out {tmp_path}' first"
     )
+
+
+def test_bundled_fpga_checkpoint_is_the_folded_fine_tuned_model():
+    from tinydyn.models.checkpoint import bundled_checkpoint, bundled_fpga_checkpoint, load_model
+
+    model, payload = load_model(bundled_fpga_checkpoint())
+    gated, _ = load_model(bundled_checkpoint())
+    assert not model.config.gates and gated.config.gates
+    assert model.config.exits == gated.config.exits and model.config.widths == gated.config.widths
+    assert payload["train"]["folded_from"].endswith("fashion_lcnet.pt")
+    assert payload["train"]["epochs_done"] == 4
+
+
+def test_assumed_reach_must_name_every_stage(small_model, tmp_path):
+    require_finn()
+    from tinydyn.hw.build import build_fpga
+    from tinydyn.hw.export import ExportError
+
+    with pytest.raises(ExportError, match="assumed_reach needs 2 stage reaches, got 1"):
+        build_fpga(
+            None, "zedboard", tmp_path, model=small_model, calibration_images=32, eval_images=32,
+            assumed_reach=[1.0], progress=lambda m: None,
+        )  # fmt: skip

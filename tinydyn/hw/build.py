@@ -118,11 +118,14 @@ def build_fpga(
     codegen: bool = True,
     static_sweep: tuple[float, ...] = STATIC_SWEEP,
     allow_overfit: bool = False,
+    assumed_reach: list[float] | None = None,
     progress: Callable[[str], None] = print,
 ) -> FpgaReport:
     """Build the FPGA front end for a checkpoint (or ``model``); see docs/FPGA.md.
 
-    ``target_fps`` None: automatic search for the fastest design that fits the part."""
+    ``target_fps`` None: automatic search for the fastest design that fits the part.
+    ``assumed_reach``: fold for these stage reaches instead of the measured ones (what-if
+    estimates, e.g. an untrained model; the report says so)."""
     fpga = get_board(board)
     policy = policy or ExitPolicy("confidence", 0.9)
     out_dir = Path(out_dir).resolve()
@@ -152,6 +155,10 @@ def build_fpga(
     # 2. reach and accuracy on test images (integer reference of the static and the dynamic model)
     images, labels = dataset_images(model, "test", eval_images)
     reach, accuracy, exit_table = evaluate(model, ir, images, labels, policy)
+    if assumed_reach is not None:
+        if len(assumed_reach) != len(reach):
+            raise ExportError(f"assumed_reach needs {len(reach)} stage reaches, got {len(assumed_reach)}")
+        reach = [float(r) for r in assumed_reach]
     timings["calibration"] = round(time.time() - start, 2)
     progress("fpga: images reaching each stage: " + ", ".join(f"{r:.1%}" for r in reach))
     if accuracy:
@@ -253,6 +260,11 @@ def build_fpga(
         speedup=ee_fps / static_fps if static_fps else float("inf"),
         accuracy=accuracy,
         notes=[
+            *(
+                [f"reach assumed ({', '.join(f'{r:.0%}' for r in reach)}), not measured on this model"]
+                if assumed_reach is not None
+                else []
+            ),
             note,
             "segment k computes only the blocks after exit k-1; its uint8 feature map goes through DDR "
             "to head k and segment k+1; the PS finishes the head logits in integers",
