@@ -50,37 +50,46 @@ AUTO_TRIES = 4
 AUTO_HEADROOM = 0.85  # aim at this share of the part (shell, IODMAs, interconnect need the rest)
 
 
+# Fashion-MNIST has no validation split: test images from here on decide the folding (stage
+# reach), the images before it report accuracy, so no design decision sees the reported images
+VALIDATION_OFFSET = 5000
+
+
 def dataset_images(
     model: LCNet, split: str, count: int, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Fashion-MNIST images of ``split`` for a 1×28×28 model; random images otherwise."""
+    """Fashion-MNIST images of ``split`` (train, test, validation) for a 1×28×28 model; random
+    images (no labels) for other input shapes."""
     cfg = model.config
     if (cfg.in_channels, cfg.input_size) == (1, 28):
-        try:
-            from tinydyn.data import load_dataset
+        from tinydyn.data import load_dataset
 
-            ds = load_dataset("fashion-mnist", split)
-            return ds.images[:count], np.asarray(ds.labels[:count])
-        except Exception:  # noqa: BLE001 - no dataset: fall back to random images, labelled so
-            pass
-    rng = np.random.default_rng(seed + (split == "train"))
+        ds = load_dataset("fashion-mnist", "test" if split == "validation" else split)
+        start = VALIDATION_OFFSET if split == "validation" else 0
+        return ds.images[start : start + count], np.asarray(ds.labels[start : start + count])
+    rng = np.random.default_rng(seed + {"test": 0, "train": 1, "validation": 2}[split])
     return rng.integers(
         0, 256, (count, cfg.in_channels, cfg.input_size, cfg.input_size), dtype=np.uint8
     ), None
 
 
+def stage_reach(static_ir: IRModel, images: np.ndarray, policy: ExitPolicy, stages: int) -> list[float]:
+    """Share of ``images`` reaching each stage of the FPGA model (integer reference executor)."""
+    exits = execute(static_ir, images, policy).exits
+    return [float((exits >= k).mean()) for k in range(stages)]
+
+
 def evaluate(
     model: LCNet, static_ir: IRModel, images: np.ndarray, labels: np.ndarray | None, policy: ExitPolicy
-) -> tuple[list[float], dict[str, float], list[dict]]:
-    """Stage reach of the FPGA (static) model, and accuracies of it and of the dynamic model,
-    all from the integer reference executor."""
+) -> tuple[dict[str, float], list[dict]]:
+    """Accuracies of the FPGA (static) model and of the dynamic model, and per exit the share
+    of images leaving there, all from the integer reference executor."""
     fpga = execute(static_ir, images, policy)
     n_stages = len(model.config.exits) + 1
-    reach = [float((fpga.exits >= k).mean()) for k in range(n_stages)]
     accuracy: dict[str, float] = {}
     table: list[dict] = []
     if labels is None:
-        return reach, accuracy, table
+        return accuracy, table
     gated = model.config.gates
     final_only = execute(static_ir, images, ExitPolicy("none"))
     runs = {"fpga": fpga}
@@ -101,7 +110,7 @@ def evaluate(
             correct = res.predictions[here] == labels[here]
             row[f"{tag}_accuracy"] = float(correct.mean()) if here.any() else 0.0
         table.append(row)
-    return reach, accuracy, table
+    return accuracy, table
 
 
 def build_fpga(
@@ -152,9 +161,12 @@ def build_fpga(
     net = static_model(model, saliences)
     ir = lower(net, name="fpga_static")
 
-    # 2. reach and accuracy on test images (integer reference of the static and the dynamic model)
+    # 2. reach on validation images (it decides the folding), accuracy on test images (integer
+    # reference of the static and the dynamic model)
+    val_images, _ = dataset_images(model, "validation", eval_images)
+    reach = stage_reach(ir, val_images, policy, len(cfg.exits) + 1)
     images, labels = dataset_images(model, "test", eval_images)
-    reach, accuracy, exit_table = evaluate(model, ir, images, labels, policy)
+    accuracy, exit_table = evaluate(model, ir, images, labels, policy)
     if assumed_reach is not None:
         if len(assumed_reach) != len(reach):
             raise ExportError(f"assumed_reach needs {len(reach)} stage reaches, got {len(assumed_reach)}")

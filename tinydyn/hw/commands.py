@@ -25,7 +25,14 @@ import click
 @click.option(
     "--calibration-images", default=1000, show_default=True, help="Training images: mean gate saliences."
 )
-@click.option("--eval-images", default=1000, show_default=True, help="Test images for reach and accuracy.")
+@click.option(
+    "--eval-images",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1, 5000),
+    help="Validation images for the stage reach (Fashion-MNIST test images 5000..) and test images "
+    "for accuracy (0..).",
+)
 @click.option("--check-images", default=20, show_default=True, help="Images for the export/HW-graph checks.")
 @click.option("--no-codegen", is_flag=True, help="Stop after the estimates (skip HLS/RTL code generation).")
 @click.option("--allow-overfit", is_flag=True, help="Write the report even if the design does not fit.")

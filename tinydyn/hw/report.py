@@ -97,7 +97,8 @@ class FpgaReport:
         ]
         lines = [
             f"FPGA build for {self.board} ({self.part}, {self.clock_mhz:.0f} MHz), "
-            f"exit policy {self.policy} {self.threshold:g} on {self.eval_images} test images; "
+            f"exit policy {self.policy} {self.threshold:g}, reach on {self.eval_images} validation images, "
+            f"accuracy on {self.eval_images} test images; "
             f"folded for {self.target_fps:.0f} img/s{search}",
             head,
             *rows,
