@@ -483,3 +483,17 @@ def test_assumed_reach_must_name_every_stage(small_model, tmp_path):
             None, "zedboard", tmp_path, model=small_model, calibration_images=32, eval_images=32,
             assumed_reach=[1.0], progress=lambda m: None,
         )  # fmt: skip
+
+
+def test_post_hls_resources_are_read_with_ff(tmp_path):
+    from tinydyn.hw.finish import hls_resources
+
+    report = tmp_path / "report"
+    report.mkdir()
+    assert hls_resources(tmp_path) is None  # before step_hw_ipgen ran (no Vitis HLS here)
+    (report / "estimate_layer_resources_hls.json").write_text(
+        json.dumps(
+            {"MVAU_hls_0": {"LUT": 10, "FF": 20}, "total": {"LUT": 10, "FF": 20, "BRAM_18K": 1, "DSP": 0}}
+        )
+    )
+    assert hls_resources(tmp_path) == {"LUT": 10.0, "FF": 20.0, "BRAM_18K": 1.0, "DSP": 0.0}

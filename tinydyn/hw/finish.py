@@ -107,6 +107,17 @@ def check_instances(merged: Any, partitions: int) -> None:
         )
 
 
+def hls_resources(stage_dir: Path) -> dict[str, float] | None:
+    """Totals of the post-HLS-synthesis resource report ``step_hw_ipgen`` writes (LUT, FF, BRAM,
+    DSP of the HLS layers: FF first appears here, finn-plus's estimates have none)."""
+    path = stage_dir / "report" / "estimate_layer_resources_hls.json"
+    try:
+        total = json.loads(path.read_text())["total"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+    return {k: float(v) for k, v in total.items() if isinstance(v, int | float)}
+
+
 def link_only(out_dir: Path, progress: Callable[[str], None] = print) -> Path:
     """Assemble the link graph from the estimate-step models (no Xilinx tool needed)."""
     meta, board, _ = load_build(out_dir)
@@ -162,6 +173,10 @@ def finish(out_dir: Path, progress: Callable[[str], None] = print) -> Path:
                 "vivado_project": merged.get_metadata_prop("vivado_pynq_proj"),
                 "utilisation_report": merged.get_metadata_prop("vivado_synth_rpt"),
                 "iodma_addresses": {k: f"0x{v:08X}" for k, v in sorted(addresses.items())},
+                "hls_resources": {
+                    part["name"]: hls_resources(out_dir / "stages" / part["name"])
+                    for part in meta["partitions"]
+                },
                 "addresses_as_predicted": addresses == predicted,
                 "seconds": round(time.time() - start, 1),
             },
