@@ -499,3 +499,116 @@ def test_post_hls_resources_are_read_with_ff(tmp_path):
         )
     )
     assert hls_resources(tmp_path) == {"LUT": 10.0, "FF": 20.0, "BRAM_18K": 1.0, "DSP": 0.0}
+
+
+def pack_fields(values: np.ndarray, bits: int) -> bytes:
+    """Two's-complement fields of ``bits`` bits, LSB first (td_fpga_unpack's layout)."""
+    total = 0
+    for i, v in enumerate(values.tolist()):
+        total |= (int(v) & ((1 << bits) - 1)) << (i * bits)
+    return total.to_bytes((bits * len(values) + 7) // 8, "little")
+
+
+def c_bytes(name: str, rows: list[bytes]) -> str:
+    body = ",".join(str(b) for row in rows for b in row)
+    return f"static const uint8_t {name}[{sum(len(r) for r in rows)}] = {{{body}}};"
+
+
+def test_ps_controller_runs_the_stages_like_the_integer_reference(fpga_build, fashion_test, tmp_path):
+    """td_fpga_infer on the host, its IODMA register accesses going to a register-level model
+    (tests/iodma_model) whose partitions answer with what finn-plus's python execution of their
+    HW graphs produced: the controller runs segment 0, head 0, and segment 1 only for images that
+    stay, passes each partition the right buffer, and reports the class, exit, logits and MACs
+    the integer policy and reference give for those accumulators."""
+    from tests.conftest import require_tool
+    from tinydyn.hw.build import accumulator_bits
+    from tinydyn.hw.checks import finish_logits, run_hw_python
+    from tinydyn.hw.controller import ps_source_dir
+    from tinydyn.ir import IRModel
+    from tinydyn.quantize.executor import execute
+
+    cc = require_tool("gcc")
+    _, out, _ = fpga_build
+    ir = IRModel.load(out / "ir")
+    images = fashion_test.images[:16]
+    n = len(images)
+    hw = {
+        p: out / "stages" / p / "intermediate_models" / "step_convert_to_hw.onnx"
+        for p in ("seg0", "head0", "seg1")
+    }
+    feat = run_hw_python(hw["seg0"], images)  # NHWC, what segment 0 streams to DDR
+    nchw = feat.transpose(0, 3, 1, 2)
+    acc0 = run_hw_python(hw["head0"], nchw).reshape(n, -1)
+    acc1 = run_hw_python(hw["seg1"], nchw).reshape(n, -1)
+    bits0, bits1 = accumulator_bits(out / "stages" / "head0"), accumulator_bits(out / "stages" / "seg1")
+    assert feat.min() >= 0 and feat.max() <= 255
+    parts_in = [
+        [im.transpose(1, 2, 0).tobytes() for im in images],
+        [f.astype(np.uint8).tobytes() for f in feat],
+    ]
+    parts_in.append(parts_in[1])
+    parts_out = [parts_in[1], [pack_fields(a, bits0) for a in acc0], [pack_fields(a, bits1) for a in acc1]]
+    vectors = [
+        "#define TD_TEST_PARTITIONS 3",
+        f"#define TD_TEST_IMAGES {n}",
+        "static const uint32_t td_test_idma[3] = "
+        "{TD_FPGA_IDMA0_BASE, TD_FPGA_IDMA1_BASE, TD_FPGA_IDMA2_BASE};",
+        "static const uint32_t td_test_odma[3] = "
+        "{TD_FPGA_ODMA0_BASE, TD_FPGA_ODMA1_BASE, TD_FPGA_ODMA2_BASE};",
+        f"static const uint32_t td_test_in_bytes[3] = {{{', '.join(str(len(p[0])) for p in parts_in)}}};",
+        f"static const uint32_t td_test_out_bytes[3] = {{{', '.join(str(len(p[0])) for p in parts_out)}}};",
+    ]
+    for p in range(3):
+        vectors += [c_bytes(f"td_test_in{p}", parts_in[p]), c_bytes(f"td_test_out{p}", parts_out[p])]
+    vectors += [
+        "static const uint8_t *const td_test_in[3] = {td_test_in0, td_test_in1, td_test_in2};",
+        "static const uint8_t *const td_test_out[3] = {td_test_out0, td_test_out1, td_test_out2};",
+    ]
+    (tmp_path / "vectors.h").write_text("\n".join(vectors) + "\n")
+    exe = tmp_path / "ps_host"
+    fw = Path(__file__).resolve().parents[1] / "tinydyn" / "firmware"
+    model_dir = Path(__file__).resolve().parent / "iodma_model"
+    res = subprocess.run(
+        [cc, "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-DTD_FPGA_REG_HOOKS", f"-I{tmp_path}",
+         f"-I{out / 'ps'}", f"-I{ps_source_dir()}", f"-I{fw}", str(model_dir / "iodma_model.c"),
+         str(ps_source_dir() / "td_fpga.c"), "-o", str(exe)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+
+    logits0, logits1 = finish_logits(acc0, ir, "0"), finish_logits(acc1, ir, "final")
+    macs_exit0 = execute(ir, images, ExitPolicy("confidence", 0.0)).macs  # every image leaves at 0
+    macs_stay = execute(ir, images, ExitPolicy("margin", 1e9)).macs  # none leaves, head 0 computed
+    macs_none = execute(ir, images, ExitPolicy("none")).macs  # head 0 not computed
+    # thresholds at the median over these images: about half leave at exit 0, half stay
+    scale = ir.tensors[sorted(ir.exits(), key=lambda op: op.attrs["index"])[0].attrs["logits"]].scale
+    top2 = np.sort(logits0, axis=1)[:, -2:]
+    margin = float(np.median(top2[:, 1] - top2[:, 0])) * scale
+    z = np.exp((logits0 - logits0.max(axis=1, keepdims=True)) * scale)
+    confidence = float(np.median(z.max(axis=1) / z.sum(axis=1)))
+    policies = [ExitPolicy("none"), ExitPolicy("confidence", confidence), ExitPolicy("margin", margin)]
+    left = {}
+    for policy in policies:
+        integer = policy.to_integer(ir)
+        args = {
+            "none": [],
+            "confidence": [str(integer.confidence_t16)],
+            "margin": [str(m) for m in integer.margins],
+        }
+        run = subprocess.run(
+            [str(exe), policy.kind, *args[policy.kind]], capture_output=True, text=True, timeout=120
+        )
+        assert run.returncode == 0, run.stderr
+        rows = [line.split() for line in run.stdout.splitlines()]
+        assert len(rows) == n
+        leave = integer.decide(logits0, 0) if policy.kind != "none" else np.zeros(n, dtype=bool)
+        left[policy.kind] = int(leave.sum())
+        for i, row in enumerate(rows):
+            logits = logits0[i] if leave[i] else logits1[i]
+            macs = macs_exit0[i] if leave[i] else (macs_none[i] if policy.kind == "none" else macs_stay[i])
+            sequence = "0,1" if leave[i] else ("0,2" if policy.kind == "none" else "0,1,2")
+            want = ["0", str(int(np.argmax(logits))), "0" if leave[i] else "1", str(int(macs)), sequence]
+            assert row[:5] == want, (policy.kind, i)
+            assert [int(x) for x in row[5:]] == logits.tolist(), (policy.kind, i)
+    # the policies chosen make some images leave at exit 0 and some stay
+    assert 0 < left["margin"] < n and 0 < left["confidence"] < n and left["none"] == 0

@@ -160,6 +160,7 @@ def build_fpga(
     progress(f"fpga: {note}")
     net = static_model(model, saliences)
     ir = lower(net, name="fpga_static")
+    ir.save(out_dir / "ir")  # the integer reference of what the FPGA runs (tinydyn measure --ir)
 
     # 2. reach on validation images (it decides the folding), accuracy on test images (integer
     # reference of the static and the dynamic model)
@@ -376,7 +377,7 @@ def _stage_heads(parts: list[ExportedPartition], ir: IRModel, cfg) -> list[Stage
                 mult=mult,
                 shift=shift,
                 logit_scale=scale,
-                out_bits=_acc_bits((head or seg).path.parent),
+                out_bits=accumulator_bits((head or seg).path.parent),
                 in_bytes=int(np.prod(seg.in_shape)),
                 feat_bytes=int(np.prod(feat)) if seg.spec.output_tensor else 0,
                 seg_macs=int(seg_macs),
@@ -399,7 +400,7 @@ def _op_macs(ir: IRModel) -> dict[str, int]:
     return out
 
 
-def _acc_bits(part_dir: Path) -> int:
+def accumulator_bits(part_dir: Path) -> int:
     """Width of the head accumulator stream (after finn-plus minimised it)."""
     try:
         from qonnx.core.modelwrapper import ModelWrapper

@@ -10,12 +10,18 @@
 #define TD_EXP_ONE 65535u
 #define TD_DMA_TIMEOUT 100000000u
 
+#ifdef TD_FPGA_REG_HOOKS
+/* host tests: a register-level model of the IODMAs stands in for the fabric */
+static inline void reg_write(uintptr_t base, uint32_t off, uint32_t v) { td_hal_reg_write(base + off, v); }
+static inline uint32_t reg_read(uintptr_t base, uint32_t off) { return td_hal_reg_read(base + off); }
+#else
 static inline void reg_write(uintptr_t base, uint32_t off, uint32_t v) {
     *(volatile uint32_t *)(base + off) = v;
 }
 static inline uint32_t reg_read(uintptr_t base, uint32_t off) {
     return *(volatile uint32_t *)(base + off);
 }
+#endif
 
 int16_t td_fpga_logit(int32_t acc, int32_t bias, int64_t mult, uint8_t shift) {
     /* the integer reference's requantize(): (acc * mult + 2^(shift-1)) >> shift, clamped */

@@ -67,6 +67,10 @@ uint32_t td_hal_cycles(void);
 void td_hal_cache_flush(const void *addr, size_t n);
 void td_hal_cache_invalidate(const void *addr, size_t n);
 uintptr_t td_hal_phys(const void *addr);
+#ifdef TD_FPGA_REG_HOOKS /* host tests only: AXI-lite register accesses go to a model */
+void td_hal_reg_write(uintptr_t addr, uint32_t value);
+uint32_t td_hal_reg_read(uintptr_t addr);
+#endif
 
 /* Integer pieces, shared with the host tests through the integer reference. */
 int16_t td_fpga_logit(int32_t acc, int32_t bias, int64_t mult, uint8_t shift);
