@@ -231,6 +231,10 @@ def test_ps_controller_compiles_for_cortex_a9(fpga_build):
     assert "TD_FPGA_IDMA0_BASE 0x40000000u" in addresses and "TD_FPGA_ODMA0_BASE 0x40001000u" in addresses
     assert "TD_FPGA_IDMA2_BASE 0x40004000u" in addresses and "TD_FPGA_ODMA2_BASE 0x40005000u" in addresses
     assert "td_exp_lut[256]" in header
+    from tinydyn.ir import IRModel
+
+    # the board reports the saved IR's fingerprint: tinydyn measure --ir DIR/ir accepts it
+    assert f'#define TD_FPGA_MODEL_ID "{IRModel.load(out / "ir").model_id()}"' in header
     for src in ("td_fpga.c", "td_fpga_zynq.c", "protocol.c"):
         res = subprocess.run(
             [gcc, *CFLAGS.split(), "-c", str(ps / src), "-o", str(ps / (src + ".o"))],

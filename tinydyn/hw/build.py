@@ -293,7 +293,7 @@ def build_fpga(
     ps_dir = write_controller(
         out_dir / "ps",
         heads,
-        _model_id(model),
+        ir.model_id(),  # what tinydyn measure --ir DIR/ir expects the board to report
         fpga.name,
         (cfg.in_channels, cfg.input_size, cfg.input_size),
         cpu_hz=667_000_000,
@@ -415,15 +415,6 @@ def accumulator_bits(part_dir: Path) -> int:
 def _steps(part_dir: Path) -> dict[str, float]:
     path = part_dir / "report" / "time_per_step.json"
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _model_id(model: LCNet) -> str:
-    import hashlib
-
-    digest = hashlib.sha256(json.dumps(model.config.to_json(), sort_keys=True).encode())
-    for value in model.state_dict().values():
-        digest.update(value.detach().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def _versions() -> dict[str, str]:
