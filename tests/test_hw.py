@@ -268,7 +268,9 @@ def test_ps_integer_head_matches_reference(tmp_path):
         'int main(void){for(int i=0;i<64;++i)printf("%d\\n",td_fpga_logit((int32_t)t[i][0],(int32_t)t[i][1],'
         "t[i][2],(uint8_t)t[i][3]));\n"
         "uint8_t buf[8]={0xff,0x0f,0x80,0x7f,0,0,0,0};\n"
-        'for(int i=0;i<3;++i)printf("%d\\n",td_fpga_unpack(buf,(uint32_t)i,12));'
+        'for(int i=0;i<3;++i)printf("%d\\n",td_fpga_unpack(buf,(uint32_t)i,12,3,40));\n'
+        "uint8_t pad[6]={0xff,0x0f,0x00,0x00,0x08,0x00};\n"
+        'for(int i=0;i<2;++i)printf("%d\\n",td_fpga_unpack(pad,(uint32_t)i,12,1,24));'
         "\nreturn 0;}\n"
     )
     exe = tmp_path / "t"
@@ -296,7 +298,8 @@ def test_ps_integer_head_matches_reference(tmp_path):
     want = requantize(total, np.ones_like(total), mult, shift, (-32768, 32767)).reshape(-1)
     assert got[:64] == want.tolist()
     # 12-bit fields of ff 0f 80 7f 00, LSB first: 0xfff (-1), 0x800 (-2048), 0x07f (127)
-    assert got[64:] == [-1, -2048, 127]
+    # one 12-bit field per stream word padded to 24 bits: ff 0f 00 | 00 08 00 -> -1, -2048
+    assert got[64:] == [-1, -2048, 127, -1, -2048]
 
 
 def test_unknown_board_is_one_line():
@@ -505,12 +508,13 @@ def test_post_hls_resources_are_read_with_ff(tmp_path):
     assert hls_resources(tmp_path) == {"LUT": 10.0, "FF": 20.0, "BRAM_18K": 1.0, "DSP": 0.0}
 
 
-def pack_fields(values: np.ndarray, bits: int) -> bytes:
-    """Two's-complement fields of ``bits`` bits, LSB first (td_fpga_unpack's layout)."""
+def pack_fields(values: np.ndarray, bits: int, per_word: int, word_bits: int) -> bytes:
+    """What finn-plus's output IODMA writes: stream words of ``per_word`` two's-complement fields
+    of ``bits`` bits, LSB first, each word padded to ``word_bits``, words back to back."""
     total = 0
     for i, v in enumerate(values.tolist()):
-        total |= (int(v) & ((1 << bits) - 1)) << (i * bits)
-    return total.to_bytes((bits * len(values) + 7) // 8, "little")
+        total |= (int(v) & ((1 << bits) - 1)) << ((i // per_word) * word_bits + (i % per_word) * bits)
+    return total.to_bytes(-(-len(values) // per_word) * word_bits // 8, "little")
 
 
 def c_bytes(name: str, rows: list[bytes]) -> str:
@@ -525,7 +529,7 @@ def test_ps_controller_runs_the_stages_like_the_integer_reference(fpga_build, fa
     stay, passes each partition the right buffer, and reports the class, exit, logits and MACs
     the integer policy and reference give for those accumulators."""
     from tests.conftest import require_tool
-    from tinydyn.hw.build import accumulator_bits
+    from tinydyn.hw.build import accumulator_layout
     from tinydyn.hw.checks import finish_logits, run_hw_python
     from tinydyn.hw.controller import ps_source_dir
     from tinydyn.ir import IRModel
@@ -544,14 +548,21 @@ def test_ps_controller_runs_the_stages_like_the_integer_reference(fpga_build, fa
     nchw = feat.transpose(0, 3, 1, 2)
     acc0 = run_hw_python(hw["head0"], nchw).reshape(n, -1)
     acc1 = run_hw_python(hw["seg1"], nchw).reshape(n, -1)
-    bits0, bits1 = accumulator_bits(out / "stages" / "head0"), accumulator_bits(out / "stages" / "seg1")
+    layout0, layout1 = (
+        accumulator_layout(out / "stages" / "head0"),
+        accumulator_layout(out / "stages" / "seg1"),
+    )
     assert feat.min() >= 0 and feat.max() <= 255
     parts_in = [
         [im.transpose(1, 2, 0).tobytes() for im in images],
         [f.astype(np.uint8).tobytes() for f in feat],
     ]
     parts_in.append(parts_in[1])
-    parts_out = [parts_in[1], [pack_fields(a, bits0) for a in acc0], [pack_fields(a, bits1) for a in acc1]]
+    parts_out = [
+        parts_in[1],
+        [pack_fields(a, *layout0) for a in acc0],
+        [pack_fields(a, *layout1) for a in acc1],
+    ]
     vectors = [
         "#define TD_TEST_PARTITIONS 3",
         f"#define TD_TEST_IMAGES {n}",

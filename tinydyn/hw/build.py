@@ -370,6 +370,7 @@ def _stage_heads(parts: list[ExportedPartition], ir: IRModel, cfg) -> list[Stage
         exit_index = sorted(cfg.exits).index(int(head_key)) if head_key != "final" else len(cfg.exits)
         head_name = "final" if head_key == "final" else f"exit{exit_index}"
         feat = ir.tensors[seg.spec.output_tensor].shape if seg.spec.output_tensor else (0,)
+        bits, per_word, word_bits = accumulator_layout((head or seg).path.parent)
         heads.append(
             StageHead(
                 name=f"stage{k}",
@@ -377,7 +378,9 @@ def _stage_heads(parts: list[ExportedPartition], ir: IRModel, cfg) -> list[Stage
                 mult=mult,
                 shift=shift,
                 logit_scale=scale,
-                out_bits=accumulator_bits((head or seg).path.parent),
+                out_bits=bits,
+                out_per_word=per_word,
+                out_word_bits=word_bits,
                 in_bytes=int(np.prod(seg.in_shape)),
                 feat_bytes=int(np.prod(feat)) if seg.spec.output_tensor else 0,
                 seg_macs=int(seg_macs),
@@ -400,16 +403,27 @@ def _op_macs(ir: IRModel) -> dict[str, int]:
     return out
 
 
-def accumulator_bits(part_dir: Path) -> int:
-    """Width of the head accumulator stream (after finn-plus minimised it)."""
-    try:
-        from qonnx.core.modelwrapper import ModelWrapper
+def accumulator_layout(part_dir: Path) -> tuple[int, int, int]:
+    """How the partition's output IODMA will write the head accumulators: (bits per accumulator,
+    accumulators per stream word, word width in bits). finn-plus's InsertIODMA pads each stream
+    word of the last layer (PE accumulators) to whole bytes and the ODMA writes the words back to
+    back; the widths are those of the final folded, bit-width-minimised model."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
 
-        path = part_dir / "intermediate_models" / "step_minimize_bit_width.onnx"
-        wrapper = ModelWrapper(str(path))
-        return int(wrapper.get_tensor_datatype(wrapper.graph.output[0].name).bitwidth())
-    except Exception:  # noqa: BLE001 - a missing model means the flow changed: fall back to int32
-        return 32
+    path = part_dir / "intermediate_models" / "step_generate_estimate_reports.onnx"
+    try:
+        last = getCustomOp(ModelWrapper(str(path)).graph.node[-1])
+        return (
+            int(last.get_output_datatype().bitwidth()),
+            int(last.get_folded_output_shape()[-1]),
+            int(last.get_outstream_width_padded()),
+        )
+    except Exception as exc:  # noqa: BLE001 - finn-plus changed its model: say which partition
+        raise ExportError(
+            f"{part_dir.name}: cannot read the output stream layout from {path.name} ({exc}): "
+            "re-run tinydyn fpga"
+        ) from None
 
 
 def _steps(part_dir: Path) -> dict[str, float]:

@@ -32,10 +32,13 @@ int16_t td_fpga_logit(int32_t acc, int32_t bias, int64_t mult, uint8_t shift) {
     return (int16_t)v;
 }
 
-int32_t td_fpga_unpack(const uint8_t *buf, uint32_t index, uint32_t bits) {
-    /* two's-complement field `index` of width `bits`, packed LSB first */
+int32_t td_fpga_unpack(const uint8_t *buf, uint32_t index, uint32_t bits, uint32_t per_word,
+                       uint32_t word_bits) {
+    /* two's-complement field `index` of width `bits`: the ODMA writes the stream words one after
+     * the other, each `word_bits` wide (padded to whole bytes), `per_word` fields per word, LSB
+     * first */
     uint64_t acc = 0;
-    uint32_t bit = index * bits;
+    uint32_t bit = (index / per_word) * word_bits + (index % per_word) * bits;
     for (uint32_t i = 0; i < bits; ++i, ++bit)
         acc |= (uint64_t)((buf[bit >> 3] >> (bit & 7u)) & 1u) << i;
     if (bits < 64 && (acc >> (bits - 1)) & 1u) acc |= ~(uint64_t)0 << bits;
@@ -107,9 +110,10 @@ static int run_partition(uintptr_t idma, uintptr_t odma, const uint8_t *in_buf, 
 
 static void finish_logits(const td_fpga_model_t *m, const td_fpga_stage_t *s, const uint8_t *acc_buf,
                           td_fpga_result_t *r) {
-    for (uint8_t c = 0; c < m->num_classes; ++c)
-        r->logits[c] = td_fpga_logit(td_fpga_unpack(acc_buf, c, s->out_bits), s->bias[c], s->mult[c],
-                                     s->shift[c]);
+    for (uint8_t c = 0; c < m->num_classes; ++c) {
+        int32_t acc = td_fpga_unpack(acc_buf, c, s->out_bits, s->out_per_word, s->out_word_bits);
+        r->logits[c] = td_fpga_logit(acc, s->bias[c], s->mult[c], s->shift[c]);
+    }
 }
 
 int td_fpga_infer(const td_fpga_model_t *m, const td_fpga_policy_t *p, const uint8_t *image,

@@ -34,8 +34,10 @@ typedef struct {
     uintptr_t head_idma, head_odma; /* exit head k's; 0: the head is part of the segment (last) */
     uint32_t in_bytes;              /* segment input bytes (NHWC uint8 image or feature map) */
     uint32_t feat_bytes;            /* NHWC uint8 feature map the segment writes (0 for the last) */
-    uint32_t out_bits;              /* width of one packed head accumulator */
-    uint32_t out_bytes;             /* packed accumulator bytes */
+    uint32_t out_bits;              /* width of one head accumulator */
+    uint32_t out_per_word;          /* accumulators per output stream word (the head's PE) */
+    uint32_t out_word_bits;         /* stream word width padded to bytes, as the ODMA writes it */
+    uint32_t out_bytes;             /* accumulator bytes the ODMA writes (whole words) */
     uint32_t seg_macs, head_macs;   /* multiply-accumulates of segment k and of head k */
     const int32_t *bias;            /* head bias, int32, one per class */
     const int64_t *mult;            /* requantisation multiplier per class */
@@ -74,7 +76,8 @@ uint32_t td_hal_reg_read(uintptr_t addr);
 
 /* Integer pieces, shared with the host tests through the integer reference. */
 int16_t td_fpga_logit(int32_t acc, int32_t bias, int64_t mult, uint8_t shift);
-int32_t td_fpga_unpack(const uint8_t *buf, uint32_t index, uint32_t bits);
+int32_t td_fpga_unpack(const uint8_t *buf, uint32_t index, uint32_t bits, uint32_t per_word,
+                       uint32_t word_bits);
 int td_fpga_leave(const td_fpga_model_t *m, const td_fpga_policy_t *p, uint8_t stage,
                   const int16_t *logits, uint32_t macs_so_far);
 
