@@ -41,22 +41,19 @@ class Saliences:
 
 
 def gates_note(saliences: Saliences | None, folded_from: str | None = None) -> str:
+    head = "L-Net/C-Net gates are not built on the FPGA"
+    tail = "every block and channel runs; early exits are built as backbone segments the PS chains"
     if folded_from:
         return (
-            "L-Net/C-Net gates are not built on the FPGA: this checkpoint's gates were folded into "
-            f"static channel scales (from {Path(folded_from).name}) and the gate-free model fine-tuned "
-            "(tinydyn train --fold-gates); every block and channel runs; early exits are built as "
-            "backbone segments the PS chains"
+            f"{head}: this checkpoint's gates were folded into static channel scales (from "
+            f"{Path(folded_from).name}) and the gate-free model fine-tuned "
+            f"(tinydyn train --fold-gates); {tail}"
         )
     if saliences is None or not saliences.block:
-        return (
-            "L-Net/C-Net gates are not built on the FPGA (this model has none): every block and channel "
-            "runs; early exits are built as backbone segments the PS chains"
-        )
+        return f"{head} (this model has none): {tail}"
     return (
-        "L-Net/C-Net gates are not built on the FPGA: they are folded into static channel scales "
-        f"(their mean over {saliences.images} calibration images); every block and channel runs; "
-        "early exits are built as backbone segments the PS chains"
+        f"{head}: they are folded into static channel scales "
+        f"(their mean over {saliences.images} calibration images); {tail}"
     )
 
 

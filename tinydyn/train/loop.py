@@ -125,6 +125,8 @@ def train(
     for _ in range(start_epoch * (total_steps // max(cfg.epochs, 1))):
         scheduler.step()  # resume the schedule where it stopped
     labels_all = torch.from_numpy(train_set.labels)
+    # a gate-free model made from a gated one (here or in the run it continues): 'tinydyn fpga' says so
+    folded_from = str(init_from) if fold_gates else (state or {}).get("train", {}).get("folded_from")
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
@@ -162,9 +164,8 @@ def train(
             "history": history,
             "config": {k: v for k, v in vars(cfg).items() if k != "extra"},
         }
-        if fold_gates or (state is not None and "folded_from" in state.get("train", {})):
-            # a gate-free model made from a gated one: 'tinydyn fpga' says so
-            train_info["folded_from"] = str(init_from) if fold_gates else state["train"]["folded_from"]
+        if folded_from:
+            train_info["folded_from"] = folded_from
         # the checkpoint stays small (it can ship); the optimizer state for --resume sits beside it
         save_checkpoint(out_path, model, {"train_history": history}, {"train": train_info})
         torch.save({"optimizer": optimizer.state_dict()}, resume_path(out_path))
