@@ -14,7 +14,7 @@ from tinydyn.codegen.commands import build as build_command
 from tinydyn.codegen.harness import run_host
 from tinydyn.codegen.packing import pack_conv, pack_rows, packed_positions, prove_accumulators, unpack_rows
 from tinydyn.codegen.planner import check_plan, plan_memory
-from tinydyn.ir import IRModel
+from tinydyn.ir import IRError, IRModel
 from tinydyn.quantize.executor import execute
 from tinydyn.quantize.policy import ExitPolicy
 
@@ -78,8 +78,10 @@ def test_codegen_rejects_an_overflowing_layer(gated_ir, tmp_path):
     arrays = dict(gated_ir.arrays)
     arrays["b1.conv2.bias"] = np.full_like(arrays["b1.conv2.bias"], 2**31 - 10)  # no headroom left
     ir = IRModel(gated_ir.name, gated_ir.input, gated_ir.tensors, gated_ir.ops, arrays, gated_ir.classes)
-    with pytest.raises(CodegenError, match="'b1.conv2'.*int32 accumulator"):
+    # refused before any file is written: the IR schema re-proves the lowering's bounds
+    with pytest.raises(IRError, match="'b1.conv2'.*int32 accumulator"):
         build_project(ir, "host", tmp_path)
+    assert not (tmp_path / "model.c").exists()
 
 
 # ----------------------------------------------------------------------------- planner

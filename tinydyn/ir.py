@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,24 +55,24 @@ from typing import Any
 
 import numpy as np
 
-from tinydyn.errors import TinydynError
+from tinydyn.ir_schema import (
+    DTYPE_RANGES,
+    SALIENCE_ONE,
+    ArraySpec,
+    IRError,
+    check_array_specs,
+    check_array_values,
+    check_structure,
+    max_array_bytes,
+    shape_matches,
+)
 
 IR_FORMAT = "tinydyn-ir"
 IR_VERSION = 1
+MAX_JSON_BYTES = 16 << 20  # model.json; the bundled LC-Net's is 12 KB
+MAX_NPY_HEADER = 4096  # bytes of one .npy member's header (numpy writes 128)
 
-SUPPORTED_KINDS = {"conv2d", "linear", "gap", "maxpool", "avgpool", "rescale", "guard", "exit"}
-RESERVED_KINDS = {"concat", "split", "lstm_gate"}
-DTYPE_RANGES = {
-    "uint8": (0, 255),
-    "int8": (-128, 127),
-    "int16": (-32768, 32767),
-    "int32": (-(2**31), 2**31 - 1),
-}
-SALIENCE_ONE = 255  # a salience of 255 means 1.0: saliences are uint8 with scale 1/255
-
-
-class IRError(TinydynError):
-    """An IR file that is missing, from another version, or inconsistent."""
+__all__ = ["DTYPE_RANGES", "IRError", "IRModel", "Op", "SALIENCE_ONE", "TensorSpec", "validate"]
 
 
 @dataclass
@@ -194,26 +196,22 @@ class IRModel:
 
     @staticmethod
     def load(directory: str | Path) -> IRModel:
+        """Read and check an IR directory; it is untrusted, so the schema is checked before any
+        array is read, and arrays are read only at the dtype and shape the schema expects."""
         directory = Path(directory)
         structure_path, weights_path = directory / "model.json", directory / "weights.npz"
         for path in (structure_path, weights_path):
             if not path.is_file():
                 raise IRError(f"IR file {path} not found: run 'tinydyn lower' to create the IR")
-        try:
-            data = json.loads(structure_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise IRError(f"{structure_path} is not valid JSON ({exc}): re-run the lowering") from None
-        if data.get("format") != IR_FORMAT or data.get("version") != IR_VERSION:
+        data = _read_structure(structure_path)
+        if not isinstance(data, dict) or data.get("format") != IR_FORMAT or data.get("version") != IR_VERSION:
+            got = (data.get("format"), data.get("version")) if isinstance(data, dict) else (None, None)
             raise IRError(
-                f"{structure_path} is IR format {data.get('format')!r} version "
-                f"{data.get('version')!r}, this tinydyn reads {IR_FORMAT!r} version {IR_VERSION}: "
-                "re-run the lowering with this version"
+                f"{structure_path} is IR format {got[0]!r:.40} version {got[1]!r:.20}, this tinydyn reads "
+                f"{IR_FORMAT!r} version {IR_VERSION}: re-run the lowering with this version"
             )
-        try:
-            with np.load(weights_path, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        except (ValueError, OSError) as exc:
-            raise IRError(f"{weights_path} is not a readable .npz ({exc}): re-run the lowering") from None
+        expected = check_structure(data)
+        arrays = _read_arrays(weights_path, expected)
         model = IRModel(
             name=data["name"],
             input=data["input"],
@@ -223,7 +221,7 @@ class IRModel:
             classes=list(data["classes"]),
             meta=dict(data.get("meta", {})),
         )
-        validate(model)
+        check_array_values(model)
         return model
 
 
@@ -235,34 +233,96 @@ def _tensor_json(spec: TensorSpec) -> dict[str, Any]:
 
 
 def _tensor_from_json(data: dict[str, Any]) -> dict[str, Any]:
-    return {**data, "shape": tuple(data["shape"])}
+    return {**data, "shape": tuple(data["shape"]), "scale": float(data["scale"])}
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON objects with a key given twice are refused (json keeps the last one silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise IRError(f"IR model.json gives {key[:64]!r} twice in one object: names must be unique")
+        out[key] = value
+    return out
+
+
+def _read_structure(path: Path) -> Any:
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise IRError(
+            f"{path} is {size} bytes, more than the {MAX_JSON_BYTES} an IR may have: not a tinydyn IR"
+        )
+    try:
+        return json.loads(path.read_bytes(), object_pairs_hook=_unique_keys)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IRError(f"{path} is not valid JSON ({exc}): re-run the lowering") from None
+    except RecursionError:
+        raise IRError(f"{path} nests JSON too deeply: not a tinydyn IR, re-run the lowering") from None
+
+
+def _read_arrays(path: Path, expected: dict[str, ArraySpec]) -> dict[str, np.ndarray]:
+    """The npz members the schema expects, each header checked before its data is read, so a
+    header claiming a huge array (or a compressed bomb) costs nothing."""
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            if len(members) > len(expected) + 1:
+                raise IRError(
+                    f"{path} holds {len(members)} arrays, the IR uses {len(expected)}: re-run the lowering"
+                )
+            for info in members:
+                key = info.filename.removesuffix(".npy")
+                if key not in expected:
+                    raise IRError(
+                        f"{path}: array {key[:64]!r} belongs to no op: remove it or re-run the lowering"
+                    )
+                dtype, shape = expected[key]
+                if info.file_size > MAX_NPY_HEADER + max_array_bytes(expected[key]):
+                    raise IRError(f"{path}: array '{key}' is larger than an {dtype} {list(shape)} array")
+                with archive.open(info) as stream:
+                    version = np.lib.format.read_magic(stream)
+                    header = _read_npy_header(stream, version)
+                    if not (shape_matches(header[0], shape) and header[1:] == (False, np.dtype(dtype))):
+                        got_shape, fortran, got_dtype = header
+                        raise IRError(
+                            f"IR array '{key}' is {got_dtype} {list(got_shape)}"
+                            f"{' (Fortran order)' if fortran else ''}: "
+                            f"expected {dtype} {list(shape)}"
+                        )
+                with archive.open(info) as stream:
+                    arrays[key] = np.lib.format.read_array(stream, allow_pickle=False)
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        ValueError,
+        OSError,
+        EOFError,
+        NotImplementedError,
+        zlib.error,
+    ) as exc:
+        raise IRError(f"{path} is not a readable .npz ({str(exc)[:120]}): re-run the lowering") from None
+    check_array_specs(arrays, expected)
+    return arrays
+
+
+def _read_npy_header(stream: Any, version: tuple[int, int]) -> tuple[tuple[int, ...], bool, np.dtype]:
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(stream, max_header_size=MAX_NPY_HEADER)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(stream, max_header_size=MAX_NPY_HEADER)
+    raise ValueError(f"unsupported .npy version {version}")
 
 
 def validate(model: IRModel) -> None:
-    """Check that every op names known tensors, kinds and arrays (raises IRError)."""
-    for op in model.walk():
-        if op.kind in RESERVED_KINDS:
-            raise IRError(
-                f"IR op '{op.name}' has kind '{op.kind}', reserved for DDI/S2DNAS models and not "
-                "implemented in this version: lower a model without it"
-            )
-        if op.kind not in SUPPORTED_KINDS:
-            raise IRError(f"IR op '{op.name}' has unknown kind '{op.kind}': re-run the lowering")
-        names = list(op.inputs.values()) + ([op.output] if op.output else [])
-        for key in ("channel_gate", "block_gate", "input_mask", "gate", "logits"):
-            if op.attrs.get(key):
-                names.append(op.attrs[key])
-        for name in names:
-            if name not in model.tensors:
-                raise IRError(f"IR op '{op.name}' refers to unknown tensor '{name}'")
-        spec = model.tensors.get(op.output) if op.output else None
-        if spec is not None and spec.dtype not in DTYPE_RANGES:
-            raise IRError(f"IR tensor '{spec.name}' has unsupported dtype '{spec.dtype}'")
-        if op.kind in ("conv2d", "linear"):
-            for key in ("weight", "bias", "mult", "shift"):
-                model.array(op, key)
-            if op.attrs.get("channel_gate") and op.attrs.get("block_gate"):
-                raise IRError(f"IR op '{op.name}' has both a channel gate and a block gate")
-    finals = [op for op in model.exits() if op.attrs.get("final")]
-    if len(finals) != 1 or model.ops[-1].kind != "exit" or not model.ops[-1].attrs.get("final"):
-        raise IRError("IR schedule must end in exactly one final exit (the last classifier)")
+    """Check an in-memory model against the schema (raises IRError): what :meth:`IRModel.load`
+    checks for a file, for models built by the lowering or by hand."""
+    try:
+        data = json.loads(json.dumps(model.structure_json()))
+    except (TypeError, ValueError) as exc:
+        raise IRError(f"IR structure is not JSON-serialisable ({exc}): re-run the lowering") from None
+    if len(model.tensors) != len(data["tensors"]) or any(n != t.name for n, t in model.tensors.items()):
+        raise IRError("IR tensors must be keyed by their own names: re-run the lowering")
+    expected = check_structure(data)
+    check_array_specs(model.arrays, expected)
+    check_array_values(model)

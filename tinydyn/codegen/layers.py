@@ -29,16 +29,37 @@ C_RESERVED = {
     "auto", "break", "case", "char", "const", "continue", "default", "do", "double", "else", "enum",
     "extern", "float", "for", "goto", "if", "inline", "int", "long", "register", "restrict", "return",
     "short", "signed", "sizeof", "static", "struct", "switch", "typedef", "union", "unsigned", "void",
-    "volatile", "while", "main", "ctx", "result", "cfg", "image",
+    "volatile", "while", "main", "ctx", "result", "cfg", "image", "p", "q", "g",
+    # what model.c.j2 itself defines or calls
+    "finish", "exit_head_runs", "exit_leaves", "exp_lut", "lut_mult", "offsetof", "errno", "assert",
 }  # fmt: skip
+# Identifiers C and its headers reserve or commonly take (C99 7.1.3, 7.26): a layer named like
+# one gets the 'l_' prefix, so no IR name can shadow or redefine a library symbol or macro.
+_C_RESERVED_SHAPES = re.compile(r"_.*|(str|mem|is|to|wcs)[a-z].*|.*_t|[A-Z0-9_]+|(td|TD)_.*|E[A-Z0-9].*")
 
 
 def c_name(name: str) -> str:
-    """A C identifier for an IR name: 'b0.conv1' → 'b0_conv1'."""
+    """A C identifier for an IR name: 'b0.conv1' → 'b0_conv1'; reserved-looking ones get 'l_'."""
     ident = re.sub(r"[^0-9A-Za-z_]", "_", name)
-    if not ident or ident[0].isdigit() or ident in C_RESERVED or ident.startswith("td_"):
+    if not ident or ident[0].isdigit() or ident in C_RESERVED or _C_RESERVED_SHAPES.fullmatch(ident):
         ident = "l_" + ident
     return ident
+
+
+def check_identifiers(ir: IRModel, desc: ModelDesc) -> None:
+    """Every identifier the generated C declares from an IR name is distinct (two names that map
+    to one identifier, such as 'b0.conv1' and 'b0_conv1', would redefine or alias a symbol)."""
+    owners: dict[str, str] = {}
+    claims = [(f"t_{c_name(name)}", f"tensor '{name}'") for name in ir.tensors]
+    claims += [(layer["cname"], f"op '{layer['name']}'") for layer in desc.layers.values()]
+    claims += [(array.name, f"the weights of a layer ('{array.name}')") for array in desc.arrays]
+    for ident, owner in claims:
+        if ident in owners:
+            raise CodegenError(
+                f"IR names {owners[ident]} and {owner} both become the C identifier '{ident}': "
+                "rename one of them"
+            )
+        owners[ident] = owner
 
 
 @dataclass
@@ -102,6 +123,7 @@ def describe(ir: IRModel) -> ModelDesc:
         fields = builder(ir, op, desc)
         if fields is not None:
             desc.layers[op.name] = {"kind": op.kind, "name": op.name, "cname": c_name(op.name), **fields}
+    check_identifiers(ir, desc)
     for op in exits:
         scale = ir.tensors[op.attrs["logits"]].scale
         desc.exits.append(

@@ -17,8 +17,8 @@ from tinydyn.codegen.boards import Board, get_board
 from tinydyn.codegen.errors import CodegenError
 from tinydyn.codegen.layers import C_TYPES, ModelDesc, c_name, describe, hwc
 from tinydyn.codegen.planner import MemoryPlan, plan_memory
-from tinydyn.codegen.render import c_array_text, render
-from tinydyn.ir import IRModel, Op
+from tinydyn.codegen.render import c_array_text, render, trusted_fields
+from tinydyn.ir import IRModel, Op, validate
 from tinydyn.quantize.executor import static_macs as ir_static_macs
 from tinydyn.quantize.policy import exp_lut
 
@@ -124,6 +124,7 @@ def build_project(
     """Render a firmware project for ``board`` into ``out_dir`` (and build it if asked)."""
     target = get_board(board)
     out_dir = Path(out_dir)
+    validate(ir)  # an IR built in memory gets the same schema check as one loaded from a file
     desc = describe(ir)
     worst = max_macs(ir.ops)
     if worst >= 2**32:
@@ -183,7 +184,7 @@ def build_project(
         "exp_lut": c_array_text(exp_lut(), per_line=16),
         "arrays": desc.arrays,
         "weight_bytes": weight_bytes,
-        "board": target,
+        "board": trusted_fields(target),
     }
     files = [
         render("model.c.j2", out_dir / "model.c", **context),

@@ -9,6 +9,7 @@ int64, for any input, or stops naming the layer.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,37 +135,14 @@ class _Builder:
             inputs["residual"] = residual
             self.arrays[f"{name}.res_mult"] = scaled(res_ratio, shift)
         out_spec = self.tensors[out]
-        in_spec = self.tensors[x]
         w = folded.weight
         if kind == "conv2d":
             macs = w.shape[0] * w.shape[1] * w.shape[2] * w.shape[3] * out_spec.shape[1] * out_spec.shape[2]
         else:
             macs = w.shape[0] * w.shape[1]
         attrs = {**attrs, "out_range": list(DTYPE_RANGES[out_spec.dtype]), "macs": int(macs)}
-        op = Op(kind, name, inputs, out, attrs)
-        self.prove_bounds(op, in_spec, mult, shift)
-        return op
-
-    def prove_bounds(self, op: Op, in_spec: TensorSpec, mult: np.ndarray, shift: np.ndarray) -> None:
-        lo, hi = DTYPE_RANGES[in_spec.dtype]
-        x_max = max(abs(lo), abs(hi))
-        w = self.arrays[f"{op.name}.weight"].astype(np.int64)
-        acc_max = np.abs(w).reshape(w.shape[0], -1).sum(axis=1) * x_max + np.abs(
-            self.arrays[f"{op.name}.bias"]
-        )
-        if np.any(acc_max >= 2**31):
-            raise OverflowRiskError(
-                f"layer '{op.name}' can overflow its int32 accumulator (bound {int(acc_max.max())}): "
-                "reduce its fan-in or input range"
-            )
-        gate_max = SALIENCE_ONE if (op.attrs.get("channel_gate") or op.attrs.get("block_gate")) else 1
-        value = acc_max * gate_max * mult + (1 << (shift.astype(np.int64) - 1))
-        if "residual" in op.inputs:
-            value = value + 32768 * self.arrays[f"{op.name}.res_mult"]
-        if np.any(value.astype(np.float64) >= 2.0**63):
-            raise OverflowRiskError(
-                f"layer '{op.name}' can overflow its int64 requantisation: retrain with smaller scales"
-            )
+        # the int32/int64 bounds are proved for the whole model by validate() (ir_schema)
+        return Op(kind, name, inputs, out, attrs)
 
 
 def lower(model: LCNet, name: str = "lcnet") -> IRModel:
@@ -200,7 +178,7 @@ def lower(model: LCNet, name: str = "lcnet") -> IRModel:
         ops.extend(lower_exit(b, model.head, "final", x, x_scale, exit_index, True))
     set_next_costs(ops)
     ir = IRModel(
-        name=name,
+        name=ir_model_name(name),
         input="input",
         tensors=b.tensors,
         ops=ops,
@@ -214,6 +192,13 @@ def lower(model: LCNet, name: str = "lcnet") -> IRModel:
     )
     validate(ir)
     return ir
+
+
+def ir_model_name(name: str) -> str:
+    """A safe IR name from any text (often a checkpoint's file name): letters, digits, '_' and
+    '.', starting with a letter, at most 64 characters — what the IR schema accepts."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.]", "_", name)[:63]
+    return cleaned if cleaned[:1].isalpha() else f"m{cleaned}"[:64]
 
 
 def conv_attrs(conv: qnn.QuantConv2d) -> dict:
