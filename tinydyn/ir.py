@@ -65,6 +65,7 @@ from tinydyn.ir_schema import (
     check_structure,
     max_array_bytes,
     shape_matches,
+    shape_text,
 )
 
 IR_FORMAT = "tinydyn-ir"
@@ -279,7 +280,9 @@ def _read_arrays(path: Path, expected: dict[str, ArraySpec]) -> dict[str, np.nda
                     )
                 dtype, shape = expected[key]
                 if info.file_size > MAX_NPY_HEADER + max_array_bytes(expected[key]):
-                    raise IRError(f"{path}: array '{key}' is larger than an {dtype} {list(shape)} array")
+                    raise IRError(
+                        f"{path}: array '{key}' is larger than an {dtype} {shape_text(shape)} array"
+                    )
                 with archive.open(info) as stream:
                     version = np.lib.format.read_magic(stream)
                     header = _read_npy_header(stream, version)
@@ -288,7 +291,7 @@ def _read_arrays(path: Path, expected: dict[str, ArraySpec]) -> dict[str, np.nda
                         raise IRError(
                             f"IR array '{key}' is {got_dtype} {list(got_shape)}"
                             f"{' (Fortran order)' if fortran else ''}: "
-                            f"expected {dtype} {list(shape)}"
+                            f"expected {dtype} {shape_text(shape)}"
                         )
                 with archive.open(info) as stream:
                     arrays[key] = np.lib.format.read_array(stream, allow_pickle=False)

@@ -234,7 +234,7 @@ def _check_tensors(tensors: Any) -> dict[str, tuple[tuple[int, ...], str, str]]:
             )
         if math.prod(shape) > MAX_ELEMENTS:
             raise IRError(f"{where} has {math.prod(shape)} elements, more than the cap {MAX_ELEMENTS}")
-        if spec["dtype"] not in DTYPE_RANGES:
+        if not isinstance(spec["dtype"], str) or spec["dtype"] not in DTYPE_RANGES:
             raise IRError(
                 f"{where} field 'dtype' is {_show(spec['dtype'])}: expected one of {', '.join(DTYPE_RANGES)}"
             )
@@ -246,7 +246,7 @@ def _check_tensors(tensors: Any) -> dict[str, tuple[tuple[int, ...], str, str]]:
         ):
             raise IRError(f"{where} field 'scale' is {_show(scale)}: expected a positive finite number")
         kind = spec.get("kind", "activation")
-        if kind not in TENSOR_KINDS:
+        if not isinstance(kind, str) or kind not in TENSOR_KINDS:
             raise IRError(f"{where} field 'kind' is {_show(kind)}: expected one of {', '.join(TENSOR_KINDS)}")
         out[name] = (tuple(shape), spec["dtype"], kind)
     return out
@@ -318,7 +318,7 @@ class _StructureChecker:
                 f"{where} has kind '{kind}', reserved for DDI/S2DNAS models and not implemented in this "
                 "version: lower a model without it"
             )
-        if kind not in KINDS:
+        if not isinstance(kind, str) or kind not in KINDS:
             raise IRError(
                 f"{where} field 'kind' is {_show(kind)}: expected one of {', '.join(sorted(KINDS))}"
             )
@@ -578,7 +578,7 @@ def max_array_bytes(spec: ArraySpec) -> int:
     return math.prod(MAX_KERNEL if p is None else p for p in pattern) * np.dtype(dtype).itemsize
 
 
-def _shape_text(pattern: tuple[int | None, ...]) -> str:
+def shape_text(pattern: tuple[int | None, ...]) -> str:
     return "[" + ", ".join("k" if p is None else str(p) for p in pattern) + "]"
 
 
@@ -594,7 +594,7 @@ def check_array_specs(arrays: dict[str, np.ndarray], expected: dict[str, ArraySp
         if not isinstance(got, np.ndarray) or str(got.dtype) != dtype or not shape_matches(got.shape, shape):
             raise IRError(
                 f"IR array '{key}' is {getattr(got, 'dtype', type(got).__name__)} "
-                f"{list(getattr(got, 'shape', []))}: expected {dtype} {_shape_text(shape)}"
+                f"{list(getattr(got, 'shape', []))}: expected {dtype} {shape_text(shape)}"
             )
 
 
