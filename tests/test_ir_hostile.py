@@ -404,3 +404,11 @@ def test_mutated_irs_give_a_one_line_error_or_a_bit_exact_build(ir_dir, tmp_path
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     print("IR fuzzing:", summary)
     assert summary["refused"] > 50 and summary["built_bit_exact"] >= 3, summary
+
+
+def test_lowering_names_the_ir_safely_whatever_the_checkpoint_file_is_called(small_model):
+    from tinydyn.quantize.lower import lower
+
+    ir = lower(small_model, name="my model (v2)\n$(shell id)")
+    assert ir.name == "my_model__v2____shell_id_"
+    assert lower(small_model, name="2024-run").name == "m2024_run"
