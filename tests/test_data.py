@@ -316,6 +316,39 @@ def test_cifar10_pickle_protocols(tmp_path: Path, protocol: int) -> None:
     np.testing.assert_array_equal(ds.images, expected["test"][0])
 
 
+def python2_batch_pickle(rows: np.ndarray, labels: list[int]) -> bytes:
+    """A batch as the official files are written (Python 2 cPickle, protocol 2): str as
+    BINSTRING, numpy.core names, dtype('u1', 0, 1), the pixels one BINSTRING."""
+
+    def string(b: bytes) -> bytes:
+        return (b"U" + bytes([len(b)]) if len(b) < 256 else b"T" + struct.pack("<I", len(b))) + b
+
+    def int_(v: int) -> bytes:
+        return b"J" + struct.pack("<i", v)
+
+    dtype = (
+        b"cnumpy\ndtype\n" + string(b"u1") + int_(0) + int_(1) + b"\x87R"
+        b"(" + int_(3) + string(b"|") + b"NNN" + int_(-1) + int_(-1) + int_(0) + b"tb"
+    )
+    array = (
+        b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + int_(0) + b"\x85" + string(b"b")
+        + b"\x87R(" + int_(1) + int_(rows.shape[0]) + int_(rows.shape[1]) + b"\x86" + dtype
+        + b"\x89" + string(rows.tobytes()) + b"tb"
+    )  # fmt: skip
+    items = string(b"data") + array + string(b"labels") + b"](" + b"".join(map(int_, labels)) + b"e"
+    return b"\x80\x02}(" + items + b"u."
+
+
+def test_cifar10_python2_official_layout(tmp_path: Path) -> None:
+    make_cifar(tmp_path, "py")
+    images, labels = cifar_images(4, seed=9)
+    path = tmp_path / "cifar-10-batches-py" / "test_batch"
+    path.write_bytes(python2_batch_pickle(flat_rows(images), labels.tolist()))
+    ds = load_dataset("cifar10", "test", tmp_path)
+    np.testing.assert_array_equal(ds.images, images)
+    np.testing.assert_array_equal(ds.labels, labels)
+
+
 def test_cifar10_without_meta_uses_standard_names(tmp_path: Path) -> None:
     make_cifar(tmp_path, "bin", meta=False)
     assert load_dataset("cifar10", "test", tmp_path).classes == tuple(CIFAR_CLASSES)
@@ -382,12 +415,39 @@ def test_cifar10_bad_python_batches(tmp_path: Path) -> None:
     assert str(path) in one_line(exc) and "0..9" in str(exc.value)
 
 
-def test_cifar10_missing_train_batch(tmp_path: Path) -> None:
-    make_cifar(tmp_path, "py")
-    (tmp_path / "cifar-10-batches-py" / "data_batch_4").unlink()
-    with pytest.raises(DatasetError) as exc:
+@pytest.mark.parametrize("fmt", ["py", "bin"])
+def test_cifar10_train_uses_the_batches_present(tmp_path: Path, fmt: str) -> None:
+    make_cifar(tmp_path, fmt)
+    d = tmp_path / f"cifar-10-batches-{fmt}"
+    ext = "" if fmt == "py" else ".bin"
+    assert load_dataset("cifar10", "train", tmp_path).note == ""  # complete: nothing to say
+    for i in (1, 4):
+        (d / f"data_batch_{i}{ext}").unlink()
+    ds = load_dataset("cifar10", "train", tmp_path)
+    sizes = [BATCH_SIZES[f"data_batch_{i}"] for i in (2, 3, 5)]
+    assert len(ds) == sum(sizes) and len(ds.subset(2).labels) == 2
+    expected = make_cifar(tmp_path / "again", fmt)["train"][0]  # same seeds, all five
+    start = BATCH_SIZES["data_batch_1"]
+    np.testing.assert_array_equal(ds.images[: sizes[0]], expected[start : start + sizes[0]])
+    assert ds.note == (
+        f"CIFAR-10 train: using 3 of 5 batches (data_batch_2{ext}, data_batch_3{ext}, "
+        f"data_batch_5{ext}); data_batch_1{ext}, data_batch_4{ext} are missing from {d}"
+    )
+    assert ds.subset(1).note == ds.note  # the caller may print it after subsetting
+    for i in (2, 3, 5):
+        (d / f"data_batch_{i}{ext}").unlink()
+    with pytest.raises(DatasetError) as exc:  # test_batch alone: no training data
         load_dataset("cifar10", "train", tmp_path)
-    assert "data_batch_4" in one_line(exc)
+    msg = one_line(exc)
+    assert f"no training batch (data_batch_1{ext} .. data_batch_5{ext})" in msg and "--data-root" in msg
+
+
+def test_cifar10_missing_test_batch(tmp_path: Path) -> None:
+    make_cifar(tmp_path, "py")
+    (tmp_path / "cifar-10-batches-py" / "test_batch").unlink()
+    with pytest.raises(DatasetError) as exc:
+        load_dataset("cifar10", "test", tmp_path)
+    assert "no test_batch" in one_line(exc)
 
 
 # --- missing / unknown -------------------------------------------------------------------

@@ -22,6 +22,9 @@ class Dataset:
     classes: tuple[str, ...]
     name: str
     split: str
+    # One line the caller should show the user when the data is not the complete set the
+    # name suggests (e.g. CIFAR-10 train from only some of its batches); "" otherwise.
+    note: str = ""
 
     def __post_init__(self) -> None:
         # Loaders validate their files; this catches a loader (or caller) handing over
@@ -54,7 +57,7 @@ class Dataset:
         """The first ``n`` samples (all of them if there are fewer); views, no copy."""
         if n < 0:
             raise DatasetError(f"subset size must be >= 0, got {n}; pass a non-negative count")
-        return Dataset(self.images[:n], self.labels[:n], self.classes, self.name, self.split)
+        return Dataset(self.images[:n], self.labels[:n], self.classes, self.name, self.split, self.note)
 
     def __repr__(self) -> str:
         # The default repr would dump the pixel arrays.
