@@ -7,7 +7,7 @@ import numpy as np
 from tinydyn.codegen.harness import HarnessResults
 from tinydyn.ir import IRModel, TensorSpec
 from tinydyn.models.lcnet import LCNetConfig
-from tinydyn.quantize.executor import Results, _Run
+from tinydyn.quantize.executor import Results, trace
 from tinydyn.quantize.lower import lower
 from tinydyn.quantize.policy import ExitPolicy
 
@@ -38,9 +38,7 @@ def diversify(ir: IRModel, images: np.ndarray) -> IRModel:
             spec = tensors[op.output]
             tensors[op.output] = TensorSpec(spec.name, spec.shape, spec.dtype, spec.scale * 48, spec.kind)
     for op in [op for op in ir.walk() if op.kind == "linear" and op.attrs.get("role") == "gate"]:
-        run = _Run(ir, images.astype(np.int64), ExitPolicy("none").to_integer(ir))
-        run.run_ops(ir.ops, np.ones(len(images), dtype=bool))
-        x = run.env[op.inputs["x"]].astype(np.float64)
+        x = trace(ir, images, ExitPolicy("none")).tensors[op.inputs["x"]].astype(np.float64)
         acc = x @ arrays[f"{op.name}.weight"].astype(np.float64).T + arrays[f"{op.name}.bias"]
         quantile = 50 if op.name.endswith("lnet") else 35
         arrays[f"{op.name}.bias"] = (arrays[f"{op.name}.bias"] - np.percentile(acc, quantile, axis=0)).astype(

@@ -51,6 +51,7 @@ def test_train_resume_continues_where_it_stopped(trained, tmp_path):
     assert proc.returncode == 0, proc.stderr
     payload = torch.load(copy, weights_only=True)
     assert [h["epoch"] for h in payload["train"]["history"]] == [1, 2]
+    assert payload["dataset"] == "fashion-mnist"  # eval, run and measure default to it
 
 
 def test_eval_reports_accuracy_macs_and_exits(trained, tmp_path):
@@ -73,6 +74,8 @@ def test_eval_reports_accuracy_macs_and_exits(trained, tmp_path):
     assert 0 < summary["mean_macs"] and summary["static_backbone_macs"] > 0
     assert summary["agreement"] >= 0.95
     assert "exit histogram" in proc.stdout and "static backbone MACs" in proc.stdout
+    assert "fashion-mnist test split (recorded in the checkpoint)" in proc.stdout
+    assert "confidence 0.6 (--threshold)" in proc.stdout and summary["dataset"].startswith("fashion-mnist")
 
 
 def test_lower_writes_a_loadable_ir(trained, tmp_path):

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from tinydyn.codegen import build_project
 from tinydyn.codegen.harness import run_host
 from tinydyn.ir import DTYPE_RANGES, IRModel, Op, TensorSpec, validate
-from tinydyn.quantize.executor import _Run, conv_accumulate, conv_output_hw, execute
+from tinydyn.ops.arith import conv_accumulate, conv_output_hw
+from tinydyn.quantize.executor import every_head, execute, trace
 from tinydyn.quantize.lower import set_next_costs
 from tinydyn.quantize.policy import ExitPolicy
 
@@ -95,9 +96,7 @@ class NetBuilder:
 
 def full_env(ir: IRModel, images: np.ndarray) -> dict[str, np.ndarray]:
     """Every tensor for the whole batch (both guard branches, every head)."""
-    run = _Run(ir, images.astype(np.int64), ExitPolicy("margin", 1e9).to_integer(ir))
-    run.run_ops(ir.ops, np.ones(len(images), dtype=bool))
-    return run.env
+    return trace(ir, images, every_head()).tensors
 
 
 def calibrate(ir: IRModel, images: np.ndarray) -> None:
@@ -109,7 +108,13 @@ def calibrate(ir: IRModel, images: np.ndarray) -> None:
         x = env[op.inputs["x"]]
         weight, bias = ir.array(op, "weight"), ir.array(op, "bias")
         if op.kind == "conv2d":
-            acc = conv_accumulate(x, weight, bias, op).transpose(1, 0, 2, 3).reshape(len(bias), -1)
+            acc = (
+                conv_accumulate(
+                    x, weight, bias, op.attrs["stride"], op.attrs["padding"], op.attrs.get("groups", 1)
+                )
+                .transpose(1, 0, 2, 3)
+                .reshape(len(bias), -1)
+            )
         else:
             acc = (x.astype(np.float64) @ weight.astype(np.float64).T + bias).T
         out = ir.tensors[op.output]

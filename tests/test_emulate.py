@@ -95,7 +95,7 @@ def test_images_equal_the_reference(
     board: QemuBoard, gated_ir: IRModel, fashion_test, kind, threshold
 ) -> None:
     """Every field of every RESULT equals the integer reference, and exits/skips really vary."""
-    from tinydyn.host import energy
+    from tinydyn.cost import energy
 
     if kind == "budget":
         threshold *= gated_ir.meta["static_backbone_macs"]

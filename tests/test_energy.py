@@ -1,5 +1,6 @@
-"""The modelled energy (tinydyn.host.energy): DDI's E = sum accesses*e + MACs*e_MAC + static,
-traffic from layer shapes, and the generated C that firmware uses, compared bit for bit."""
+"""The modelled energy (tinydyn.cost): DDI's E = sum accesses*e + MACs*e_MAC + static, traffic
+from layer shapes, the generated C that firmware uses (compared bit for bit), and the
+differentiable torch form a training loss uses (equal on hard gates, gradients to the gates)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,22 @@ import numpy as np
 import pytest
 
 from tests.conftest import require_tool
-from tinydyn.host import energy as em
+from tinydyn.cost import energy as em
+from tinydyn.cost.traffic import layer_costs
 from tinydyn.ir import IRModel, Op, TensorSpec
 
 U32 = 2**32 - 1
 
 
 def test_no_torch_import() -> None:
-    code = "import sys, tinydyn.host.energy; sys.exit('torch' in sys.modules)"
+    # the IR side, the host's firmware writer and the C header rendering never load torch
+    code = (
+        "import sys, tinydyn.cost, tinydyn.host.firmware; tinydyn.cost.c_header('host'); "
+        "sys.exit('torch' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    code = "import sys, tinydyn.cost as c; c.expected_energy_nj; sys.exit('torch' not in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0  # loaded lazily, on use
 
 
 def test_energy_by_hand() -> None:
@@ -197,3 +205,141 @@ def test_c_header_builds_for_cortex_m4(tmp_path: Path) -> None:
     flags = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-O2", "-std=c99"]
     flags += ["-Wall", "-Wextra", "-Werror", "-c", f"-I{tmp_path}", str(src), "-o", str(tmp_path / "use.o")]
     subprocess.run([cc, *flags], check=True)
+
+
+def _defines(text: str) -> dict[str, str]:
+    return {
+        line.split()[1]: line.split()[2]
+        for line in text.splitlines()
+        if line.startswith("#define TD_EMODEL_")
+    }
+
+
+@pytest.mark.parametrize("board", sorted(em.COEFFICIENTS))
+def test_c_header_carries_the_board_values(board: str) -> None:
+    """What the firmware relies on: the coefficients and Q16 ratios as unsigned literals, one
+    include guard, td_emodel_from_macs/TD_ENERGY_MODEL_NJ only when a profile is given."""
+    c = em.coefficients(board)
+    prof = em.traffic_profile(tiny_model(), board)
+    bare, full = em.c_header(board), em.c_header(board, prof)
+    want = {
+        "TD_EMODEL_CLOCK_KHZ": c.clock_khz,
+        "TD_EMODEL_FJ_PER_MAC": c.fj_per_mac,
+        "TD_EMODEL_FJ_PER_FLASH_BYTE": c.fj_per_flash_byte,
+        "TD_EMODEL_FJ_PER_SRAM_READ_BYTE": c.fj_per_sram_read_byte,
+        "TD_EMODEL_FJ_PER_SRAM_WRITE_BYTE": c.fj_per_sram_write_byte,
+        "TD_EMODEL_FJ_PER_CYCLE": c.fj_per_cycle,
+    }
+    assert _defines(bare) == {k: f"{v}u" for k, v in want.items()}
+    want |= {
+        "TD_EMODEL_FLASH_Q16": prof.flash_q16,
+        "TD_EMODEL_SRAM_READ_Q16": prof.sram_read_q16,
+        "TD_EMODEL_SRAM_WRITE_Q16": prof.sram_write_q16,
+    }
+    assert _defines(full) == {k: f"{v}u" for k, v in want.items()}
+    assert f"MODELLED energy of board '{board}'" in full.splitlines()[0]
+    for text in (bare, full):
+        assert text.count("#ifndef TD_ENERGY_MODEL_H") == 1 and text.endswith(
+            "#endif /* TD_ENERGY_MODEL_H */\n"
+        )
+        assert "static inline void td_emodel_energy(" in text
+    assert "td_emodel_from_macs" not in bare and "TD_ENERGY_MODEL_NJ" not in bare
+    assert "static inline void td_emodel_from_macs(" in full and "#define TD_ENERGY_MODEL_NJ(" in full
+    assert full.startswith(bare.removesuffix("#endif /* TD_ENERGY_MODEL_H */\n") + "\n/* bytes per")
+
+
+def test_c_header_board_name_cannot_leave_its_comment() -> None:
+    odd = em.EnergyCoefficients("x */ int evil; /*", 0, 1, 0, 0, 0, 0, 1, 1)
+    first = em.c_header(odd).splitlines()[0]
+    assert first.count("*/") == 0 and "int evil" in first  # defused, still readable
+
+
+def test_layer_costs_sum_to_the_profile() -> None:
+    model = tiny_model()
+    rows = layer_costs(model, em.coefficients("nucleo-l4r5zi"))
+    assert [(r.op, r.kind) for r in rows] == [
+        ("c1", "conv2d"),
+        ("c2", "conv2d"),
+        ("gap", "gap"),
+        ("fc", "linear"),
+    ]
+    macs = sum(r.macs for r in rows)
+    flash = sum(r.traffic.flash_bytes for r in rows)
+    assert macs == 11_532 and em.traffic_profile(model, "nucleo-l4r5zi").flash_q16 == (flash << 16) // macs
+
+
+def _table(board: str) -> tuple[list[em.MemoryTraffic], list[int], int]:
+    rows = layer_costs(tiny_model(), em.coefficients(board))
+    return [r.traffic for r in rows], [r.macs for r in rows], [r.op for r in rows].index("c2")
+
+
+@pytest.mark.parametrize("board", sorted(em.COEFFICIENTS))
+def test_torch_energy_equals_integer_model_on_hard_gates(board: str) -> None:
+    torch = pytest.importorskip("torch")
+    from tinydyn.cost.torch_cost import expected_energy_nj
+
+    traffic, macs, gated = _table(board)
+    cols = [
+        torch.tensor(v, dtype=torch.float64)
+        for v in (
+            macs,
+            [t.flash_bytes for t in traffic],
+            [t.sram_read_bytes for t in traffic],
+            [t.sram_write_bytes for t in traffic],
+        )
+    ]
+    cycles = 40_000
+    for gate in (0.0, 1.0):
+        keep = torch.ones(len(macs), dtype=torch.float64)
+        keep[gated] = gate  # the gated block's conv runs or not; the rest always runs
+        soft = expected_energy_nj(board, *(keep * col for col in cols), cycles=float(cycles))
+        run = [i for i in range(len(macs)) if keep[i] == 1]
+        hard = em.energy(
+            em.coefficients(board),
+            sum(macs[i] for i in run),
+            em.MemoryTraffic(
+                sum(traffic[i].flash_bytes for i in run),
+                sum(traffic[i].sram_read_bytes for i in run),
+                sum(traffic[i].sram_write_bytes for i in run),
+            ),
+            cycles,
+        )
+        # the integer model floors fJ to nJ; the float form keeps the fraction
+        assert soft.item() * 1e6 == pytest.approx(sum(hard.breakdown_fj.values()), abs=1e-3)
+        assert hard.energy_nj <= soft.item() < hard.energy_nj + 1
+
+
+def test_torch_energy_gradients_reach_the_gate_probabilities() -> None:
+    torch = pytest.importorskip("torch")
+    from tinydyn.cost.torch_cost import expected_energy_nj
+
+    board = "nucleo-l4r5zi"
+    c = em.coefficients(board)
+    traffic, macs, gated = _table(board)
+    # a batch of 3 soft gate probabilities (float32, as in training) for the gated block
+    prob = torch.tensor([0.2, 0.5, 0.9], requires_grad=True)
+    keep = torch.ones(3, len(macs))
+    keep = torch.cat([keep[:, :gated], prob[:, None], keep[:, gated + 1 :]], dim=1)
+
+    def col(values: list[int]) -> torch.Tensor:
+        return keep * torch.tensor(values, dtype=torch.float32)
+
+    e = expected_energy_nj(
+        c,
+        col(macs),
+        col([t.flash_bytes for t in traffic]),
+        col([t.sram_read_bytes for t in traffic]),
+        col([t.sram_write_bytes for t in traffic]),
+        cycles=torch.tensor([1e4, 2e4, 3e4]),
+    )
+    assert e.shape == () and e.requires_grad
+    (grad,) = torch.autograd.grad(e, prob)
+    t = traffic[gated]
+    layer_fj = (
+        macs[gated] * c.fj_per_mac
+        + t.flash_bytes * c.fj_per_flash_byte
+        + t.sram_read_bytes * c.fj_per_sram_read_byte
+        + t.sram_write_bytes * c.fj_per_sram_write_byte
+    )
+    # dE/dp_b = the gated layer's energy, averaged over the batch
+    assert torch.allclose(grad, torch.full((3,), layer_fj / 1e6 / 3), rtol=1e-5)

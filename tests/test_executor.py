@@ -6,13 +6,8 @@ import numpy as np
 import pytest
 
 from tinydyn.ir import IRModel, Op, TensorSpec
-from tinydyn.quantize.executor import (
-    InputShapeError,
-    execute,
-    global_average_pool,
-    requantize,
-    round_shift,
-)
+from tinydyn.ops.arith import global_average_pool, requantize, round_shift
+from tinydyn.quantize.executor import InputShapeError, execute
 from tinydyn.quantize.policy import ExitPolicy, PolicyError, confident, exp_lut, lut_multiplier
 
 

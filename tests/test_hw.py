@@ -248,7 +248,7 @@ def test_ps_integer_head_matches_reference(tmp_path):
     """td_fpga_logit/td_fpga_unpack (host-compiled) equal the reference requantisation."""
     from tests.conftest import require_tool
     from tinydyn.hw.controller import ps_source_dir
-    from tinydyn.quantize.executor import requantize
+    from tinydyn.ops.arith import requantize
 
     cc = require_tool("gcc")
     rng = np.random.default_rng(0)

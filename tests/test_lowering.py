@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from tinydyn.models.cost import static_backbone_macs
+from tinydyn.cost.torch_cost import static_backbone_macs
 from tinydyn.models.lcnet import LCNetConfig
-from tinydyn.quantize.executor import _Run, execute
+from tinydyn.quantize.executor import execute, trace
 from tinydyn.quantize.lower import OverflowRiskError, UnsupportedLayerError, lower
 from tinydyn.quantize.policy import ExitPolicy
 from tinydyn.train.loop import to_float
@@ -18,9 +18,7 @@ from .conftest import make_model
 
 
 def _trace(ir, images):
-    run = _Run(ir, images.astype(np.int64), ExitPolicy().to_integer(ir))
-    run.run_ops(ir.ops, np.ones(len(images), dtype=bool))
-    return run.env
+    return trace(ir, images, ExitPolicy()).tensors
 
 
 def test_integer_tensors_match_brevitas_within_one_step(small_model, small_ir, fashion_test):

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from tinydyn.errors import TinydynError
-from tinydyn.options import dataset_options, default_threshold, policy_options
+from tinydyn.options import DEFAULT_DATASET, dataset_options, policy_options
 
 
 def int_tuple(text: str) -> tuple[int, ...]:
@@ -66,7 +66,7 @@ def cli() -> None:
 )
 @click.option("--limit", type=int, default=None, help="Train on the first N images only.")
 def train(
-    dataset: str,
+    dataset: str | None,
     data_root: Path | None,
     out: Path,
     epochs: int,
@@ -91,16 +91,19 @@ def train(
     from tinydyn.train.loop import TrainConfig
     from tinydyn.train.loop import train as run_training
 
-    data = load_dataset(dataset, "train", data_root)
+    data = load_dataset(dataset or DEFAULT_DATASET, "train", data_root)
+    if data.note:  # e.g. CIFAR-10 training on the batches that are present
+        click.echo(f"note: {data.note}", err=True)
     if limit:
         data = data.subset(limit)
     c, h, _ = data.input_shape
+    stage_widths = int_tuple(widths)
     config = LCNetConfig(
         in_channels=c,
         input_size=h,
         num_classes=data.num_classes,
-        stem_width=int_tuple(widths)[0],
-        widths=int_tuple(widths),
+        stem_width=stage_widths[0] if stage_widths else 1,  # no widths: the config says what is wrong
+        widths=stage_widths,
         blocks=int_tuple(blocks),
         exits=int_tuple(exits),
         gates=not no_gates,
@@ -143,7 +146,7 @@ def load_pipeline(checkpoint: Path | None):  # noqa: ANN201
 )
 def evaluate_cmd(
     checkpoint: Path | None,
-    dataset: str,
+    dataset: str | None,
     data_root: Path | None,
     policy: str,
     threshold: float | None,
@@ -153,17 +156,32 @@ def evaluate_cmd(
 ) -> None:
     """Accuracy, executed MACs and exits of a checkpoint (Brevitas and integer reference)."""
     from tinydyn.data import load_dataset
+    from tinydyn.models.checkpoint import bundled_checkpoint, load_model, model_dataset_of
+    from tinydyn.models.provenance import check_loaded
+    from tinydyn.options import default_threshold, validation_images
+    from tinydyn.quantize.lower import lower
     from tinydyn.quantize.policy import ExitPolicy
     from tinydyn.train.evaluate import evaluate
 
-    model, ir = load_pipeline(checkpoint)
-    data = load_dataset(dataset, "test", data_root)
+    path = checkpoint or bundled_checkpoint()
+    model, payload = load_model(path)
+    cfg = model.config
+    # the model's own dataset unless --dataset names another with the same classes and images
+    name, source = model_dataset_of(path, payload, cfg, dataset)
+    data = load_dataset(name, "test", data_root)
+    check_loaded(data, cfg.classes, (cfg.in_channels, cfg.input_size, cfg.input_size), f"checkpoint {path}")
+    full = data
     if limit:
         data = data.subset(limit)
-    static = ir.meta["static_backbone_macs"]
-    exit_policy = ExitPolicy(policy, default_threshold(policy, threshold, static), gating=not no_gating)
+    ir = lower(model, name=path.stem)
+    chosen = default_threshold(
+        policy, threshold, ir, lambda: validation_images(full, lambda: load_dataset(name, "train", data_root))
+    )
+    exit_policy = ExitPolicy(policy, chosen.value, gating=not no_gating)
     # the Brevitas model has no gates-off mode: with --no-gating only the integer model is evaluated
     summary, _ = evaluate(ir, data, exit_policy, None if no_gating else model)
+    summary.dataset = f"{name} test split ({source})"
+    summary.threshold_note = chosen.note
     for line in summary.lines():
         click.echo(line)
     if json_out:
@@ -201,7 +219,7 @@ def lower(checkpoint: Path | None, out: Path) -> None:
 @click.option("--resume", is_flag=True, help="Continue the measurement in OUT/results.jsonl.")
 def run(
     checkpoint: Path | None,
-    dataset: str,
+    dataset: str | None,
     data_root: Path | None,
     policy: str,
     threshold: float | None,

@@ -86,84 +86,9 @@ class Field:
     required: bool = False
 
 
-def _int_range(lo: int, hi: int) -> Field:
-    return Field(lambda v: is_int(v) and lo <= v <= hi, f"an integer in {lo}..{hi}")
-
-
-_TENSOR_REF = Field(safe_name, "a tensor name")
-_OUT_RANGE = Field(
-    lambda v: isinstance(v, list) and len(v) == 2 and all(is_int(x) for x in v) and v[0] <= v[1],
-    "[lo, hi] integers with lo <= hi",
-    required=True,
-)
-_MACS = Field(lambda v: is_int(v) and 0 <= v < 2**40, "a non-negative integer", required=True)
-_ROLE = Field(lambda v: v in ROLES, f"one of {', '.join(ROLES)}")
-_WEIGHTED_ATTRS = {
-    "out_range": _OUT_RANGE,
-    "macs": _MACS,
-    "role": _ROLE,
-    **{key: _TENSOR_REF for key in GATE_KEYS},
-}
-
-
-@dataclass(frozen=True)
-class KindSchema:
-    """What an op of one kind carries: named inputs, an output, attrs, nested blocks."""
-
-    inputs: tuple[str, ...] = ()  # required input slots
-    optional_inputs: tuple[str, ...] = ()
-    output: bool = True
-    attrs: dict[str, Field] | None = None
-    blocks: tuple[str, ...] = ()  # "then" / "orelse"
-
-
-KINDS: dict[str, KindSchema] = {
-    "conv2d": KindSchema(
-        ("x",),
-        ("residual",),
-        attrs={
-            **_WEIGHTED_ATTRS,
-            "stride": Field(lambda v: is_int(v) and 1 <= v <= 16, "an integer in 1..16", True),
-            "padding": Field(lambda v: is_int(v) and 0 <= v <= 16, "an integer in 0..16", True),
-            "groups": _int_range(1, MAX_DIM),
-        },
-    ),
-    "linear": KindSchema(("x",), ("residual",), attrs=dict(_WEIGHTED_ATTRS)),
-    "gap": KindSchema(("x",), attrs={}),
-    "maxpool": KindSchema(
-        ("x",),
-        attrs={
-            "kernel": Field(lambda v: is_int(v) and 1 <= v <= 16, "an integer in 1..16", True),
-            "stride": Field(lambda v: is_int(v) and 1 <= v <= 16, "an integer in 1..16", True),
-            "padding": _int_range(0, 15),
-        },
-    ),
-    "rescale": KindSchema(("x",), attrs={"out_range": _OUT_RANGE}),
-    "guard": KindSchema(
-        output=False,
-        attrs={"gate": Field(safe_name, "a tensor name", True)},
-        blocks=("then", "orelse"),
-    ),
-    "exit": KindSchema(
-        output=False,
-        attrs={
-            "index": Field(lambda v: is_int(v) and 0 <= v < 64, "an integer in 0..63", True),
-            "final": Field(lambda v: isinstance(v, bool), "true or false"),
-            "logits": Field(safe_name, "a tensor name", True),
-            "next_cost_max": Field(lambda v: is_int(v) and 0 <= v < 2**40, "a non-negative integer"),
-        },
-        blocks=("then",),
-    ),
-}
-KINDS["avgpool"] = KINDS["maxpool"]
-RESERVED_KINDS = ("concat", "split", "lstm_gate")
 OP_KEYS = {"kind", "name", "inputs", "output", "attrs", "then", "orelse"}
 TOP_KEYS = {"format", "version", "name", "input", "classes", "tensors", "ops", "meta"}
 TENSOR_KEYS = {"shape", "dtype", "scale", "kind"}
-
-
-def conv_output_hw(h: int, w: int, k: int, stride: int, pad: int) -> tuple[int, int]:
-    return (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
 
 
 # ----------------------------------------------------------------------------- structure
@@ -187,7 +112,7 @@ def check_structure(data: Any) -> dict[str, ArraySpec]:
     if not safe_name(data["input"]) or data["input"] not in tensors:
         raise IRError(f"IR input {_show(data['input'])} is not one of the IR's tensors: re-run the lowering")
     _check_meta(data.get("meta", {}))
-    checker = _StructureChecker(tensors, data["input"], len(data["classes"]))
+    checker = ShapeChecker(tensors, data["input"], len(data["classes"]))
     checker.check_block(data["ops"], "ops", depth=0)
     checker.check_exits(data["ops"])
     total = sum(max_array_bytes(spec) for spec in checker.arrays.values())
@@ -271,8 +196,9 @@ def _check_meta(meta: Any) -> None:
         raise IRError("IR meta field 'model_config' must be a JSON object: re-run the lowering")
 
 
-class _StructureChecker:
-    """Walks the schedule once: fields, names, shapes, and def-before-use of every tensor."""
+class ShapeChecker:
+    """Walks the schedule once: fields, names, nesting, def-before-use of every tensor; each
+    op's kind (:mod:`tinydyn.ops`) checks its own shapes and declares its arrays here."""
 
     def __init__(self, tensors: dict[str, tuple[tuple[int, ...], str, str]], model_input: str, classes: int):
         self.tensors = tensors
@@ -282,6 +208,29 @@ class _StructureChecker:
         self.op_names: set[str] = set()
         self.arrays: dict[str, ArraySpec] = {}
         self.count = 0
+
+    # --- what op kinds use ---------------------------------------------------------------
+    def spec(self, ref: str) -> tuple[tuple[int, ...], str, str]:
+        """(shape, dtype, kind) of a tensor the op names (already known to exist)."""
+        return self.tensors[ref]
+
+    def gate(self, where: str, attrs: dict[str, Any], key: str, size: int) -> None:
+        """An attr naming a uint8 salience tensor of ``size`` elements, if present."""
+        ref = attrs.get(key)
+        if not ref:
+            return
+        shape, dtype, _ = self.spec(ref)
+        if dtype != "uint8" or shape != (size,):
+            raise IRError(
+                f"{where} attr '{key}' names tensor '{ref}' of {dtype} {list(shape)}: expected a uint8 "
+                f"salience of shape [{size}]"
+            )
+
+    def write(self, tensor: str, where: str) -> None:
+        if tensor in self.written:
+            raise IRError(f"{where} writes tensor '{tensor}', which another op already wrote: rename one")
+        self.written.add(tensor)
+        self.defined.add(tensor)
 
     # --- schedule -------------------------------------------------------------------
     def check_block(self, ops: Any, field_name: str, depth: int, owner: str | None = None) -> None:
@@ -294,6 +243,8 @@ class _StructureChecker:
             self.check_op(op, depth)
 
     def check_op(self, op: Any, depth: int) -> None:
+        from tinydyn.ops import OPS, RESERVED_KINDS  # the kinds sit above the schema
+
         self.count += 1
         if self.count > MAX_OPS:
             raise IRError(f"IR has more than {MAX_OPS} ops: split the model")
@@ -312,94 +263,67 @@ class _StructureChecker:
         unknown = set(op) - OP_KEYS
         if unknown:
             raise IRError(f"{where} has unknown field {_show(sorted(unknown)[0])}: re-run the lowering")
-        kind = op.get("kind")
-        if kind in RESERVED_KINDS:
+        kind_name = op.get("kind")
+        if kind_name in RESERVED_KINDS:
             raise IRError(
-                f"{where} has kind '{kind}', reserved for DDI/S2DNAS models and not implemented in this "
+                f"{where} has kind '{kind_name}', reserved for DDI/S2DNAS models and not implemented in this "
                 "version: lower a model without it"
             )
-        if not isinstance(kind, str) or kind not in KINDS:
+        if not isinstance(kind_name, str) or kind_name not in OPS:
             raise IRError(
-                f"{where} field 'kind' is {_show(kind)}: expected one of {', '.join(sorted(KINDS))}"
+                f"{where} field 'kind' is {_show(kind_name)}: expected one of {', '.join(sorted(OPS))}"
             )
-        schema = KINDS[kind]
-        inputs = self._check_inputs(op, schema, where)
-        attrs = self._check_attrs(op, schema, where)
+        kind = OPS[kind_name]
+        inputs = self._check_inputs(op, kind, where)
+        attrs = self._check_attrs(op, kind, where)
         for key in ("then", "orelse"):
-            if key in op and key not in schema.blocks:
-                raise IRError(f"{where} of kind '{kind}' cannot have '{key}' ops")
-        if schema.output:
+            if key in op and key not in kind.blocks:
+                raise IRError(f"{where} of kind '{kind_name}' cannot have '{key}' ops")
+        if kind.has_output:
             out = op.get("output")
             if not safe_name(out) or out not in self.tensors:
                 raise IRError(f"{where} field 'output' is {_show(out)}: expected one of the IR's tensors")
         elif "output" in op:
-            raise IRError(f"{where} of kind '{kind}' has no output")
+            raise IRError(f"{where} of kind '{kind_name}' has no output")
         for ref in [*inputs.values(), *(attrs[k] for k in (*GATE_KEYS, "gate") if k in attrs)]:
             if ref not in self.tensors:
                 raise IRError(f"{where} refers to unknown tensor {_show(ref)}")
             if ref not in self.defined:
                 raise IRError(f"{where} reads tensor '{ref}' before any op writes it: reorder the schedule")
-        getattr(self, f"shape_{kind}")(name, op, inputs, attrs, where)
-        if kind == "guard":
-            self._check_guard(op, name, depth)
-        elif kind == "exit":
-            self._check_exit(op, name, attrs, depth, where)
-        else:
-            out = op["output"]
-            if out in self.written:
-                raise IRError(f"{where} writes tensor '{out}', which another op already wrote: rename one")
-            self.written.add(out)
-            self.defined.add(out)
+        for ref in (attrs[k] for k in ("logits",) if k in attrs):
+            if ref not in self.tensors:
+                raise IRError(f"{where} refers to unknown tensor {_show(ref)}")
+        kind.check_shapes(self, op, where)
+        kind.check_flow(self, op, depth)
 
-    def _check_inputs(self, op: dict[str, Any], schema: KindSchema, where: str) -> dict[str, str]:
+    def _check_inputs(self, op: dict[str, Any], kind: Any, where: str) -> dict[str, str]:
         inputs = op.get("inputs", {})
         if not isinstance(inputs, dict):
             raise IRError(f"{where} field 'inputs' must be an object: re-run the lowering")
-        allowed = set(schema.inputs) | set(schema.optional_inputs)
+        allowed = set(kind.inputs) | set(kind.optional_inputs)
         for slot, ref in inputs.items():
             if slot not in allowed:
                 raise IRError(f"{where} has unknown input {_show(slot)} for kind '{op['kind']}'")
             if not safe_name(ref):
                 raise IRError(f"{where} input '{slot}' is {_show(ref)}: expected a tensor name")
-        for slot in schema.inputs:
+        for slot in kind.inputs:
             if slot not in inputs:
                 raise IRError(f"{where} has no input '{slot}': re-run the lowering")
         return dict(inputs)
 
-    def _check_attrs(self, op: dict[str, Any], schema: KindSchema, where: str) -> dict[str, Any]:
+    def _check_attrs(self, op: dict[str, Any], kind: Any, where: str) -> dict[str, Any]:
         attrs = op.get("attrs", {})
         if not isinstance(attrs, dict):
             raise IRError(f"{where} field 'attrs' must be an object: re-run the lowering")
-        fields = schema.attrs or {}
         for key, value in attrs.items():
-            if key not in fields:
+            if key not in kind.attrs:
                 raise IRError(f"{where} has unknown attr {_show(key)} for kind '{op['kind']}'")
-            if not fields[key].check(value):
-                raise IRError(f"{where} attr '{key}' is {_show(value)}: expected {fields[key].expect}")
-        for key, spec in fields.items():
+            if not kind.attrs[key].check(value):
+                raise IRError(f"{where} attr '{key}' is {_show(value)}: expected {kind.attrs[key].expect}")
+        for key, spec in kind.attrs.items():
             if spec.required and key not in attrs:
                 raise IRError(f"{where} has no attr '{key}': re-run the lowering")
         return dict(attrs)
-
-    def _check_guard(self, op: dict[str, Any], name: str, depth: int) -> None:
-        before_defined, before_written = set(self.defined), set(self.written)
-        self.check_block(op.get("then", []), "then", depth + 1, name)
-        then_defined, then_written = self.defined, self.written
-        self.defined, self.written = set(before_defined), set(before_written)
-        self.check_block(op.get("orelse", []), "orelse", depth + 1, name)
-        # after the guard only what both branches wrote is available; what either wrote is taken
-        self.defined = before_defined | (then_defined & self.defined)
-        self.written = then_written | self.written
-
-    def _check_exit(
-        self, op: dict[str, Any], name: str, attrs: dict[str, Any], depth: int, where: str
-    ) -> None:
-        before = set(self.defined)
-        self.check_block(op.get("then", []), "then", depth + 1, name)
-        logits = attrs["logits"]
-        if logits not in self.defined:
-            raise IRError(f"{where} attr 'logits' names tensor '{logits}', which its head never writes")
-        self.defined = before  # an early head may not run: nothing it wrote is available after it
 
     def check_exits(self, ops: list[Any]) -> None:
         exits = [op for op in self._walk(ops) if op["kind"] == "exit"]
@@ -413,7 +337,7 @@ class _StructureChecker:
                 f"IR exit indices are {indices}: they must be 0..{len(exits) - 1}, the final exit last"
             )
         for op in exits:
-            if op not in ops:
+            if not any(op is top for top in ops):
                 raise IRError(
                     f"IR op '{op['name']}' is an exit inside a block: exits belong at the top level"
                 )
@@ -425,142 +349,6 @@ class _StructureChecker:
             out.extend(self._walk(op.get("then", [])))
             out.extend(self._walk(op.get("orelse", [])))
         return out
-
-    # --- shapes per kind ---------------------------------------------------------------
-    def spec(self, ref: str) -> tuple[tuple[int, ...], str, str]:
-        return self.tensors[ref]
-
-    def _gate(self, where: str, attrs: dict[str, Any], key: str, size: int) -> None:
-        ref = attrs.get(key)
-        if not ref:
-            return
-        shape, dtype, _ = self.spec(ref)
-        if dtype != "uint8" or shape != (size,):
-            raise IRError(
-                f"{where} attr '{key}' names tensor '{ref}' of {dtype} {list(shape)}: expected a uint8 "
-                f"salience of shape [{size}]"
-            )
-
-    def _requant(self, name: str, where: str, out: str, attrs: dict[str, Any], residual: str | None) -> None:
-        shape, dtype, _ = self.spec(out)
-        lo, hi = DTYPE_RANGES[dtype]
-        r_lo, r_hi = attrs["out_range"]
-        if r_lo < lo or r_hi > hi:
-            raise IRError(f"{where} attr 'out_range' [{r_lo}, {r_hi}] exceeds its output's {dtype} range")
-        cout = shape[0]
-        self.arrays[f"{name}.bias"] = ("int32", (cout,))
-        self.arrays[f"{name}.mult"] = ("int64", (cout,))
-        self.arrays[f"{name}.shift"] = ("int32", (cout,))
-        if residual is not None:
-            if self.spec(residual)[0] != shape:
-                raise IRError(
-                    f"{where} input 'residual' has shape {list(self.spec(residual)[0])}, "
-                    f"its output {list(shape)}"
-                )
-            self.arrays[f"{name}.res_mult"] = ("int64", (cout,))
-
-    def shape_conv2d(
-        self, name: str, op: dict[str, Any], inputs: dict[str, str], attrs: dict[str, Any], where: str
-    ) -> None:
-        (x_shape, _, _), (o_shape, _, _) = self.spec(inputs["x"]), self.spec(op["output"])
-        if len(x_shape) != 3 or len(o_shape) != 3:
-            raise IRError(f"{where}: a conv2d reads and writes [C, H, W] tensors")
-        groups = attrs.get("groups", 1)
-        cin, cout = x_shape[0], o_shape[0]
-        if cin % groups or cout % groups:
-            raise IRError(
-                f"{where} attr 'groups' ({groups}) does not divide its {cin} input and {cout} output channels"
-            )
-        # the kernel size is the weight's (square, checked with the arrays in check_array_values)
-        self.arrays[f"{name}.weight"] = ("int8", (cout, cin // groups, None, None))
-        self._gate(where, attrs, "channel_gate", cout)
-        self._gate(where, attrs, "block_gate", 1)
-        self._gate(where, attrs, "input_mask", cin)
-        if attrs.get("channel_gate") and attrs.get("block_gate"):
-            raise IRError(f"{where} has both a channel gate and a block gate")
-        self._requant(name, where, op["output"], attrs, inputs.get("residual"))
-
-    def shape_linear(
-        self, name: str, op: dict[str, Any], inputs: dict[str, str], attrs: dict[str, Any], where: str
-    ) -> None:
-        (x_shape, _, _), (o_shape, _, o_kind) = self.spec(inputs["x"]), self.spec(op["output"])
-        if len(x_shape) != 1 or len(o_shape) != 1:
-            raise IRError(f"{where}: a linear reads and writes [C] vectors")
-        cin, cout = x_shape[0], o_shape[0]
-        self.arrays[f"{name}.weight"] = ("int8", (cout, cin))
-        if attrs["macs"] != cin * cout:
-            raise IRError(
-                f"{where} attr 'macs' is {attrs['macs']}, its shapes give {cin * cout}: re-run the lowering"
-            )
-        if attrs.get("role") == "gate" and (o_kind != "salience" or self.spec(op["output"])[1] != "uint8"):
-            raise IRError(f"{where} is a gate: its output must be a uint8 salience tensor")
-        self._gate(where, attrs, "channel_gate", cout)
-        self._gate(where, attrs, "block_gate", 1)
-        self._gate(where, attrs, "input_mask", cin)
-        if attrs.get("channel_gate") and attrs.get("block_gate"):
-            raise IRError(f"{where} has both a channel gate and a block gate")
-        self._requant(name, where, op["output"], attrs, inputs.get("residual"))
-
-    def shape_gap(
-        self, name: str, op: dict[str, Any], inputs: dict[str, str], attrs: dict[str, Any], where: str
-    ) -> None:
-        (x_shape, x_dtype, _), (o_shape, o_dtype, _) = self.spec(inputs["x"]), self.spec(op["output"])
-        if len(x_shape) != 3 or o_shape != (x_shape[0],) or x_dtype != o_dtype or x_dtype != "uint8":
-            raise IRError(f"{where}: a gap maps a uint8 [C, H, W] tensor to a uint8 [C] vector")
-
-    def shape_maxpool(
-        self, name: str, op: dict[str, Any], inputs: dict[str, str], attrs: dict[str, Any], where: str
-    ) -> None:
-        (x_shape, x_dtype, _), (o_shape, o_dtype, _) = self.spec(inputs["x"]), self.spec(op["output"])
-        k, stride, pad = attrs["kernel"], attrs["stride"], attrs.get("padding", 0)
-        if pad >= k:
-            raise IRError(f"{where} attr 'padding' ({pad}) must be smaller than its kernel ({k})")
-        if (
-            len(x_shape) != 3
-            or x_dtype != o_dtype
-            or len(o_shape) != 3
-            or o_shape[0] != x_shape[0]
-            or conv_output_hw(x_shape[1], x_shape[2], k, stride, pad) != o_shape[1:]
-        ):
-            raise IRError(
-                f"{where}: output {list(o_shape)} {o_dtype} does not follow from "
-                f"input {list(x_shape)} {x_dtype}"
-            )
-
-    shape_avgpool = shape_maxpool
-
-    def shape_rescale(
-        self, name: str, op: dict[str, Any], inputs: dict[str, str], attrs: dict[str, Any], where: str
-    ) -> None:
-        if "out_range" not in attrs:
-            raise IRError(f"{where} has no attr 'out_range': re-run the lowering")
-        x_shape, o_shape = self.spec(inputs["x"])[0], self.spec(op["output"])[0]
-        if x_shape != o_shape:
-            raise IRError(f"{where}: a rescale keeps its shape ({list(x_shape)} -> {list(o_shape)})")
-        self._requant(name, where, op["output"], attrs, None)
-        del self.arrays[f"{name}.bias"], self.arrays[f"{name}.mult"]
-        self.arrays[f"{name}.res_mult"] = ("int64", (o_shape[0],))
-
-    def shape_guard(
-        self, name: str, op: dict[str, Any], inputs: dict[str, str], attrs: dict[str, Any], where: str
-    ) -> None:
-        shape, dtype, _ = self.spec(attrs["gate"])
-        if shape != (1,) or dtype != "uint8":
-            raise IRError(
-                f"{where} attr 'gate' names a {dtype} {list(shape)} tensor: "
-                "expected a uint8 scalar salience [1]"
-            )
-
-    def shape_exit(
-        self, name: str, op: dict[str, Any], inputs: dict[str, str], attrs: dict[str, Any], where: str
-    ) -> None:
-        shape, dtype, _ = self.spec(attrs["logits"])
-        if shape != (self.classes,) or dtype != "int16":
-            raise IRError(
-                f"{where} attr 'logits' names a {dtype} {list(shape)} tensor: "
-                f"expected int16 [{self.classes}], "
-                "one logit per class"
-            )
 
 
 # ----------------------------------------------------------------------------- arrays
@@ -599,64 +387,9 @@ def check_array_specs(arrays: dict[str, np.ndarray], expected: dict[str, ArraySp
 
 
 def check_array_values(model: Any) -> None:
-    """Requantisation parameters in range and, for any input, no int32 accumulator or int64
-    requantisation overflow (the bound the lowering proves, re-proved for a loaded file)."""
+    """Array values each kind requires: ranges, square kernels, and for any input no int32
+    accumulator or int64 requantisation overflow (the lowering's proof, re-proved for a file)."""
+    from tinydyn.ops import OPS
+
     for op in model.walk():
-        if op.kind == "conv2d":
-            _check_conv_kernel(model, op)
-        if op.kind not in ("conv2d", "linear", "rescale"):
-            continue
-        shift = model.arrays[f"{op.name}.shift"]
-        if np.any(shift < 1) or np.any(shift > MAX_SHIFT):
-            raise IRError(f"IR op '{op.name}' array 'shift' has values outside 1..{MAX_SHIFT}")
-        if op.kind == "rescale":
-            res = np.abs(model.arrays[f"{op.name}.res_mult"]).astype(np.float64)
-            lo, hi = DTYPE_RANGES[model.tensors[op.inputs["x"]].dtype]
-            if np.any(res * max(-lo, hi) + 2.0 ** (shift - 1) >= 2.0**63):
-                raise IRError(f"IR op '{op.name}' can overflow its int64 requantisation: re-run the lowering")
-            continue
-        prove_bounds(model, op)
-
-
-def _check_conv_kernel(model: Any, op: Any) -> None:
-    """The weight's kernel is square and maps the input to the output; MACs follow from it."""
-    cout, cin_g, kh, kw = model.arrays[f"{op.name}.weight"].shape
-    x_shape, o_shape = model.tensors[op.inputs["x"]].shape, model.tensors[op.output].shape
-    stride, pad = op.attrs["stride"], op.attrs["padding"]
-    where = f"IR op '{op.name}'"
-    if kh != kw or pad >= kh or conv_output_hw(x_shape[1], x_shape[2], kh, stride, pad) != tuple(o_shape[1:]):
-        raise IRError(
-            f"{where}: a {kh}x{kw} kernel with stride {stride} and padding {pad} does not map "
-            f"{list(x_shape)} to {list(o_shape)} (kernels are square, padding < kernel)"
-        )
-    macs = cout * cin_g * kh * kw * o_shape[1] * o_shape[2]
-    if op.attrs["macs"] != macs:
-        raise IRError(
-            f"{where} attr 'macs' is {op.attrs['macs']}, its shapes give {macs}: re-run the lowering"
-        )
-
-
-def prove_bounds(model: Any, op: Any) -> None:
-    """No input makes the int32 accumulator or the int64 requantisation overflow."""
-    lo, hi = DTYPE_RANGES[model.tensors[op.inputs["x"]].dtype]
-    weight = model.arrays[f"{op.name}.weight"].astype(np.int64)
-    mult = model.arrays[f"{op.name}.mult"]
-    if np.any(mult < 0):
-        raise IRError(f"IR op '{op.name}' array 'mult' has negative values: re-run the lowering")
-    acc_max = np.abs(weight).reshape(weight.shape[0], -1).sum(axis=1) * max(-lo, hi) + np.abs(
-        model.arrays[f"{op.name}.bias"].astype(np.int64)
-    )
-    if np.any(acc_max >= 2**31):
-        raise IRError(
-            f"layer '{op.name}' can overflow its int32 accumulator (bound {int(acc_max.max())}): "
-            "reduce its fan-in or input range"
-        )
-    gated = op.attrs.get("channel_gate") or op.attrs.get("block_gate")
-    gate_max = SALIENCE_ONE if gated else 1
-    shift = model.arrays[f"{op.name}.shift"].astype(np.float64)
-    value = acc_max.astype(np.float64) * gate_max * mult.astype(np.float64) + 2.0 ** (shift - 1)
-    if "residual" in op.inputs:
-        r_lo, r_hi = DTYPE_RANGES[model.tensors[op.inputs["residual"]].dtype]
-        value = value + max(-r_lo, r_hi) * np.abs(model.arrays[f"{op.name}.res_mult"]).astype(np.float64)
-    if np.any(value >= 2.0**63):
-        raise IRError(f"layer '{op.name}' can overflow its int64 requantisation: retrain with smaller scales")
+        OPS[op.kind].check_values(model, op)

@@ -1,13 +1,29 @@
-"""Command-line options shared by several tinydyn commands (click only: no torch here)."""
+"""Command-line options shared by several tinydyn commands, and the thresholds they default to
+(click and numpy only at import: torch and the executor are imported where needed)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from tinydyn.data.dataset import VALIDATION_OFFSET  # run/measure report the images before it
+from tinydyn.errors import TinydynError
 from tinydyn.quantize.policy import POLICIES
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from tinydyn.data import Dataset
+    from tinydyn.ir import IRModel
+
+DEFAULT_DATASET = "fashion-mnist"  # what `tinydyn train` trains on without --dataset
+DEFAULT_CONFIDENCE = 0.9
+DEFAULT_MARGIN = 2.0
+VALIDATION_IMAGES = 1000  # enough for a stable mean; one probe pass over them takes seconds
 
 
 def dataset_options(func: Any) -> Any:
@@ -18,7 +34,10 @@ def dataset_options(func: Any) -> Any:
         help="Directory with the dataset files (default: the Debian package for fashion-mnist).",
     )(func)
     return click.option(
-        "--dataset", default="fashion-mnist", show_default=True, help="fashion-mnist, mnist or cifar10."
+        "--dataset",
+        default=None,
+        help="fashion-mnist, mnist or cifar10 (default: train: fashion-mnist; other commands: the "
+        "dataset the model was trained on).",
     )(func)
 
 
@@ -27,7 +46,8 @@ def policy_options(func: Any) -> Any:
         "--threshold",
         type=float,
         default=None,
-        help="Confidence (0..1), margin (logits) or budget (MACs); default 0.9 / 2.0 / half the static MACs.",
+        help="Confidence (0..1), margin (logits) or budget (MACs); default 0.9 / 2.0 / the budget "
+        "spending on average what confidence 0.9 spends on validation images.",
     )(func)
     return click.option(
         "--policy",
@@ -38,8 +58,92 @@ def policy_options(func: Any) -> Any:
     )(func)
 
 
-def default_threshold(policy: str, threshold: float | None, static_macs: int) -> float:
-    """The threshold a policy uses when the user gives none."""
+@dataclass(frozen=True)
+class Threshold:
+    """A policy's threshold and, for the summary, what it means and where it came from."""
+
+    value: float
+    note: str
+
+
+def validation_images(data: Dataset, load_train: Callable[[], Dataset]) -> tuple[np.ndarray, str]:
+    """Images that tune defaults without being the ones reported: test images from
+    VALIDATION_OFFSET on; for a test split too small for that, the train split; failing that
+    (no train files), the test images themselves, said so."""
+    if len(data) > VALIDATION_OFFSET:
+        end = min(len(data), VALIDATION_OFFSET + VALIDATION_IMAGES)
+        return data.images[VALIDATION_OFFSET:end], f"{data.name} test images {VALIDATION_OFFSET}..{end - 1}"
+    try:
+        train = load_train()
+    except TinydynError:  # no train files: fall back to the test images, said so
+        return data.images[:VALIDATION_IMAGES], f"the {data.name} test images themselves (no train split)"
+    count = min(len(train), VALIDATION_IMAGES)
+    return train.images[:count], f"{data.name} train images 0..{count - 1} (test split too small)"
+
+
+def default_budget(ir: IRModel, images: np.ndarray) -> tuple[int, float]:
+    """The largest MAC budget whose mean executed MACs on ``images`` stay within what the
+    confidence policy (threshold DEFAULT_CONFIDENCE) spends on them; and that mean.
+
+    A budget is a per-image cap (an image leaves early when going on could exceed it), so a
+    budget equal to a mean would send nearly every image to the first exit; matching the mean
+    instead makes the budget policy as costly on average as the default confidence policy."""
+    import numpy as np
+
+    from tinydyn.host.sweep import probe
+    from tinydyn.quantize.policy import ExitPolicy
+
+    pr = probe(ir, images)
+    target = float(pr.outcome(ir, ExitPolicy("confidence", DEFAULT_CONFIDENCE))[2].mean())
+    # the budgets where some image's decision flips: the cost of going on past each early exit
+    candidates, heads = {0}, 0
+    for k in range(pr.num_exits - 1):
+        candidates |= set((pr.macs[k] - heads - pr.head_macs[k] + pr.next_cost_max[k]).tolist())
+        heads += pr.head_macs[k]
+    ordered = np.array(sorted(candidates), dtype=np.int64)
+
+    def mean_macs(index: int) -> float:
+        return float(pr.outcome(ir, ExitPolicy("budget", float(ordered[index])))[2].mean())
+
+    lo, hi = 0, len(ordered) - 1  # mean MACs grow with the budget: bisect
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if mean_macs(mid) <= target:
+            lo = mid
+        else:
+            hi = mid - 1
+    return int(ordered[lo]), target
+
+
+def default_threshold(
+    policy: str,
+    threshold: float | None,
+    ir: IRModel,
+    validation: Callable[[], tuple[np.ndarray, str]] | None = None,
+) -> Threshold:
+    """The threshold a policy uses, the user's when given. ``validation`` supplies the images
+    (and their description) the default budget is tuned on; only called for that default."""
+    rules = {
+        "confidence": "an image leaves at the first early exit whose softmax top-1 reaches it",
+        "margin": "an image leaves at the first early exit whose top-1 minus top-2 logit reaches it",
+        "budget": "an image leaves at an early exit when going on to the next could exceed it",
+    }
+    if policy == "none":
+        return Threshold(0.0, "policy none: every image runs to the final classifier")
     if threshold is not None:
-        return threshold
-    return {"confidence": 0.9, "margin": 2.0, "budget": static_macs / 2, "none": 0.0}[policy]
+        unit = " MACs" if policy == "budget" else ""
+        return Threshold(threshold, f"{policy} {threshold:g}{unit} (--threshold): {rules[policy]}")
+    if policy == "confidence":
+        return Threshold(DEFAULT_CONFIDENCE, f"confidence {DEFAULT_CONFIDENCE:g} (default): {rules[policy]}")
+    if policy == "margin":
+        return Threshold(DEFAULT_MARGIN, f"margin {DEFAULT_MARGIN:g} logits (default): {rules[policy]}")
+    if validation is None:
+        raise click.UsageError("the budget policy needs --threshold MACs here")
+    images, where = validation()
+    budget, target = default_budget(ir, images)
+    return Threshold(
+        float(budget),
+        f"budget {budget:,} MACs (default: the largest whose mean on {len(images)} validation images, "
+        f"{where}, stays within the {target:,.0f} MACs confidence {DEFAULT_CONFIDENCE:g} spends "
+        f"there): {rules[policy]}",
+    )

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tinydyn.ir import IRModel, Op
+from tinydyn.ops import op_kind
 
 ALIGN = 4
 
@@ -53,27 +54,11 @@ class MemoryPlan:
         )
 
 
-def op_reads(op: Op) -> list[str]:
-    names = list(op.inputs.values())
-    for key in ("channel_gate", "block_gate", "input_mask", "gate", "logits"):
-        if op.attrs.get(key):
-            names.append(op.attrs[key])
-    return names
-
-
 def schedule(ops: list[Op]) -> list[tuple[Op, list[str], list[str]]]:
     """Flattened (op, tensors read, tensors written), in the order the C code runs them."""
     out: list[tuple[Op, list[str], list[str]]] = []
     for op in ops:
-        if op.kind == "guard":
-            out.append((op, op_reads(op), []))
-            out.extend(schedule(op.then))
-            out.extend(schedule(op.orelse))
-        elif op.kind == "exit":
-            out.extend(schedule(op.then))
-            out.append((op, op_reads(op), []))
-        else:
-            out.append((op, op_reads(op), [op.output] if op.output else []))
+        out.extend(op_kind(op.kind).schedule(op, schedule))
     return out
 
 

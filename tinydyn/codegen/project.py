@@ -19,10 +19,9 @@ from tinydyn.codegen.layers import C_TYPES, ModelDesc, c_name, describe, hwc
 from tinydyn.codegen.planner import MemoryPlan, plan_memory
 from tinydyn.codegen.render import c_array_text, render, trusted_fields
 from tinydyn.ir import IRModel, Op, validate
+from tinydyn.ops import op_kind
 from tinydyn.quantize.executor import static_macs as ir_static_macs
 from tinydyn.quantize.policy import exp_lut
-
-COMPACT_BYTES = 4096  # weight-compaction scratch a masked conv may always take
 
 
 @dataclass
@@ -52,70 +51,26 @@ def firmware_dir() -> Path:
 
 
 def plan(ir: IRModel, desc: ModelDesc) -> MemoryPlan:
-    """Plan the arena; then let each masked conv compact as many weight rows at once as fits
-    under the peak already needed elsewhere (fewer im2col passes, no larger arena)."""
+    """Plan the arena; then let each op that can use more scratch (a masked conv compacting
+    weight rows) take what fits under the peak already needed elsewhere: no larger arena."""
     exclude = set() if desc.input_in_arena else {ir.input}
     first = plan_memory(ir, desc.tensor_bytes, desc.scratch, exclude)
     for name, layer in desc.layers.items():
-        if layer["kind"] != "conv2d" or layer["gates"]["input_mask"] == "NULL" or layer["groups"] != 1:
-            continue
-        row_len, out_c = layer["row_len"], layer["out_c"]
-        base = desc.scratch[name] - 2 * row_len
         live = first.live_bytes(first.positions[name], exclude=f"{name}#scratch")
-        # rows that fit under the peak for free, or at least 4 KB worth: each group costs
-        # one more im2col pass over the input
-        rows = max((first.lower_bound - live - base) // max(row_len, 1), COMPACT_BYTES // max(row_len, 1))
-        rows = max(2, min(out_c, rows - rows % 2))
-        layer["row_group"] = rows
-        desc.scratch[name] = base + rows * row_len
+        scratch = op_kind(layer["kind"]).plan_scratch(layer, first.lower_bound - live)
+        if scratch is not None:
+            desc.scratch[name] = scratch
     return plan_memory(ir, desc.tensor_bytes, desc.scratch, exclude)
 
 
 def schedule_nodes(ops: list[Op], desc: ModelDesc) -> list[dict[str, Any]]:
-    nodes: list[dict[str, Any]] = []
-    for op in ops:
-        if op.kind == "guard":
-            nodes.append(
-                {
-                    "type": "guard",
-                    "name": op.name,
-                    "gate": f"t_{c_name(op.attrs['gate'])}",
-                    "then": schedule_nodes(op.then, desc),
-                    "orelse": schedule_nodes(op.orelse, desc),
-                }
-            )
-        elif op.kind == "exit":
-            nodes.append(
-                {
-                    "type": "exit",
-                    "name": op.name,
-                    "final": bool(op.attrs.get("final")),
-                    "index": int(op.attrs["index"]),
-                    "next_cost_max": int(op.attrs.get("next_cost_max", 0)),
-                    "logits": f"t_{c_name(op.attrs['logits'])}",
-                    "then": schedule_nodes(op.then, desc),
-                }
-            )
-        elif op.kind == "linear" and op.attrs.get("role") == "gate":
-            nodes.append(
-                {
-                    "type": "gate",
-                    "cname": desc.layers[op.name]["cname"],
-                    "output": f"t_{c_name(op.output)}",
-                    "size": int(desc.layers[op.name]["out_c"]),
-                }
-            )
-        else:
-            nodes.append({"type": "call", "cname": desc.layers[op.name]["cname"]})
-    return nodes
+    """td_infer's body: each op kind gives its node (a call, a gate, a guard, an exit)."""
+    return [op_kind(op.kind).node(op, desc, lambda block: schedule_nodes(block, desc)) for op in ops]
 
 
-def max_macs(ops: list[Op]) -> int:
-    total = 0
-    for op in ops:
-        total += int(op.attrs.get("macs", 0)) if op.kind in ("conv2d", "linear") else 0
-        total += max_macs(op.then) + max_macs(op.orelse)
-    return total
+def max_macs(ir: IRModel) -> int:
+    """Worst case: every gate, every head, both branches of every guard."""
+    return sum(op_kind(op.kind).macs(op) for op in ir.walk())
 
 
 def build_project(
@@ -126,7 +81,7 @@ def build_project(
     out_dir = Path(out_dir)
     validate(ir)  # an IR built in memory gets the same schema check as one loaded from a file
     desc = describe(ir)
-    worst = max_macs(ir.ops)
+    worst = max_macs(ir)
     if worst >= 2**32:
         raise CodegenError(f"model can execute {worst} MACs, more than the firmware's uint32 counter holds")
     mem = plan(ir, desc)

@@ -8,6 +8,11 @@ import numpy as np
 
 from tinydyn.errors import TinydynError
 
+# Fashion-MNIST (and MNIST) have no validation split: test images from here on tune what is
+# decided from data (default budgets, FPGA folding), the images before it report accuracy, so
+# no decision sees the reported images.
+VALIDATION_OFFSET = 5000
+
 
 class DatasetError(TinydynError):
     """A dataset is missing, unknown or corrupt; the message names the file and the fix."""

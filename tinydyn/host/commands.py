@@ -13,25 +13,54 @@ from typing import Any
 
 import click
 
+from tinydyn.data import Dataset
 from tinydyn.errors import TinydynError
 from tinydyn.ir import IRModel
-from tinydyn.options import dataset_options, default_threshold, policy_options
+from tinydyn.options import Threshold, dataset_options, default_threshold, policy_options, validation_images
 from tinydyn.quantize.executor import Results
 from tinydyn.quantize.policy import ExitPolicy
 
 
 def load_reference(checkpoint: Path | None, ir_dir: Path | None) -> IRModel:
     """The integer reference: an IR directory, or a checkpoint lowered here (the bundled one by default)."""
+    return load_reference_and_dataset(checkpoint, ir_dir)[0]
+
+
+def load_reference_and_dataset(
+    checkpoint: Path | None, ir_dir: Path | None, dataset: str | None = None
+) -> tuple[IRModel, str, str, str]:
+    """The integer reference, the dataset to measure it on (``dataset`` if given and it fits,
+    else the model's own) with where that came from, and the model's name for messages."""
+    from tinydyn.models.provenance import model_dataset
+
     if checkpoint is not None and ir_dir is not None:
         raise click.UsageError("give --checkpoint or --ir, not both")
     if ir_dir is not None:
-        return IRModel.load(ir_dir)
-    from tinydyn.models.checkpoint import bundled_checkpoint, load_model  # torch: only on this path
-    from tinydyn.quantize.lower import lower
+        ir, recorded, what = IRModel.load(ir_dir), None, f"IR {ir_dir}"
+    else:
+        from tinydyn.models.checkpoint import bundled_checkpoint, load_model  # torch: only on this path
+        from tinydyn.quantize.lower import lower
 
-    path = checkpoint or bundled_checkpoint()
-    model, _ = load_model(path)
-    return lower(model, name=path.stem)
+        path = checkpoint or bundled_checkpoint()
+        model, payload = load_model(path)
+        ir, recorded, what = lower(model, name=path.stem), payload.get("dataset"), f"checkpoint {path}"
+    name, source = model_dataset(dataset, ir.classes, input_shape(ir), recorded, what)
+    return ir, name, source, what
+
+
+def input_shape(ir: IRModel) -> tuple[int, int, int]:
+    c, h, w = (int(v) for v in ir.input_spec.shape)
+    return c, h, w
+
+
+def load_test_set(ir: IRModel, dataset: str, data_root: Path | None, what: str) -> Dataset:
+    """The test split of ``dataset``, checked against the model before anything is built."""
+    from tinydyn.data import load_dataset
+    from tinydyn.models.provenance import check_loaded
+
+    data = load_dataset(dataset, "test", data_root)
+    check_loaded(data, ir.classes, input_shape(ir), what)
+    return data
 
 
 def artifact_paths(results: Path) -> dict[str, Path]:
@@ -61,6 +90,9 @@ class MeasureRequest:
     plots: bool = True
     expected_model_id: str | None = None
     progress: bool = True
+    data: Dataset | None = None  # the test split, when the caller loaded (and checked) it already
+    threshold_note: str = ""  # what the threshold means and where it came from, for the summary
+    dataset_note: str = ""  # why this dataset (--dataset, or the model's own)
 
 
 def measure_and_report(
@@ -76,7 +108,7 @@ def measure_and_report(
     from tinydyn.host.sweep import probe, sweep, sweep_policies
     from tinydyn.quantize.executor import execute
 
-    data = load_dataset(req.dataset, "test", req.data_root)
+    data = req.data if req.data is not None else load_dataset(req.dataset, "test", req.data_root)
     if req.limit and req.limit < len(data):
         data = data.subset(req.limit)
     ir = req.ir
@@ -113,6 +145,10 @@ def measure_and_report(
     finally:
         client.close()
     summary = summarize(outcome, ir)
+    if req.dataset_note:
+        summary["dataset_note"] = req.dataset_note
+    if req.threshold_note:
+        summary["threshold_note"] = req.threshold_note
     paths = artifact_paths(req.out)
     points = sweep(
         ir, data.images, data.labels, sweep_policies(req.policy.kind, ir.meta["static_backbone_macs"]), pr
@@ -143,9 +179,24 @@ def measure_and_report(
     return summary, reference, mismatch
 
 
-def policy_from(policy: str, threshold: float | None, ir: IRModel, gating: bool = True) -> ExitPolicy:
-    static = ir.meta["static_backbone_macs"]
-    return ExitPolicy(policy, default_threshold(policy, threshold, static), gating=gating)
+def policy_from(
+    policy: str,
+    threshold: float | None,
+    ir: IRModel,
+    gating: bool = True,
+    data: Dataset | None = None,
+    data_root: Path | None = None,
+) -> tuple[ExitPolicy, Threshold]:
+    """The exit policy to measure with; a default budget is tuned on validation images of ``data``."""
+
+    def validation() -> tuple[Any, str]:
+        from tinydyn.data import load_dataset
+
+        assert data is not None
+        return validation_images(data, lambda: load_dataset(data.name, "train", data_root))
+
+    chosen = default_threshold(policy, threshold, ir, validation if data is not None else None)
+    return ExitPolicy(policy, chosen.value, gating=gating), chosen
 
 
 # ---------------------------------------------------------------------------- commands
@@ -267,7 +318,7 @@ def _sigterm_as_interrupt() -> None:
 @click.option("--model-id", default=None, help="Model id the board must report (default: the reference's).")
 def measure_cmd(
     port: str,
-    dataset: str,
+    dataset: str | None,
     data_root: Path | None,
     policy: str,
     threshold: float | None,
@@ -288,14 +339,18 @@ def measure_cmd(
     """Stream test images to a board, check every answer against the integer reference, report."""
     if resume and overwrite:
         raise click.UsageError("give --resume or --overwrite, not both")
-    ir = load_reference(checkpoint, ir_dir)
+    ir, name, source, what = load_reference_and_dataset(checkpoint, ir_dir, dataset)
+    data = load_test_set(ir, name, data_root, what)
+    exit_policy, chosen = policy_from(
+        policy, threshold, ir, gating=not no_gating, data=data, data_root=data_root
+    )
     req = MeasureRequest(
         port=port,
         ir=ir,
-        dataset=dataset,
+        dataset=name,
         data_root=data_root,
         limit=limit,
-        policy=policy_from(policy, threshold, ir, gating=not no_gating),
+        policy=exit_policy,
         out=out,
         resume=resume,
         overwrite=overwrite,
@@ -306,6 +361,9 @@ def measure_cmd(
         plots=not no_plots,
         expected_model_id=model_id,
         progress=sys.stderr.isatty(),
+        data=data,
+        threshold_note=chosen.note,
+        dataset_note=f"{name} test split ({source})",
     )
     _sigterm_as_interrupt()
     try:
@@ -324,7 +382,7 @@ def measure_cmd(
 # ---------------------------------------------------------------------------- the main job
 def run_main(
     checkpoint: Path | None,
-    dataset: str,
+    dataset: str | None,
     data_root: Path | None,
     policy: str,
     threshold: float | None,
@@ -341,7 +399,8 @@ def run_main(
     from tinydyn.host.emulate import QemuBoard
     from tinydyn.host.firmware import build_firmware
     from tinydyn.host.report import write_json
-    from tinydyn.models.checkpoint import bundled_checkpoint, load_model
+    from tinydyn.models.checkpoint import bundled_checkpoint, load_model, model_dataset_of
+    from tinydyn.models.provenance import check_loaded
     from tinydyn.quantize.lower import lower
     from tinydyn.train.evaluate import brevitas_predictions
 
@@ -357,13 +416,22 @@ def run_main(
     def stage(name: str, t: float) -> None:
         stages[name] = round(time.perf_counter() - t, 2)
 
-    out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     path = checkpoint or bundled_checkpoint()
     echo(f"[1/6] loading {path} and quantizing (Brevitas) ...")
-    model, _ = load_model(path)
+    model, payload = load_model(path)
+    # the dataset is settled and loaded before anything is lowered, built or written: a wrong
+    # --dataset or missing files fail in seconds, not after the firmware build
+    data_name, source = model_dataset_of(path, payload, model.config, dataset)
+    cfg = model.config
+    data = load_dataset(data_name, "test", data_root)
+    check_loaded(data, cfg.classes, (cfg.in_channels, cfg.input_size, cfg.input_size), f"checkpoint {path}")
+    echo(f"      dataset {data_name} ({source})")
     ir = lower(model, name=path.stem)
+    exit_policy, chosen = policy_from(policy, threshold, ir, data=data, data_root=data_root)
+    echo(f"      exit rule: {chosen.note}")
     stage("quantize", t)
+    out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     ir_dir = ir.save(out / "ir")
     echo(
@@ -392,14 +460,17 @@ def run_main(
         req = MeasureRequest(
             port=proc.port,
             ir=ir,
-            dataset=dataset,
+            dataset=data_name,
             data_root=data_root,
             limit=limit,
-            policy=policy_from(policy, threshold, ir),
+            policy=exit_policy,
             out=results,
             resume=resume,
             overwrite=not resume,
             progress=sys.stderr.isatty(),
+            data=data,
+            threshold_note=chosen.note,
+            dataset_note=f"{data_name} test split ({source})",
         )
         summary, reference, mismatch = measure_and_report(req, echo=echo)
         stage("measure", t)
@@ -407,7 +478,7 @@ def run_main(
         proc.stop()
     t = time.perf_counter()
     echo("[6/6] comparing with the Brevitas model and writing the run summary ...")
-    data = load_dataset(dataset, "test", data_root).subset(limit)
+    data = data.subset(limit)
     preds = brevitas_predictions(model, data, req.policy, reference)
     brevitas = {
         "brevitas_accuracy": float((preds == data.labels).mean()),

@@ -60,10 +60,11 @@ def build_firmware(
 
 
 def write_energy_header(ir: IRModel, board: str, board_dir: Path) -> Path | None:
-    """board/td_energy_model.h: the board's modelled-energy arithmetic for this model (energy.py),
-    so that the firmware reports exactly what the host's model computes. None for boards the
-    energy model does not know (their serial_main.c then uses its own stand-in)."""
-    from tinydyn.host import energy
+    """board/td_energy_model.h: the board's modelled-energy arithmetic for this model, rendered
+    from templates/energy_model.h.j2 by :func:`tinydyn.cost.energy.c_header`, so that the firmware
+    reports exactly what the host's model computes. None for boards the energy model does not
+    know (their serial_main.c then uses its own stand-in)."""
+    from tinydyn.cost import energy
 
     if board not in energy.COEFFICIENTS:
         return None

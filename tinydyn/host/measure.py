@@ -126,11 +126,11 @@ def compare(result: P.Result, ref: Results, i: int) -> dict[str, list[Any]]:
 
 
 class EnergyCheck:
-    """Recomputes a board's MODELLED energy with tinydyn.host.energy (the firmware embeds the same
+    """Recomputes a board's MODELLED energy with tinydyn.cost.energy (the firmware embeds the same
     integer model, so they must agree exactly); boards the model does not know are not checked."""
 
     def __init__(self, ir: IRModel, board: str) -> None:
-        from tinydyn.host import energy
+        from tinydyn.cost import energy
 
         self._energy = energy
         self.board = board
@@ -370,7 +370,7 @@ def summarize(outcome: Outcome, ir: IRModel) -> dict[str, Any]:
         "clock_hz": clock,
         "energy_kind": energy_kind,
         "mean_energy_uj": float(energy.mean() / 1000.0),
-        # modelled energy recomputed on the host (tinydyn.host.energy): share that agrees exactly
+        # modelled energy recomputed on the host (tinydyn.cost.energy): share that agrees exactly
         "energy_model_agreement": (
             float(np.mean([r["energy_model_ok"] for r in recs if "energy_model_ok" in r]))
             if any("energy_model_ok" in r for r in recs)
@@ -394,14 +394,17 @@ def summarize(outcome: Outcome, ir: IRModel) -> dict[str, Any]:
 def summary_lines(s: dict[str, Any]) -> list[str]:
     hist = " ".join(f"exit{i}:{k}" for i, k in enumerate(s["exit_histogram"]))
     ref_hist = " ".join(f"exit{i}:{k}" for i, k in enumerate(s["reference_exit_histogram"]))
+    threshold = f"{s['threshold']:,.0f} MACs" if s["policy"] == "budget" else f"{s['threshold']:g}"
     lines = [
         f"board                  {s['board']}  (model {s['model']} {s['model_id']})",
-        f"images                 {s['images']}  (policy {s['policy']}, threshold {s['threshold']:g})",
+        *([f"dataset                {s['dataset_note']}"] if s.get("dataset_note") else []),
+        f"images                 {s['images']}  (policy {s['policy']}, threshold {threshold})",
         f"accuracy board         {100 * s['accuracy']:.2f}%   "
         f"(reference {100 * s['reference_accuracy']:.2f}%)",
         f"agreement w/ reference {100 * s['agreement']:.2f}%   ({s['mismatches']} mismatches; "
         f"class agreement {100 * s['class_agreement']:.2f}%)",
         f"exit histogram         {hist}   (reference {ref_hist})",
+        *([f"exit rule              {s['threshold_note']}"] if s.get("threshold_note") else []),
         f"mean executed MACs     {s['mean_macs']:,.0f}   (static {s['static_backbone_macs']:,}: "
         f"{s['mac_reduction']:.2f}x fewer)",
         f"skipped per image      {s['mean_skipped_blocks']:.2f} blocks, "

@@ -20,32 +20,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinydyn.ir import IRModel, Op
-from tinydyn.quantize.executor import _Run, check_images, top1
-from tinydyn.quantize.policy import ExitPolicy, IntegerPolicy
+from tinydyn.ops import op_kind
+from tinydyn.quantize.executor import every_head, top1, trace
+from tinydyn.quantize.policy import ExitPolicy
 
 CONFIDENCE_SWEEP = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.995, 1.0)
 MARGIN_SWEEP = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 1e9)
 BUDGET_FRACTIONS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.5)
 
 
-class _ProbePolicy(IntegerPolicy):
-    """Computes every head (kind 'confidence'), never leaves, records logits and MACs."""
-
-    def __init__(self, base: IntegerPolicy) -> None:
-        super().__init__("confidence", 0, [], 0, list(base.lut_mults))
-        self.run: _Run | None = None
-        self.logits: dict[int, np.ndarray] = {}
-        self.macs: dict[int, np.ndarray] = {}
-
-    def decide(self, logits: np.ndarray, exit_index: int) -> np.ndarray:
-        assert self.run is not None
-        self.logits[exit_index] = logits.copy()
-        self.macs[exit_index] = self.run.macs.copy()  # the head just ran: its MACs are in
-        return np.zeros(len(logits), dtype=bool)
-
-
 def _head_macs(op: Op) -> int:
-    return sum(int(o.attrs.get("macs", 0)) for o in op.then if o.kind in ("conv2d", "linear"))
+    return sum(op_kind(o.kind).macs(o) for o in op.then)
 
 
 @dataclass
@@ -91,23 +76,15 @@ class Probe:
 
 def probe(ir: IRModel, images: np.ndarray, batch_size: int = 256) -> Probe:
     """One pass computing every head (see the module docstring)."""
-    images = check_images(ir, images)
     exit_ops = sorted(ir.exits(), key=lambda op: op.attrs["index"])
-    base = ExitPolicy("confidence", 1.0).to_integer(ir)
-    parts: list[_ProbePolicy] = []
-    for start in range(0, len(images), batch_size):
-        pp = _ProbePolicy(base)
-        run = _Run(ir, images[start : start + batch_size], pp)
-        pp.run = run
-        run.run_ops(ir.ops, np.ones(len(run.running), dtype=bool))
-        final = exit_ops[-1].attrs["index"]
-        pp.logits[final] = run.logits.copy()
-        pp.macs[final] = run.macs.copy()
-        parts.append(pp)
+    run = trace(ir, images, every_head(), batch_size, keep_tensors=False)
+    final = int(exit_ops[-1].attrs["index"])
+    logits = {**run.exit_logits, final: run.results.logits}
+    macs = {**run.exit_macs, final: run.results.macs}
     indices = [int(op.attrs["index"]) for op in exit_ops]
     return Probe(
-        logits=[np.concatenate([p.logits[i] for p in parts]) for i in indices],
-        macs=[np.concatenate([p.macs[i] for p in parts]) for i in indices],
+        logits=[logits[i] for i in indices],
+        macs=[macs[i] for i in indices],
         head_macs=[_head_macs(op) for op in exit_ops],
         next_cost_max=[int(op.attrs.get("next_cost_max", 0)) for op in exit_ops],
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinydyn.data.dataset import VALIDATION_OFFSET
 from tinydyn.hw.boards import FpgaBoard, get_board, register_with_finn
 from tinydyn.hw.checks import block_features, check_partition, head_arrays, reference_tensors
 from tinydyn.hw.controller import StageHead, write_controller
@@ -40,6 +41,7 @@ from tinydyn.hw.static_model import Saliences, gates_note, mean_saliences, stati
 from tinydyn.ir import IRModel
 from tinydyn.models.checkpoint import bundled_fpga_checkpoint, load_model
 from tinydyn.models.lcnet import LCNet
+from tinydyn.ops import op_kind
 from tinydyn.quantize.executor import execute
 from tinydyn.quantize.lower import lower
 from tinydyn.quantize.policy import ExitPolicy
@@ -48,11 +50,6 @@ STATIC_SWEEP = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2)  # static targets tried, rela
 AUTO_START_FPS = 2000.0  # first target of the automatic search (images/s into segment 0)
 AUTO_TRIES = 4
 AUTO_HEADROOM = 0.85  # aim at this share of the part (shell, IODMAs, interconnect need the rest)
-
-
-# Fashion-MNIST has no validation split: test images from here on decide the folding (stage
-# reach), the images before it report accuracy, so no design decision sees the reported images
-VALIDATION_OFFSET = 5000
 
 
 def dataset_images(
@@ -396,10 +393,10 @@ def _op_macs(ir: IRModel) -> dict[str, int]:
     """MACs by block ('b3'), 'stem', and exit head ('exit0', 'final')."""
     out: dict[str, int] = {}
     for op in ir.walk():
-        if op.kind not in ("conv2d", "linear"):
-            continue
-        key = op.name.split(".")[0]
-        out[key] = out.get(key, 0) + int(op.attrs.get("macs", 0))
+        macs = op_kind(op.kind).macs(op)
+        if macs:
+            key = op.name.split(".")[0]
+            out[key] = out.get(key, 0) + macs
     return out
 
 

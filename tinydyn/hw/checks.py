@@ -51,8 +51,8 @@ from tinydyn.hw.export import (
     torch_outputs,
 )
 from tinydyn.ir import IRModel
-from tinydyn.quantize.executor import _Run, requantize
-from tinydyn.quantize.policy import ExitPolicy
+from tinydyn.ops.arith import requantize
+from tinydyn.quantize.executor import every_head, trace
 
 ATOL = 1e-5
 MIN_AGREEMENT = 0.98  # float-tie rounding at a quantiser boundary may flip a rare image
@@ -75,14 +75,7 @@ def agrees(count: int, n: int) -> bool:
 
 def reference_tensors(ir: IRModel, images: np.ndarray) -> dict[str, np.ndarray]:
     """Every tensor of the integer reference for ``images`` (no early exit), exit logits included."""
-    run = _Run(ir, images, ExitPolicy("none").to_integer(ir))
-    live = np.ones(len(images), dtype=bool)
-    run.run_ops(ir.ops, live)
-    for op in ir.exits():
-        if op.attrs["logits"] not in run.env:  # early heads are skipped under policy none
-            run.running[:] = True
-            run.run_ops(op.then, live)
-    return run.env
+    return trace(ir, images, every_head()).tensors
 
 
 def head_arrays(ir: IRModel, head: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:

@@ -25,7 +25,10 @@ from tinydyn.quantize.policy import exp_lut, lut_multiplier
 PS_SOURCES = ("td_fpga.c", "td_fpga.h", "td_fpga_zynq.c")
 ADDRESSES_HEADER = "td_fpga_addresses.h"
 PROTOCOL_SOURCES = ("protocol.c", "protocol.h")
-CFLAGS = "-mcpu=cortex-a9 -marm -mfpu=neon -mfloat-abi=hard -Wall -Wextra -Werror -std=c99 -O2"
+# the target (Zynq-7000 PS: Cortex-A9, NEON, hard float) stays fixed in the Makefile even when a
+# user's CFLAGS (make CFLAGS=..., or one left in the environment) replaces the rest
+ARCH_CFLAGS = "-mcpu=cortex-a9 -marm -mfpu=neon -mfloat-abi=hard"
+CFLAGS = f"{ARCH_CFLAGS} -Wall -Wextra -Werror -std=c99 -O2"
 
 
 @dataclass
@@ -158,11 +161,17 @@ def write_controller(
     (out_dir / "td_fpga_model.h").write_text(render_header(heads, model_id, board, in_shape, cpu_hz))
     (out_dir / "Makefile").write_text(
         "# Cross-compile the PS controller objects (link with your Zynq BSP / FSBL linker script).\n"
-        "CC ?= arm-none-eabi-gcc\n"
-        f"CFLAGS ?= {CFLAGS}\n"
+        # not 'CC ?=': GNU make predefines CC=cc, so '?=' never applies and a plain 'make' would
+        # build ARM code with the host compiler; only make's own default is replaced here, so
+        # 'make CC=...' and CC in the environment still choose the compiler
+        "ifeq ($(origin CC),default)\n"
+        "CC = arm-none-eabi-gcc\n"
+        "endif\n"
+        f"ARCH_CFLAGS = {ARCH_CFLAGS}\n"
+        f"CFLAGS ?= {CFLAGS[len(ARCH_CFLAGS) :].strip()}\n"
         "OBJS = td_fpga.o td_fpga_zynq.o protocol.o\n"
         "all: $(OBJS)\n"
-        "%.o: %.c\n\t$(CC) $(CFLAGS) -c $< -o $@\n"
+        "%.o: %.c\n\t$(CC) $(ARCH_CFLAGS) $(CFLAGS) -c $< -o $@\n"
         "clean:\n\trm -f $(OBJS)\n"
     )
     return out_dir

@@ -31,7 +31,72 @@ from tinydyn.errors import TinydynError
 
 
 class ConfigError(TinydynError):
-    """A model configuration that cannot be built."""
+    """A model configuration that cannot be built: ``problem`` names what is wrong, the message
+    adds the fix (a checkpoint loader words its own fix around ``problem``)."""
+
+    def __init__(self, problem: str, fix: str = "") -> None:
+        super().__init__(f"{problem}: {fix}" if fix else problem)
+        self.problem = problem
+
+
+# Bounds of a buildable config. A config comes from the command line or from a checkpoint (an
+# untrusted file), so every value is checked before a single module is allocated: a width of
+# 100000 would otherwise ask torch for hundreds of GB.
+MAX_WIDTH = 1024  # channels per stage: one 3x3 conv is then 9.4M weights, beyond any board target
+MAX_STAGES = 6  # each stage halves the image: 6 stages take 256 px down to 8
+MAX_BLOCKS_PER_STAGE = 16  # deeper than any LC-Net/ResNet variant the paper or tinydyn trains
+MAX_IN_CHANNELS = 4  # grey, RGB, RGBA
+# square images: 8 px is the least three stride-2 stages reduce sensibly; 256 px is far beyond what
+# the MCU firmware buffers (3x32x32 by default) while a training batch of them still fits memory
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 256
+MIN_CLASSES, MAX_CLASSES = 2, 100  # the MCU firmware's TD_MAX_CLASSES (tinydyn_model.h)
+MAX_CLASS_NAME = 64  # class names are printed in reports and one-line messages
+# ~80 MB of float32 weights: 40x the int8 weights the largest MCU target (2 MB flash) holds,
+# so only a typo or a hostile file reaches it, and building such a model still takes seconds
+MAX_PARAMETERS = 20_000_000
+
+
+def _shown(value: Any) -> str:
+    """A value for a one-line message: numbers as such (huge ones elided), other things by type."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"a {type(value).__name__}"
+    if isinstance(value, int) and abs(value) >= 10**12:
+        return "a number with more than 12 digits"  # str() of a huge int can even raise
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _int(name: str, value: Any, low: int, high: int, fix: str) -> int:
+    # bool is an int subclass, but True as a width is a mistake, not a 1
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be a whole number, got {_shown(value)}", fix)
+    if not low <= value <= high:
+        raise ConfigError(f"{name} {_shown(value)} is outside {low}..{high}", fix)
+    return int(value)
+
+
+def _ints(name: str, value: Any, low: int, high: int, fix: str) -> tuple[int, ...]:
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"{name} must be a list of whole numbers, got {_shown(value)}", fix)
+    if len(value) > 64:  # longer than any bound below: do not walk a hostile million-entry list
+        raise ConfigError(f"{name} has {len(value)} entries", fix)
+    return tuple(_int(f"{name}[{i}]", v, low, high, fix) for i, v in enumerate(value))
+
+
+def parameter_count(cfg: LCNetConfig) -> int:
+    """Weights and BN parameters the config builds (for the size cap; biases included)."""
+    total, cin = 9 * cfg.in_channels * cfg.stem_width + 4 * cfg.stem_width, cfg.stem_width
+    outs = []
+    for stage, (width, count) in enumerate(zip(cfg.widths, cfg.blocks, strict=True)):
+        for i in range(count):
+            total += 9 * cin * width + 9 * width * width + 8 * width
+            if cfg.gates:
+                total += cin * (1 + width) + 1 + width
+            if (stage > 0 and i == 0) or cin != width:
+                total += cin * width + 4 * width
+            outs.append(width)
+            cin = width
+    heads = [outs[e] for e in cfg.exits] + [cin]
+    return total + sum((c + 1) * cfg.num_classes for c in heads)
 
 
 class Int16ActPerTensorFloat(Int8ActPerTensorFloat):
@@ -56,36 +121,85 @@ class LCNetConfig:
     classes: tuple[str, ...] = field(default_factory=lambda: tuple(str(i) for i in range(10)))
 
     def __post_init__(self) -> None:
-        self.widths, self.blocks, self.exits = tuple(self.widths), tuple(self.blocks), tuple(self.exits)
+        # types and bounds first: a checkpoint is untrusted, and nothing is built from it before this
+        shape = "e.g. --widths 16,32,64 --blocks 1,1,1"
+        self.in_channels = _int(
+            "in_channels", self.in_channels, 1, MAX_IN_CHANNELS, "train on grey or colour images"
+        )
+        self.input_size = _int(
+            "input_size", self.input_size, MIN_INPUT_SIZE, MAX_INPUT_SIZE, "train on images of that size"
+        )
+        self.num_classes = _int(
+            "num_classes", self.num_classes, MIN_CLASSES, MAX_CLASSES, "train on a dataset with that many"
+        )
+        self.widths = _ints("widths", self.widths, 1, MAX_WIDTH, f"give widths in 1..{MAX_WIDTH}, {shape}")
+        self.stem_width = _int("stem_width", self.stem_width, 1, MAX_WIDTH, f"give widths in 1..{MAX_WIDTH}")
+        self.blocks = _ints(
+            "blocks", self.blocks, 1, MAX_BLOCKS_PER_STAGE, f"give 1..{MAX_BLOCKS_PER_STAGE} blocks per stage"
+        )
+        self.exits = _ints("exits", self.exits, 0, 10**6, "name blocks by their index, e.g. --exits 0,1")
+        if not isinstance(self.gates, bool):
+            raise ConfigError(f"gates must be true or false, got {_shown(self.gates)}", "retrain the model")
+        leak = self.leak
+        if isinstance(leak, bool) or not isinstance(leak, int | float) or not 0.0 <= leak <= 1.0:
+            raise ConfigError(f"leak must be a number in 0..1, got {_shown(leak)}", "retrain the model")
+        self.leak = float(leak)
+        if not isinstance(self.classes, list | tuple) or len(self.classes) > MAX_CLASSES:
+            raise ConfigError(f"classes must be a list of up to {MAX_CLASSES} names", "retrain the model")
+        for i, name in enumerate(self.classes):
+            if not isinstance(name, str) or not 0 < len(name) <= MAX_CLASS_NAME or not name.isprintable():
+                raise ConfigError(
+                    f"class name {i} must be 1..{MAX_CLASS_NAME} printable characters", "retrain the model"
+                )
         self.classes = tuple(self.classes)
+        # then the structure
         if len(self.widths) != len(self.blocks) or not self.widths:
-            raise ConfigError(
-                "widths and blocks need one entry per stage: e.g. --widths 16,32,64 --blocks 1,1,1"
-            )
-        if any(b < 1 for b in self.blocks) or any(w < 1 for w in self.widths):
-            raise ConfigError("every stage needs at least one block and one channel")
+            raise ConfigError("widths and blocks need one entry per stage", shape)
+        if len(self.widths) > MAX_STAGES:
+            raise ConfigError(f"{len(self.widths)} stages is more than {MAX_STAGES}", shape)
         total = sum(self.blocks)
         if any(not 0 <= e < total - 1 for e in self.exits):
             raise ConfigError(
-                f"early exits {self.exits} must name blocks 0..{total - 2} (the last block feeds "
-                "the final classifier)"
+                f"early exits {list(self.exits)} must name blocks 0..{total - 2}",
+                "the last block feeds the final classifier",
+            )
+        if list(self.exits) != sorted(set(self.exits)):
+            raise ConfigError(
+                f"early exits {list(self.exits)} repeat or are out of order",
+                "give them ascending, e.g. --exits 0,1",
             )
         if len(self.classes) != self.num_classes:
-            raise ConfigError(f"{len(self.classes)} class names given for {self.num_classes} classes")
+            raise ConfigError(
+                f"{len(self.classes)} class names given for {self.num_classes} classes", "retrain the model"
+            )
         if self.input_size < 2 ** len(self.widths):
-            raise ConfigError(f"input size {self.input_size} is too small for {len(self.widths)} stages")
+            raise ConfigError(
+                f"input size {self.input_size} is too small for {len(self.widths)} stages", "use fewer stages"
+            )
+        params = parameter_count(self)
+        if params > MAX_PARAMETERS:
+            raise ConfigError(
+                f"the model would have {params:,} parameters, more than tinydyn's cap of {MAX_PARAMETERS:,}",
+                "use narrower or fewer stages",
+            )
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @staticmethod
-    def from_json(data: dict[str, Any]) -> LCNetConfig:
+    def from_json(data: Any) -> LCNetConfig:
+        """The config a checkpoint stores; every field must be there (no silent defaults)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"the model config is {_shown(data)}, not a mapping", "retrain the model")
         known = LCNetConfig.__dataclass_fields__
-        unknown = set(data) - set(known)
+        unknown = [str(k)[:40] for k in data if k not in known]
         if unknown:
             raise ConfigError(
-                f"unknown model config keys {sorted(unknown)}: checkpoint from another version?"
+                f"unknown model config keys {sorted(unknown)[:5]}", "checkpoint from another version?"
             )
+        missing = [k for k in known if k not in data]
+        if missing:
+            raise ConfigError(f"model config lacks {missing}", "checkpoint from another version?")
         return LCNetConfig(**data)
 
 

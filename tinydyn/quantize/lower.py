@@ -17,10 +17,11 @@ import torch
 from brevitas import nn as qnn
 from torch import nn
 
+from tinydyn.cost.torch_cost import static_backbone_macs
 from tinydyn.errors import TinydynError
 from tinydyn.ir import DTYPE_RANGES, SALIENCE_ONE, IRModel, Op, TensorSpec, validate
-from tinydyn.models.cost import static_backbone_macs
 from tinydyn.models.lcnet import ExitHead, Gate, LCBlock, LCNet, ReLU1, act_scale
+from tinydyn.ops import op_kind
 from tinydyn.quantize.requant import multipliers, scaled
 
 INPUT_SCALE = 1.0 / 255.0
@@ -135,11 +136,7 @@ class _Builder:
             inputs["residual"] = residual
             self.arrays[f"{name}.res_mult"] = scaled(res_ratio, shift)
         out_spec = self.tensors[out]
-        w = folded.weight
-        if kind == "conv2d":
-            macs = w.shape[0] * w.shape[1] * w.shape[2] * w.shape[3] * out_spec.shape[1] * out_spec.shape[2]
-        else:
-            macs = w.shape[0] * w.shape[1]
+        macs = op_kind(kind).macs_of_shapes(folded.weight.shape, out_spec.shape)
         attrs = {**attrs, "out_range": list(DTYPE_RANGES[out_spec.dtype]), "macs": int(macs)}
         # the int32/int64 bounds are proved for the whole model by validate() (ir_schema)
         return Op(kind, name, inputs, out, attrs)
@@ -306,6 +303,5 @@ def set_next_costs(ops: list[Op]) -> None:
 
 
 def op_max_macs(op: Op) -> int:
-    if op.kind == "guard":
-        return max(sum(op_max_macs(o) for o in op.then), sum(op_max_macs(o) for o in op.orelse))
-    return int(op.attrs.get("macs", 0))
+    """The most MACs one execution of ``op`` can cost (a guard: its dearer branch)."""
+    return op_kind(op.kind).max_macs(op, lambda block: sum(op_max_macs(o) for o in block))

@@ -33,6 +33,8 @@ class Summary:
     exit_histogram: list[int]
     mean_skipped_blocks: float
     mean_skipped_channels: float
+    dataset: str = ""  # which images, and why those (--dataset, or the checkpoint's own)
+    threshold_note: str = ""  # the policy's threshold, where it came from and how exits use it
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,8 +43,12 @@ class Summary:
         hist = " ".join(f"exit{i}:{n}" for i, n in enumerate(self.exit_histogram))
         brevitas = "n/a" if self.brevitas_accuracy is None else f"{100 * self.brevitas_accuracy:.2f}%"
         agree = "n/a" if self.agreement is None else f"{100 * self.agreement:.2f}%"
-        return [
-            f"images                 {self.images}  (policy {self.policy}, threshold {self.threshold:g})",
+        threshold = f"{self.threshold:,.0f} MACs" if self.policy == "budget" else f"{self.threshold:g}"
+        head = [f"dataset                {self.dataset}"] if self.dataset else []
+        if self.threshold_note:
+            head.append(f"exit rule              {self.threshold_note}")
+        return head + [
+            f"images                 {self.images}  (policy {self.policy}, threshold {threshold})",
             f"accuracy brevitas      {brevitas}",
             f"accuracy int reference {100 * self.reference_accuracy:.2f}%   (agreement {agree})",
             f"mean executed MACs     {self.mean_macs:,.0f}",

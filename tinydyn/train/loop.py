@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from tinydyn.cost.torch_cost import salience_penalty
 from tinydyn.data import Dataset
 from tinydyn.errors import TinydynError
 from tinydyn.models.checkpoint import read_checkpoint, save_checkpoint
-from tinydyn.models.cost import salience_penalty
 from tinydyn.models.lcnet import LCNet, LCNetConfig
 
 
@@ -105,6 +105,11 @@ def train(
             f"({model_config.in_channels}, {model_config.input_size}, {model_config.input_size}): "
             "pick the matching --dataset or model size"
         )
+    if tuple(train_set.classes) != tuple(model_config.classes):
+        raise TinydynError(
+            f"dataset {train_set.name} has classes {', '.join(train_set.classes[:3])}, ... but the model "
+            f"answers in {', '.join(model_config.classes[:3])}, ...: pick the matching --dataset"
+        )
     model = LCNet(model_config)
     optimizer = make_optimizer(model, cfg)
     if state is not None:
@@ -114,8 +119,7 @@ def train(
         if resume and resume_path(out_path).is_file():
             optimizer.load_state_dict(torch.load(resume_path(out_path), weights_only=True)["optimizer"])
         if resume:
-            start_epoch = int(state["train"]["epochs_done"])
-            history = list(state["train"]["history"])
+            start_epoch, history = resume_point(out_path, state)
     elif backbone_from is not None:
         copy_backbone(model, read_checkpoint(backbone_from)["state_dict"], train_set)
     total_steps = cfg.epochs * ((len(train_set) + cfg.batch_size - 1) // cfg.batch_size)
@@ -167,7 +171,9 @@ def train(
         if folded_from:
             train_info["folded_from"] = folded_from
         # the checkpoint stays small (it can ship); the optimizer state for --resume sits beside it
-        save_checkpoint(out_path, model, {"train_history": history}, {"train": train_info})
+        # the dataset is recorded: eval, run and measure default to it and refuse another
+        extra = {"train": train_info, "dataset": train_set.name}
+        save_checkpoint(out_path, model, {"train_history": history}, extra)
         torch.save({"optimizer": optimizer.state_dict()}, resume_path(out_path))
     return {"history": history, "path": str(out_path)}
 
@@ -199,6 +205,19 @@ def fold_gates_of(checkpoint: Path, train_set: Dataset, images: int = 1000) -> d
         raise TinydynError(f"{checkpoint} has no gates to fold: fine-tune it with --init-from alone")
     net = static_model(gated, mean_saliences(gated, train_set.images[:images]))
     return {"config": net.config.to_json(), "state_dict": net.state_dict()}
+
+
+def resume_point(path: Path, state: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+    """Epochs done and their history, from a checkpoint that --resume continues."""
+    info = state.get("train")
+    done = info.get("epochs_done") if isinstance(info, dict) else None
+    history = info.get("history") if isinstance(info, dict) else None
+    if isinstance(done, bool) or not isinstance(done, int) or done < 0 or not isinstance(history, list):
+        raise TinydynError(
+            f"{path} has no training record to resume from: train it anew without --resume, or give "
+            "it with --init-from"
+        )
+    return done, list(history)
 
 
 def resume_path(checkpoint: Path) -> Path:

@@ -50,7 +50,7 @@
 #endif
 
 /* ---- modelled energy (used when no sensor answers) ----
- * tinydyn.host.firmware.build_firmware writes board/td_energy_model.h (tinydyn.host.energy:
+ * tinydyn.host.firmware.build_firmware writes board/td_energy_model.h (tinydyn.cost.energy:
  * the DDI-form model of docs/ENERGY.md at 120 MHz), which the host reproduces bit for bit. A
  * project built by hand without it falls back to the model's per-cycle term alone. */
 #if defined(__has_include)

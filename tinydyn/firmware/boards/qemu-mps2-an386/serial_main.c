@@ -35,7 +35,7 @@
 #endif
 
 /* ---- modelled energy ----
- * tinydyn.host.firmware.build_firmware writes board/td_energy_model.h (tinydyn.host.energy.c_header:
+ * tinydyn.host.firmware.build_firmware writes board/td_energy_model.h (tinydyn.cost.energy.c_header:
  * DDI-form model E = sum accesses_i * e_i + MACs * e_MAC + cycles * e_cycle, docs/ENERGY.md), whose
  * td_emodel_from_macs() the host reproduces bit for bit. A project built by hand without it falls
  * back to a per-instruction stand-in. Either way the energy is reported as MODELLED. */

@@ -1,18 +1,26 @@
-"""MAC accounting for LC-Net models, from the architecture alone.
+"""Training-side costs, in torch: static MACs of an LC-Net from its architecture, the
+salience L1 penalty weighted by MACs, and a differentiable form of the DDI energy model.
 
 MACs are the multiply-accumulates of convolutions and fully connected layers (gates and
 heads included); pooling, requantisation and adds are not counted. The integer executor
 counts the same quantity op by op; this module gives the static figures and the
-differentiable cost proxy the L1 penalty weighs saliences with.
+differentiable cost proxies a training loss weighs gates with. The only module of
+:mod:`tinydyn.cost` that imports torch (the package loads it lazily).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from tinydyn.models.lcnet import LCNet
+from tinydyn.cost.energy import EnergyCoefficients, coefficients
+
+if TYPE_CHECKING:  # cost sits below models: only the type is needed here
+    from tinydyn.models.lcnet import LCNet
+
+FJ_PER_NJ = 1e6
 
 
 @dataclass(frozen=True)
@@ -79,3 +87,35 @@ def salience_penalty(
         penalty = penalty + s_block.abs().mean() * cost.channels * per_channel / 2
         penalty = penalty + s_chan.abs().sum(dim=1).mean() * per_channel / 2
     return penalty
+
+
+def expected_energy_nj(
+    board: str | EnergyCoefficients,
+    macs: torch.Tensor,
+    flash_bytes: torch.Tensor,
+    sram_read_bytes: torch.Tensor,
+    sram_write_bytes: torch.Tensor,
+    cycles: torch.Tensor | float = 0.0,
+) -> torch.Tensor:
+    """DDI's E = sum_i #acc_i * e_i + #MAC * e_MAC (+ cycles * e_cycle), differentiable, in nJ.
+
+    The count tensors hold *expected* executed counts per layer, layers on the last axis,
+    e.g. ``p * table.macs`` with ``p`` the soft gate probability of each layer's block and
+    ``table`` the per-layer cost table (:func:`tinydyn.cost.traffic.layer_costs`). They
+    broadcast together; leading axes (a batch) are averaged, so the result is a scalar a loss
+    can add (``L + alpha * E``). ``cycles`` is per inference (no layer axis).
+
+    With 0/1 gates it equals :func:`tinydyn.cost.energy.energy` on the same counts before
+    that function floors fJ to nJ (float rounding aside: float64 is exact to well below 1 nJ,
+    float32 to about 1e-7 relative). Coefficients are scaled to nJ first so that float32 sums
+    stay in range.
+    """
+    c = coefficients(board)
+    per_layer = (
+        macs * (c.fj_per_mac / FJ_PER_NJ)
+        + flash_bytes * (c.fj_per_flash_byte / FJ_PER_NJ)
+        + sram_read_bytes * (c.fj_per_sram_read_byte / FJ_PER_NJ)
+        + sram_write_bytes * (c.fj_per_sram_write_byte / FJ_PER_NJ)
+    )
+    per_inference = per_layer.sum(dim=-1) + torch.as_tensor(cycles) * (c.fj_per_cycle / FJ_PER_NJ)
+    return per_inference.mean()

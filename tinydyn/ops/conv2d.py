@@ -1,0 +1,149 @@
+"""``conv2d``: grouped k×k convolution, int8 weights [Cout, Cin/groups, k, k], requantised with
+optional gates (channel gate, block gate, input mask) and residual."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from tinydyn.ir_schema import MAX_DIM, Field, IRError, is_int
+from tinydyn.ops.arith import conv_accumulate, conv_output_hw
+from tinydyn.ops.weighted import WEIGHTED_ATTRS, WeightedOp, requant_arrays
+
+COMPACT_BYTES = 4096  # weight-compaction scratch a masked conv may always take
+
+if TYPE_CHECKING:
+    from tinydyn.codegen.cdefs import ModelDesc
+    from tinydyn.ir import IRModel, Op
+    from tinydyn.ir_schema import ShapeChecker
+    from tinydyn.quantize.executor import Run
+
+
+class Conv2d(WeightedOp):
+    kind = "conv2d"
+    template = "ops/conv2d.c.j2"
+    attrs: ClassVar[dict[str, Field]] = {
+        **WEIGHTED_ATTRS,
+        "stride": Field(lambda v: is_int(v) and 1 <= v <= 16, "an integer in 1..16", True),
+        "padding": Field(lambda v: is_int(v) and 0 <= v <= 16, "an integer in 0..16", True),
+        "groups": Field(lambda v: is_int(v) and 1 <= v <= MAX_DIM, f"an integer in 1..{MAX_DIM}"),
+    }
+
+    def check_shapes(self, checker: ShapeChecker, op: dict[str, Any], where: str) -> None:
+        attrs, name = op.get("attrs", {}), op["name"]
+        (x_shape, _, _), (o_shape, _, _) = checker.spec(op["inputs"]["x"]), checker.spec(op["output"])
+        if len(x_shape) != 3 or len(o_shape) != 3:
+            raise IRError(f"{where}: a conv2d reads and writes [C, H, W] tensors")
+        groups = attrs.get("groups", 1)
+        cin, cout = x_shape[0], o_shape[0]
+        if cin % groups or cout % groups:
+            raise IRError(
+                f"{where} attr 'groups' ({groups}) does not divide its {cin} input and {cout} output channels"
+            )
+        # the kernel size is the weight's (square, checked with the arrays in check_values)
+        checker.arrays[f"{name}.weight"] = ("int8", (cout, cin // groups, None, None))
+        self.check_gates(checker, attrs, where, cin, cout)
+        requant_arrays(checker, name, where, op, attrs)
+
+    def check_values(self, model: IRModel, op: Op) -> None:
+        """The weight's kernel is square and maps the input to the output; MACs follow from it."""
+        cout, cin_g, kh, kw = model.arrays[f"{op.name}.weight"].shape
+        x_shape, o_shape = model.tensors[op.inputs["x"]].shape, model.tensors[op.output].shape
+        stride, pad = op.attrs["stride"], op.attrs["padding"]
+        where = f"IR op '{op.name}'"
+        if (
+            kh != kw
+            or pad >= kh
+            or conv_output_hw(x_shape[1], x_shape[2], kh, stride, pad) != tuple(o_shape[1:])
+        ):
+            raise IRError(
+                f"{where}: a {kh}x{kw} kernel with stride {stride} and padding {pad} does not map "
+                f"{list(x_shape)} to {list(o_shape)} (kernels are square, padding < kernel)"
+            )
+        macs = cout * cin_g * kh * kw * o_shape[1] * o_shape[2]
+        if op.attrs["macs"] != macs:
+            raise IRError(
+                f"{where} attr 'macs' is {op.attrs['macs']}, its shapes give {macs}: re-run the lowering"
+            )
+        super().check_values(model, op)
+
+    def plan_scratch(self, layer: dict[str, Any], spare_bytes: int) -> int | None:
+        """A masked conv compacts the active channels' weight rows into scratch: as many rows at
+        once as fit under the peak already needed elsewhere (each group costs one more im2col
+        pass over the input), or at least COMPACT_BYTES worth."""
+        if layer["gates"]["input_mask"] == "NULL" or layer["groups"] != 1:
+            return None
+        row_len, out_c = layer["row_len"], layer["out_c"]
+        base = layer["scratch_min"] - 2 * row_len
+        rows = max((spare_bytes - base) // max(row_len, 1), COMPACT_BYTES // max(row_len, 1))
+        rows = max(2, min(out_c, rows - rows % 2))
+        layer["row_group"] = rows
+        return base + rows * row_len
+
+    def execute(self, run: Run, op: Op, live: np.ndarray) -> None:
+        x, gate, active_out, active_in = self.operands(run, op)
+        weight = run.model.array(op, "weight")
+        groups = op.attrs.get("groups", 1)
+        acc = conv_accumulate(
+            x, weight, run.model.array(op, "bias"), op.attrs["stride"], op.attrs["padding"], groups
+        )
+        kk = weight.shape[2] * weight.shape[3]
+        hw = acc.shape[2] * acc.shape[3]
+        cout_g, cin_g = weight.shape[0] // groups, weight.shape[1]
+        macs = np.zeros(x.shape[0], dtype=np.int64)
+        for g in range(groups):
+            outs = active_out[:, g * cout_g : (g + 1) * cout_g].sum(axis=1)
+            ins = active_in[:, g * cin_g : (g + 1) * cin_g].sum(axis=1)
+            macs += outs * ins * kk * hw
+        run.macs += np.where(live, macs, 0)
+        if op.attrs.get("channel_gate"):
+            run.skipped_channels += np.where(live, (~active_out).sum(axis=1), 0)
+        self.finish(run, op, acc, gate)
+
+    def describe(self, ir: IRModel, op: Op, desc: ModelDesc) -> dict[str, Any]:
+        from tinydyn.codegen.cdefs import CArray, c_name, hwc
+        from tinydyn.codegen.packing import pack_conv, prove_accumulators
+        from tinydyn.codegen.planner import align
+
+        x, out = ir.tensors[op.inputs["x"]], ir.tensors[op.output]
+        weight = ir.array(op, "weight")
+        cout, _, k, _ = weight.shape
+        groups = int(op.attrs.get("groups", 1))
+        stride, pad = int(op.attrs["stride"]), int(op.attrs["padding"])
+        cin, h, w = hwc(x)
+        _, ho, wo = hwc(out)
+        packed, row_len = pack_conv(weight, groups)
+        acc_max = prove_accumulators(op.name, packed, row_len, ir.array(op, "bias"), x.dtype)
+        desc.max_acc[op.name] = acc_max
+        cn = c_name(op.name)
+        desc.arrays.append(CArray(f"w_{cn}", "int8_t", packed))
+        quant = self.quant_fields(ir, op, desc, acc_max)
+        base = align(2 * cout) + align(2 * cin)
+        if groups == 1:
+            scratch = base + 16 * cout + 4 * row_len  # index lists, channel table, two im2col columns
+            if op.attrs.get("input_mask"):
+                scratch += 2 * row_len  # at least two compacted rows; the planner may grant more
+        else:
+            scratch = base + align(cin)
+        desc.scratch[op.name] = scratch
+        return {
+            "scratch_min": scratch,
+            "weight": f"w_{cn}",
+            "row_len": row_len,
+            "in_c": cin,
+            "in_h": h,
+            "in_w": w,
+            "out_c": cout,
+            "out_h": ho,
+            "out_w": wo,
+            "kernel": k,
+            "stride": stride,
+            "pad": pad,
+            "groups": groups,
+            "row_group": 0,
+            "quant": quant,
+            **self.common_fields(ir, op, x, out),
+            "summary": f"conv {k}x{k}/{stride} pad {pad}{'' if groups == 1 else f' groups {groups}'}, "
+            f"{cin}x{h}x{w} -> {cout}x{ho}x{wo}",
+        }
