@@ -23,8 +23,8 @@ from tinydyn.codegen import build_project
 from tinydyn.codegen.harness import run_host, run_qemu
 from tinydyn.data import load_dataset
 from tinydyn.models.checkpoint import bundled_checkpoint, load_model
+from tinydyn.models.lcnet_lower import lower
 from tinydyn.quantize.executor import execute
-from tinydyn.quantize.lower import lower
 from tinydyn.quantize.policy import ExitPolicy
 
 FIELDS = ("logits", "predictions", "exits", "macs", "skipped_blocks", "skipped_channels")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tinydyn.data import load_dataset
 from tinydyn.models.checkpoint import bundled_checkpoint, load_model
-from tinydyn.quantize.lower import lower
+from tinydyn.models.lcnet_lower import lower
 from tinydyn.quantize.policy import ExitPolicy
 from tinydyn.train.evaluate import evaluate
 

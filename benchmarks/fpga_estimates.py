@@ -49,10 +49,10 @@ def fold_only_accuracy(policy: ExitPolicy, images: int) -> dict:
     """The bundled gated model with its gates folded into mean saliences, no fine-tuning
     (integer reference, the same test images as the FPGA report)."""
     from tinydyn.data import load_dataset
-    from tinydyn.hw.static_model import mean_saliences, static_model
     from tinydyn.models.checkpoint import load_model
+    from tinydyn.models.lcnet_fpga import mean_saliences, static_model
+    from tinydyn.models.lcnet_lower import lower
     from tinydyn.quantize.executor import execute
-    from tinydyn.quantize.lower import lower
 
     gated, _ = load_model(None)
     calib = load_dataset("fashion-mnist", "train").images[:1000]

@@ -28,8 +28,8 @@ from tinydyn.codegen import build_project
 from tinydyn.codegen.harness import instructions, run_qemu
 from tinydyn.ir import IRModel
 from tinydyn.models.lcnet import LCNet, LCNetConfig
+from tinydyn.models.lcnet_lower import lower
 from tinydyn.quantize.executor import execute
-from tinydyn.quantize.lower import lower
 from tinydyn.quantize.policy import ExitPolicy
 
 ICOUNT_SHIFT = 3

@@ -27,10 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tinydyn.commands.board import load_reference  # noqa: E402
 from tinydyn.data import load_dataset  # noqa: E402
 from tinydyn.host import protocol as P  # noqa: E402
 from tinydyn.host.client import BoardClient  # noqa: E402
-from tinydyn.host.commands import load_reference  # noqa: E402
 from tinydyn.host.emulate import QemuBoard  # noqa: E402
 from tinydyn.host.firmware import build_firmware  # noqa: E402
 

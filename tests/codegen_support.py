@@ -7,8 +7,8 @@ import numpy as np
 from tinydyn.codegen.harness import HarnessResults
 from tinydyn.ir import IRModel, TensorSpec
 from tinydyn.models.lcnet import LCNetConfig
+from tinydyn.models.lcnet_lower import lower
 from tinydyn.quantize.executor import Results, trace
-from tinydyn.quantize.lower import lower
 from tinydyn.quantize.policy import ExitPolicy
 
 FIELDS = ("logits", "predictions", "exits", "macs", "skipped_blocks", "skipped_channels")

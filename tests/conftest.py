@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tinydyn.models.lcnet import LCNet, LCNetConfig
-from tinydyn.quantize.lower import lower
+from tinydyn.models.lcnet_lower import lower
 
 FMNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 
 from tests.conftest import make_model
 from tinydyn.errors import TinydynError
-from tinydyn.models.checkpoint import load_model, model_dataset_of, save_checkpoint
+from tinydyn.models.checkpoint import save_checkpoint
 from tinydyn.models.lcnet import LCNetConfig
+from tinydyn.pipeline import load_ir
 
 TINY = {"widths": (4, 8), "blocks": (1, 1), "stem_width": 4, "exits": (0,)}
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.int64, torch.int32, torch.uint8, torch.bool]
@@ -112,10 +113,10 @@ def test_any_checkpoint_loads_or_is_a_one_line_error(
     kind, what = data.draw(mutation(payload))
     path.write_bytes(apply(payload, raw, kind, what))
     try:
-        model, loaded = load_model(path)
-        model_dataset_of(path, loaded, model.config, None)
+        loaded = load_ir(path)  # what every command does with it: load, lower, find its dataset
+        loaded.dataset(None)
     except TinydynError as exc:
         text = str(exc)
         assert text and "\n" not in text and len(text) < 400 + len(str(path)), text
         return
-    assert model.config.widths  # loaded: a usable model
+    assert loaded.module.config.widths and loaded.ir.ops  # loaded: a usable model and its IR

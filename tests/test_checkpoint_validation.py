@@ -142,13 +142,14 @@ def test_width_100000_fails_before_building_anything(
 ) -> None:
     """It used to ask torch for ~360 GB. Now: no module is built, and the command fails fast."""
     import tinydyn.models.checkpoint as checkpoint
+    from tinydyn.models.lcnet_family import LCNET
 
     bad = edited(old_mnist_ckpt, tmp_path, lambda p: p["config"].update(widths=[8, 100000]))
 
     def no_build(config: Any) -> None:
         raise AssertionError("a module was built from an invalid config")
 
-    monkeypatch.setattr(checkpoint, "LCNet", no_build)
+    monkeypatch.setattr(LCNET, "build", no_build)
     with pytest.raises(checkpoint.CheckpointError, match="widths\\[1\\] 100000 is outside 1..1024"):
         checkpoint.load_model(bad)
     # within every per-field bound, far beyond the parameter cap
@@ -299,7 +300,7 @@ def test_default_budget_is_explained(
 def test_default_budget_on_the_bundled_model_uses_validation_images(fashion_test: Any) -> None:
     """Half the static MACs sent every image to exit 0; the default now spends on average what
     confidence 0.9 spends, on test images 5000.. (never the reported ones)."""
-    from tinydyn.host.commands import load_reference, policy_from
+    from tinydyn.commands.board import load_reference, policy_from
     from tinydyn.quantize.executor import execute
 
     ir = load_reference(None, None)

@@ -222,15 +222,15 @@ def test_backbone_from_a_static_checkpoint(tmp_path, fashion_test):
         "--epochs",
         "1",
     )
-    assert_one_line_error(wrong, "shares no stem weights")
+    assert_one_line_error(wrong, "shares no weights")
 
 
 def test_fold_gates_fine_tunes_the_gate_free_model(trained, tmp_path):
     """--fold-gates starts from the gated model's saliences folded into its BNs (lr 0 keeps them),
     and writes a gate-free checkpoint with the exits, the model 'tinydyn fpga' builds as is."""
     from tinydyn.data import load_dataset
-    from tinydyn.hw.static_model import mean_saliences, static_model
     from tinydyn.models.checkpoint import load_model
+    from tinydyn.models.lcnet_fpga import mean_saliences, static_model
 
     out = tmp_path / "fpga.pt"
     proc = tinydyn(

@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from tinydyn.codegen import CodegenError, build_project
-from tinydyn.codegen.commands import build as build_command
 from tinydyn.codegen.harness import run_host
 from tinydyn.codegen.packing import pack_conv, pack_rows, packed_positions, prove_accumulators, unpack_rows
 from tinydyn.codegen.planner import check_plan, plan_memory
+from tinydyn.commands.build import build as build_command
 from tinydyn.ir import IRError, IRModel
 from tinydyn.quantize.executor import execute
 from tinydyn.quantize.policy import ExitPolicy

@@ -15,8 +15,8 @@ from tinydyn.codegen import build_project
 from tinydyn.codegen.harness import run_host
 from tinydyn.ir import DTYPE_RANGES, IRModel, Op, TensorSpec, validate
 from tinydyn.ops.arith import conv_accumulate, conv_output_hw
+from tinydyn.quantize.builder import set_next_costs
 from tinydyn.quantize.executor import every_head, execute, trace
-from tinydyn.quantize.lower import set_next_costs
 from tinydyn.quantize.policy import ExitPolicy
 
 from .codegen_support import assert_same

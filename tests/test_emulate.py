@@ -7,6 +7,7 @@ as `tinydyn measure` would, or with raw frames. Also: the NUCLEO-L4R5ZI firmware
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -329,3 +330,22 @@ def test_nucleo_firmware_builds(gated_ir: IRModel, tmp_path: Path) -> None:
     ] == (
         0x20000000 + 640 * 1024  # initial SP: top of the 640 KB SRAM
     )
+
+
+def test_measure_no_gating_over_the_serial_link(board: QemuBoard, gated_ir: IRModel, tmp_path) -> None:
+    """`tinydyn measure --no-gating` tells the board (CONFIG gating flag), so the board runs the
+    static network the reference computes: every image matches, no block is skipped."""
+    ir_dir = gated_ir.save(tmp_path / "ir")
+    rows = {}
+    for flag in ("--no-gating", None):
+        out = tmp_path / f"{flag or 'gating'}.jsonl"
+        args = ["measure", "--port", board.port, "--ir", str(ir_dir), "--dataset", "fashion-mnist"]
+        args += ["--limit", "12", "--policy", "none", "--out", str(out), "--no-plots"]
+        proc = tinydyn(*args, *([flag] if flag else []))
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        results = [json.loads(line) for line in out.read_text().splitlines()]
+        rows[flag] = [r for r in results if "seq" in r]
+        assert len(rows[flag]) == 12 and all(r["match"] for r in rows[flag]), err
+    assert all(r["skipped_blocks"] == 0 and r["skipped_channels"] == 0 for r in rows["--no-gating"])
+    assert sum(r["skipped_blocks"] for r in rows[None]) > 0  # gating on does skip (diversified model)

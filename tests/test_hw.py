@@ -89,8 +89,8 @@ def test_static_model_folds_mean_saliences(small_model, fashion_test):
     """Constant saliences folded into the BNs compute exactly the gated block with fixed gates."""
     import torch
 
-    from tinydyn.hw.static_model import mean_saliences, static_model
     from tinydyn.models.lcnet import act_scale
+    from tinydyn.models.lcnet_fpga import mean_saliences, static_model
 
     sal = mean_saliences(small_model, fashion_test.images[:32])
     assert set(sal.block) == {0, 1} and all(0.0 <= v <= 1.0 for v in sal.block.values())
@@ -111,7 +111,7 @@ def test_static_model_folds_mean_saliences(small_model, fashion_test):
 
 
 def test_partitions_are_segments_and_heads(small_model):
-    from tinydyn.hw.export import partition_specs
+    from tinydyn.models.lcnet_fpga import partition_specs
 
     specs = partition_specs(small_model.config)  # blocks 0, 1; exit after block 0
     assert [(s.name, s.kind, list(s.blocks), s.stem, s.head) for s in specs] == [

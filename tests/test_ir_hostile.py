@@ -310,9 +310,9 @@ VIOLATIONS: list[tuple[str, Mutation, str]] = [
     ),
     ("exit logits of the wrong type", _set_tensor("final.logits", "dtype", "uint8"), "attr 'logits'"),
     (
-        "reserved kind",
+        "another kind's fields",
         lambda d, a: ({**d, "ops": [{**d["ops"][0], "kind": "lstm_gate"}, *d["ops"][1:]]}, a),
-        "reserved",
+        "for kind 'lstm_gate'",
     ),
 ]
 
@@ -407,7 +407,7 @@ def test_mutated_irs_give_a_one_line_error_or_a_bit_exact_build(ir_dir, tmp_path
 
 
 def test_lowering_names_the_ir_safely_whatever_the_checkpoint_file_is_called(small_model):
-    from tinydyn.quantize.lower import lower
+    from tinydyn.models.lcnet_lower import lower
 
     ir = lower(small_model, name="my model (v2)\n$(shell id)")
     assert ir.name == "my_model__v2____shell_id_"

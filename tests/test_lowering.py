@@ -9,8 +9,9 @@ from torch import nn
 
 from tinydyn.cost.torch_cost import static_backbone_macs
 from tinydyn.models.lcnet import LCNetConfig
+from tinydyn.models.lcnet_lower import lower
+from tinydyn.quantize.builder import OverflowRiskError, UnsupportedLayerError
 from tinydyn.quantize.executor import execute, trace
-from tinydyn.quantize.lower import OverflowRiskError, UnsupportedLayerError, lower
 from tinydyn.quantize.policy import ExitPolicy
 from tinydyn.train.loop import to_float
 

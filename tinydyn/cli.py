@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 
+from tinydyn.codegen.boards import boards_that_boot_here
 from tinydyn.errors import TinydynError
+from tinydyn.models.registry import DEFAULT_FAMILY, FAMILIES, family_names
 from tinydyn.options import DEFAULT_DATASET, dataset_options, policy_options
 
 
@@ -29,6 +31,14 @@ def cli() -> None:
 
 @cli.command()
 @dataset_options
+@click.option(
+    "--model",
+    "family",
+    type=click.Choice(family_names()),
+    default=DEFAULT_FAMILY,
+    show_default=True,
+    help="Model family: " + "; ".join(f"{name}: {entry.summary}" for name, entry in FAMILIES.items()),
+)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/model.pt"), show_default=True)
 @click.option("--epochs", type=int, default=4, show_default=True)
 @click.option("--batch-size", type=int, default=128, show_default=True)
@@ -68,6 +78,7 @@ def cli() -> None:
 def train(
     dataset: str | None,
     data_root: Path | None,
+    family: str,
     out: Path,
     epochs: int,
     batch_size: int,
@@ -85,9 +96,9 @@ def train(
     fold_gates: bool,
     limit: int | None,
 ) -> None:
-    """Train an LC-Net (writes a checkpoint after every epoch)."""
+    """Train a dynamic model (writes a checkpoint after every epoch)."""
     from tinydyn.data import load_dataset
-    from tinydyn.models.lcnet import LCNetConfig
+    from tinydyn.models import get_family
     from tinydyn.train.loop import TrainConfig
     from tinydyn.train.loop import train as run_training
 
@@ -98,7 +109,7 @@ def train(
         data = data.subset(limit)
     c, h, _ = data.input_shape
     stage_widths = int_tuple(widths)
-    config = LCNetConfig(
+    config = get_family(family).config_from_options(
         in_channels=c,
         input_size=h,
         num_classes=data.num_classes,
@@ -118,21 +129,12 @@ def train(
         init_from=init_from,
         backbone_from=backbone_from,
         fold_gates=fold_gates,
+        family_name=family,
     )
     last = result["history"][-1] if result["history"] else {}
     click.echo(
         f"checkpoint {out}  (epochs {len(result['history'])}, last epoch {last.get('seconds', 0):.0f} s)"
     )
-
-
-def load_pipeline(checkpoint: Path | None):  # noqa: ANN201
-    """Checkpoint → Brevitas model → integer IR."""
-    from tinydyn.models.checkpoint import bundled_checkpoint, load_model
-    from tinydyn.quantize.lower import lower
-
-    path = checkpoint or bundled_checkpoint()
-    model, _ = load_model(path)
-    return model, lower(model, name=path.stem)
 
 
 @cli.command(name="eval")
@@ -155,25 +157,21 @@ def evaluate_cmd(
     no_gating: bool,
 ) -> None:
     """Accuracy, executed MACs and exits of a checkpoint (Brevitas and integer reference)."""
+    from tinydyn.commands.board import load_test_set
     from tinydyn.data import load_dataset
-    from tinydyn.models.checkpoint import bundled_checkpoint, load_model, model_dataset_of
-    from tinydyn.models.provenance import check_loaded
     from tinydyn.options import default_threshold, validation_images
-    from tinydyn.quantize.lower import lower
+    from tinydyn.pipeline import load_ir
     from tinydyn.quantize.policy import ExitPolicy
     from tinydyn.train.evaluate import evaluate
 
-    path = checkpoint or bundled_checkpoint()
-    model, payload = load_model(path)
-    cfg = model.config
+    loaded = load_ir(checkpoint)
+    ir, model = loaded.ir, loaded.module
     # the model's own dataset unless --dataset names another with the same classes and images
-    name, source = model_dataset_of(path, payload, cfg, dataset)
-    data = load_dataset(name, "test", data_root)
-    check_loaded(data, cfg.classes, (cfg.in_channels, cfg.input_size, cfg.input_size), f"checkpoint {path}")
+    name, source = loaded.dataset(dataset)
+    data = load_test_set(ir, name, data_root, loaded.what)
     full = data
     if limit:
         data = data.subset(limit)
-    ir = lower(model, name=path.stem)
     chosen = default_threshold(
         policy, threshold, ir, lambda: validation_images(full, lambda: load_dataset(name, "train", data_root))
     )
@@ -194,7 +192,9 @@ def evaluate_cmd(
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/ir"), show_default=True)
 def lower(checkpoint: Path | None, out: Path) -> None:
     """Quantize and lower a checkpoint to the integer IR (model.json + weights.npz)."""
-    _, ir = load_pipeline(checkpoint)
+    from tinydyn.pipeline import load_ir
+
+    ir = load_ir(checkpoint).ir
     ir.save(out)
     click.echo(
         f"IR {ir.name} ({ir.model_id()}) written to {out}: {len(list(ir.walk()))} ops, "
@@ -210,7 +210,7 @@ def lower(checkpoint: Path | None, out: Path) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/main"), show_default=True)
 @click.option(
     "--board",
-    type=click.Choice(["qemu-mps2-an386", "host"]),
+    type=click.Choice(boards_that_boot_here()),
     default="qemu-mps2-an386",
     show_default=True,
     help="Board booted here (host = the firmware as a Linux process on a pty).",
@@ -230,15 +230,15 @@ def run(
     resume: bool,
 ) -> None:
     """The main job: checkpoint → quantize → IR → C → firmware → QEMU → measure over the pty → report."""
-    from tinydyn.host.commands import run_main
+    from tinydyn.commands.board import run_main
 
     run_main(checkpoint, dataset, data_root, policy, threshold, limit, out, board, icount_shift, resume)
 
 
 def _register_subcommands() -> None:
     """Commands owned by other parts of the pipeline (imported lazily by click at call time)."""
-    from tinydyn.codegen.commands import build
-    from tinydyn.host.commands import emulate, firmware_cmd, measure_cmd
+    from tinydyn.commands.board import emulate, firmware_cmd, measure_cmd
+    from tinydyn.commands.build import build
     from tinydyn.hw.commands import fpga
 
     cli.add_command(build)

@@ -26,6 +26,7 @@ class Board:
     firmware: str = ""  # what `make firmware` builds ("" = the board has no serial firmware)
     firmware_cflags: str = ""  # defaults for FW_CFLAGS (make variables allowed)
     objcopy: str = ""  # binary image for flashing (firmware.bin) when set
+    boots_here: bool = False  # `tinydyn run` can start it on this machine (a process or QEMU)
     srcs: tuple[str, ...] = field(default=())  # harness build's board sources (set by get_board)
     serial_srcs: tuple[str, ...] = field(default=())  # firmware build's extra sources
 
@@ -67,6 +68,7 @@ BOARDS: dict[str, Board] = {
         description="native Linux process (tests, bit-exact checks)",
         serial_files=("host/board_host.c",),
         firmware="board_host",
+        boots_here=True,
     ),
     "qemu-mps2-an386": Board(
         name="qemu-mps2-an386",
@@ -76,6 +78,7 @@ BOARDS: dict[str, Board] = {
         serial_files=_QEMU_SERIAL,
         # must equal QEMU's -icount shift; `tinydyn emulate` reads it back from the ELF
         firmware_cflags="-DTD_ICOUNT_SHIFT=$(ICOUNT_SHIFT)",
+        boots_here=True,
     ),
     "nucleo-l4r5zi": Board(
         name="nucleo-l4r5zi",
@@ -88,6 +91,16 @@ BOARDS: dict[str, Board] = {
         objcopy="arm-none-eabi-objcopy",
     ),
 }
+
+
+def boards_with_firmware() -> list[str]:
+    """Boards whose project builds the serial firmware `tinydyn measure` talks to."""
+    return [name for name, board in BOARDS.items() if board.firmware]
+
+
+def boards_that_boot_here() -> list[str]:
+    """Boards `tinydyn run` can start on this machine (a Linux process, QEMU)."""
+    return [name for name, board in BOARDS.items() if board.boots_here]
 
 
 def get_board(name: str) -> Board:

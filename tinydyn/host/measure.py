@@ -31,7 +31,7 @@ from tinydyn.ir import IRModel
 from tinydyn.quantize.executor import Results, execute
 from tinydyn.quantize.policy import ExitPolicy
 
-RUN_KEYS = ("model_id", "board", "dataset", "policy", "threshold", "logits")
+RUN_KEYS = ("model_id", "board", "dataset", "policy", "threshold", "gating", "logits")
 CHECKED = ("class", "exit", "macs", "skipped_blocks", "skipped_channels", "logits")
 
 
@@ -95,6 +95,7 @@ def run_header(
         "dataset": dataset,
         "policy": policy.kind,
         "threshold": policy.threshold,
+        "gating": policy.gating,
         "logits": logits,
         "info": info.to_dict(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -242,7 +243,14 @@ def measure(
                 "use the same settings or another --out"
             )
     config = P.Config.from_policy(ip, info.num_exits, gating=ip.gating, logits=logits)
-    client.configure(config.policy, config.confidence_t16, config.margins, config.budget_macs, logits=logits)
+    client.configure(
+        config.policy,
+        config.confidence_t16,
+        config.margins,
+        config.budget_macs,
+        gating=config.gating,
+        logits=logits,
+    )
 
     energy_check = EnergyCheck(ir, info.board_name)
     done = {int(r["seq"]) for r in previous if "seq" in r}

@@ -11,19 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from torch import nn
 
 from tinydyn.data.dataset import VALIDATION_OFFSET
 from tinydyn.hw.boards import FpgaBoard, get_board, register_with_finn
 from tinydyn.hw.checks import block_features, check_partition, head_arrays, reference_tensors
 from tinydyn.hw.controller import StageHead, write_controller
-from tinydyn.hw.export import (
-    ExportedPartition,
-    ExportError,
-    export_partition,
-    partition_specs,
-    run_qonnx,
-    whole_network_spec,
-)
+from tinydyn.hw.export import ExportedPartition, ExportError, export_partition, run_qonnx
 from tinydyn.hw.finn_shims import finn_version, load_finn
 from tinydyn.hw.flow import StageEstimate, run_front_end
 from tinydyn.hw.package import write_package
@@ -37,13 +31,11 @@ from tinydyn.hw.report import (
     stage_row,
     totals,
 )
-from tinydyn.hw.static_model import Saliences, gates_note, mean_saliences, static_model
 from tinydyn.ir import IRModel
 from tinydyn.models.checkpoint import bundled_fpga_checkpoint, load_model
-from tinydyn.models.lcnet import LCNet
+from tinydyn.models.registry import get_family
 from tinydyn.ops import op_kind
 from tinydyn.quantize.executor import execute
-from tinydyn.quantize.lower import lower
 from tinydyn.quantize.policy import ExitPolicy
 
 STATIC_SWEEP = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2)  # static targets tried, relative to early exit
@@ -53,21 +45,19 @@ AUTO_HEADROOM = 0.85  # aim at this share of the part (shell, IODMAs, interconne
 
 
 def dataset_images(
-    model: LCNet, split: str, count: int, seed: int = 0
+    model: nn.Module, split: str, count: int, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Fashion-MNIST images of ``split`` (train, test, validation) for a 1×28×28 model; random
     images (no labels) for other input shapes."""
-    cfg = model.config
-    if (cfg.in_channels, cfg.input_size) == (1, 28):
+    c, h, w = get_family(model.family).input_shape(model.config)
+    if (c, h, w) == (1, 28, 28):
         from tinydyn.data import load_dataset
 
         ds = load_dataset("fashion-mnist", "test" if split == "validation" else split)
         start = VALIDATION_OFFSET if split == "validation" else 0
         return ds.images[start : start + count], np.asarray(ds.labels[start : start + count])
     rng = np.random.default_rng(seed + {"test": 0, "train": 1, "validation": 2}[split])
-    return rng.integers(
-        0, 256, (count, cfg.in_channels, cfg.input_size, cfg.input_size), dtype=np.uint8
-    ), None
+    return rng.integers(0, 256, (count, c, h, w), dtype=np.uint8), None
 
 
 def stage_reach(static_ir: IRModel, images: np.ndarray, policy: ExitPolicy, stages: int) -> list[float]:
@@ -77,17 +67,18 @@ def stage_reach(static_ir: IRModel, images: np.ndarray, policy: ExitPolicy, stag
 
 
 def evaluate(
-    model: LCNet, static_ir: IRModel, images: np.ndarray, labels: np.ndarray | None, policy: ExitPolicy
+    model: nn.Module, static_ir: IRModel, images: np.ndarray, labels: np.ndarray | None, policy: ExitPolicy
 ) -> tuple[dict[str, float], list[dict]]:
     """Accuracies of the FPGA (static) model and of the dynamic model, and per exit the share
     of images leaving there, all from the integer reference executor."""
     fpga = execute(static_ir, images, policy)
-    n_stages = len(model.config.exits) + 1
+    n_stages = len(static_ir.exits())
     accuracy: dict[str, float] = {}
     table: list[dict] = []
     if labels is None:
         return accuracy, table
-    gated = model.config.gates
+    family = get_family(model.family)
+    gated = family.has_gates(model)
     final_only = execute(static_ir, images, ExitPolicy("none"))
     runs = {"fpga": fpga}
     accuracy[f"FPGA model{' (gates folded)' if gated else ''}, early exit"] = float(
@@ -95,7 +86,7 @@ def evaluate(
     )
     accuracy["FPGA model, final exit only"] = float((final_only.predictions == labels).mean())
     if gated:  # the model the gates were folded from, for comparison
-        runs["dynamic"] = execute(lower(model, name="dynamic"), images, policy)
+        runs["dynamic"] = execute(family.lower(model, "dynamic"), images, policy)
         accuracy["dynamic model (gates, integer reference), early exit"] = float(
             (runs["dynamic"].predictions == labels).mean()
         )
@@ -115,7 +106,7 @@ def build_fpga(
     board: str,
     out_dir: Path,
     *,
-    model: LCNet | None = None,
+    model: nn.Module | None = None,
     target_fps: float | None = None,
     policy: ExitPolicy | None = None,
     calibration_images: int = 1000,
@@ -147,22 +138,21 @@ def build_fpga(
         folded_from = payload.get("train", {}).get("folded_from")
     model.eval()
     cfg = model.config
+    family = get_family(model.family)
 
     # 1. the static model: gates folded into their mean saliences over calibration images
-    saliences: Saliences | None = None
-    if any(block.gated for block in model.blocks):
-        calib, _ = dataset_images(model, "train", calibration_images)
-        saliences = mean_saliences(model, calib)
-    note = gates_note(saliences, folded_from)
+    gated = family.has_gates(model)
+    calib = dataset_images(model, "train", calibration_images)[0] if gated else None
+    static = family.static_for_fpga(model, calib, folded_from)
+    net, note = static.module, static.note
     progress(f"fpga: {note}")
-    net = static_model(model, saliences)
-    ir = lower(net, name="fpga_static")
+    ir = family.lower(net, "fpga_static")
     ir.save(out_dir / "ir")  # the integer reference of what the FPGA runs (tinydyn measure --ir)
 
     # 2. reach on validation images (it decides the folding), accuracy on test images (integer
     # reference of the static and the dynamic model)
     val_images, _ = dataset_images(model, "validation", eval_images)
-    reach = stage_reach(ir, val_images, policy, len(cfg.exits) + 1)
+    reach = stage_reach(ir, val_images, policy, len(ir.exits()))
     images, labels = dataset_images(model, "test", eval_images)
     accuracy, exit_table = evaluate(model, ir, images, labels, policy)
     if assumed_reach is not None:
@@ -173,7 +163,7 @@ def build_fpga(
     progress("fpga: images reaching each stage: " + ", ".join(f"{r:.1%}" for r in reach))
     if accuracy:
         progress("fpga: accuracy: " + ", ".join(f"{k} {v:.2%}" for k, v in accuracy.items()))
-    if saliences is not None and checkpoint is not None:
+    if gated and checkpoint is not None:
         progress(
             "fpga: to recover accuracy lost to folding, fine-tune the gate-free model and build that: "
             f"tinydyn train --init-from {checkpoint} --fold-gates --epochs 4 --lr 1e-3 --out fpga.pt"
@@ -183,9 +173,10 @@ def build_fpga(
     probe = images[:check_images]
     ref = reference_tensors(ir, probe)
     parts: list[ExportedPartition] = []
-    for spec in partition_specs(cfg):
+    for spec in family.fpga_partitions(cfg):
         part_dir = out_dir / "stages" / spec.name
-        part = export_partition(net, spec, ir.tensors[spec.input_tensor].shape, part_dir / "model.onnx")
+        module = family.fpga_module(net, spec)
+        part = export_partition(module, spec, ir.tensors[spec.input_tensor].shape, part_dir / "model.onnx")
         x = ref[spec.input_tensor][:1].astype(np.float32)
         np.save(part_dir / "verify_input.npy", x)
         np.save(part_dir / "verify_expected.npy", run_qonnx(part.path, x))
@@ -229,14 +220,18 @@ def build_fpga(
         checks_json[spec.name] = check.to_json()
         rows.append(_row(est, part, reach, fpga, check.to_json()))
         timings[spec.name] = round(time.time() - t1, 2)
-    heads = _stage_heads(parts, ir, cfg)
+    heads = _stage_heads(parts, ir)
 
     # 6. static baseline: the whole network as one partition, as fast as the same budget allows
     t0 = time.time()
     total = totals(rows)
     ee_fps = early_exit_fps(rows)
+    whole_spec = family.fpga_whole(cfg)
     whole = export_partition(
-        net, whole_network_spec(cfg), ir.tensors["input"].shape, out_dir / "static" / "model.onnx"
+        family.fpga_module(net, whole_spec),
+        whole_spec,
+        ir.tensors["input"].shape,
+        out_dir / "static" / "model.onnx",
     )
     best = None
     for factor in static_sweep:
@@ -257,7 +252,7 @@ def build_fpga(
         clock_mhz=fpga.clock_mhz,
         policy=policy.kind,
         threshold=policy.threshold,
-        calibration_images=saliences.images if saliences else 0,
+        calibration_images=static.calibration_images,
         stages=rows,
         total=total,
         available=fpga.resources,
@@ -292,7 +287,7 @@ def build_fpga(
         heads,
         ir.model_id(),  # what tinydyn measure --ir DIR/ir expects the board to report
         fpga.name,
-        (cfg.in_channels, cfg.input_size, cfg.input_size),
+        tuple(int(v) for v in ir.input_spec.shape),
         cpu_hz=667_000_000,
     )
     meta = [{"name": r.name, "kind": r.kind, "stage": r.stage, "target_fps": r.target_fps} for r in rows]
@@ -303,7 +298,7 @@ def build_fpga(
             {
                 "steps_run": steps_run,
                 "checks": checks_json,
-                "saliences": saliences.to_json() if saliences else None,
+                "saliences": static.folded,
                 "versions": _versions(),
                 "timings_s": timings,
                 "ran_here": "finn-plus front end: streamline, HW layers, folding, estimates"
@@ -350,7 +345,7 @@ def _row(
     )
 
 
-def _stage_heads(parts: list[ExportedPartition], ir: IRModel, cfg) -> list[StageHead]:
+def _stage_heads(parts: list[ExportedPartition], ir: IRModel) -> list[StageHead]:
     """What the PS needs per stage: segment and head partitions, sizes, MACs, integer head."""
     by_stage: dict[int, dict[str, ExportedPartition]] = {}
     for part in parts:
@@ -364,7 +359,7 @@ def _stage_heads(parts: list[ExportedPartition], ir: IRModel, cfg) -> list[Stage
         head_key = seg.spec.head or head.spec.head
         bias, mult, shift, scale = head_arrays(ir, head_key)
         seg_macs = sum(macs.get(f"b{i}", 0) for i in seg.spec.blocks) + (macs["stem"] if seg.spec.stem else 0)
-        exit_index = sorted(cfg.exits).index(int(head_key)) if head_key != "final" else len(cfg.exits)
+        exit_index = seg.spec.stage  # stage k ends at exit k
         head_name = "final" if head_key == "final" else f"exit{exit_index}"
         feat = ir.tensors[seg.spec.output_tensor].shape if seg.spec.output_tensor else (0,)
         bits, per_word, word_bits = accumulator_layout((head or seg).path.parent)

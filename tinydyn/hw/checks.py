@@ -41,15 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from tinydyn.hw.export import (
-    ExportedPartition,
-    ExportError,
-    PartitionSpec,
-    export_partition,
-    output_scale,
-    run_qonnx,
-    torch_outputs,
-)
+from tinydyn.hw.export import ExportedPartition, ExportError, export_partition, run_qonnx, torch_outputs
 from tinydyn.ir import IRModel
 from tinydyn.ops.arith import requantize
 from tinydyn.quantize.executor import every_head, trace
@@ -203,12 +195,9 @@ def block_features(
     spec = part.spec
     if spec.head is None or not spec.blocks:
         return None
-    feature_spec = PartitionSpec(
-        f"{spec.name}_features", "segment", spec.stage, spec.first_block, spec.last_block, spec.stem, None
-    )
-    net = part.module.net
-    exported = export_partition(net, feature_spec, part.in_shape, path)
-    scale = output_scale(net, feature_spec)
+    features = part.module.feature_output()
+    exported = export_partition(features, features.spec, part.in_shape, path)
+    scale = features.output_scale()
     q_int = np.round(run_qonnx(exported.path, inputs) / scale).astype(np.int64)
     b_int = np.round(torch_outputs(exported.module, inputs) / scale).astype(np.int64)
     return q_int, b_int
@@ -233,7 +222,7 @@ def check_partition(
     brevitas = torch_outputs(part.module, inputs)
     hw = run_hw_python(hw_model_path, inputs)
     if spec.output_tensor is not None:
-        scale = output_scale(part.module.net, spec)
+        scale = part.module.output_scale()
         ref_out = ref[spec.output_tensor]
         q_int = np.round(qonnx / scale).astype(np.int64)
         b_int = np.round(brevitas / scale).astype(np.int64)

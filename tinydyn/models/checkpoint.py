@@ -10,9 +10,11 @@ from typing import Any
 
 import brevitas.nn as qnn
 import torch
+from torch import nn
 
 from tinydyn.errors import TinydynError
-from tinydyn.models.lcnet import MAX_PARAMETERS, ConfigError, LCNet, LCNetConfig
+from tinydyn.models.lcnet import MAX_PARAMETERS, ConfigError
+from tinydyn.models.registry import DEFAULT_FAMILY, UnknownFamilyError, get_family
 
 CHECKPOINT_FORMAT = "tinydyn-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -37,14 +39,15 @@ def bundled_fpga_checkpoint() -> Path:
 
 
 def save_checkpoint(
-    path: str | Path, model: LCNet, metrics: dict[str, Any], extra: dict[str, Any] | None = None
+    path: str | Path, model: nn.Module, metrics: dict[str, Any], extra: dict[str, Any] | None = None
 ) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
-        "config": model.config.to_json(),
+        "family": model.family,  # type: ignore[attr-defined]
+        "config": model.config.to_json(),  # type: ignore[attr-defined]
         "state_dict": model.state_dict(),
         "metrics": metrics,
         **(extra or {}),
@@ -59,7 +62,7 @@ def save_checkpoint(
 # statistics, Brevitas scales and the training history) is not a checkpoint: refuse it unread.
 MAX_CHECKPOINT_BYTES = 4 * 4 * MAX_PARAMETERS
 # optional top-level entries and the type each must have (anything else is a tampered file)
-_OPTIONAL: dict[str, type] = {"metrics": dict, "train": dict, "dataset": str}
+_OPTIONAL: dict[str, type] = {"metrics": dict, "train": dict, "dataset": str, "family": str}
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -108,20 +111,25 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def load_model(path: str | Path | None = None) -> tuple[LCNet, dict[str, Any]]:
-    """Build the model a checkpoint describes and load its weights (eval mode).
+def load_model(path: str | Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the model a checkpoint describes (its family's module) and load its weights (eval
+    mode). Old checkpoints record no family: they are LC-Nets.
 
     Everything is checked before use: the config (types and bounds) before a module is built,
     every tensor (name, type, shape, dtype, finite) before it is loaded."""
     path = Path(path) if path is not None else bundled_checkpoint()
     payload = read_checkpoint(path)
     try:
-        config = LCNetConfig.from_json(payload.get("config"))
+        family = get_family(payload.get("family", DEFAULT_FAMILY))
+    except UnknownFamilyError as exc:
+        raise CheckpointError(f"checkpoint {path}: {exc}") from None
+    try:
+        config = family.config_from_json(payload.get("config"))
     except ConfigError as exc:
         raise CheckpointError(
             f"checkpoint {path} has an invalid model config ({exc.problem}): retrain it"
         ) from None
-    model = LCNet(config)
+    model = family.build(config)
     problems = state_dict_problems(model, payload.get("state_dict"))
     if not problems:
         try:
@@ -139,20 +147,6 @@ def load_model(path: str | Path | None = None) -> tuple[LCNet, dict[str, Any]]:
     return model, payload
 
 
-def model_dataset_of(
-    path: str | Path | None, payload: dict[str, Any], config: LCNetConfig, requested: str | None
-) -> tuple[str, str]:
-    """The dataset to evaluate/measure a checkpoint's model on, and where the choice came from:
-    --dataset when given (refused when its classes or image shape differ), else the one the
-    checkpoint records, else the one its class names and input shape identify (old checkpoints,
-    the bundled ones included)."""
-    from tinydyn.models.provenance import model_dataset
-
-    path = Path(path) if path is not None else bundled_checkpoint()
-    shape = (config.in_channels, config.input_size, config.input_size)
-    return model_dataset(requested, config.classes, shape, payload.get("dataset"), f"checkpoint {path}")
-
-
 def _key_text(key: Any) -> str:
     # keys come from the file: show short names whole, describe anything else
     if not isinstance(key, str):
@@ -160,7 +154,7 @@ def _key_text(key: Any) -> str:
     return f"'{key}'" if len(key) <= 80 and key.isprintable() else f"a {len(key)}-character key"
 
 
-def state_dict_problems(model: LCNet, state: Any) -> list[str]:
+def state_dict_problems(model: nn.Module, state: Any) -> list[str]:
     """What keeps ``state`` from being loaded into ``model`` as is; empty when it fits exactly."""
     if not isinstance(state, dict):
         return [f"the tensor table is a {type(state).__name__}, not a mapping"]

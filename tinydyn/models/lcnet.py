@@ -28,6 +28,7 @@ from brevitas.quant import (
 from torch import nn
 
 from tinydyn.errors import TinydynError
+from tinydyn.quantize.builder import act_scale
 
 
 class ConfigError(TinydynError):
@@ -233,10 +234,6 @@ def pooled_on_grid(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return _RoundHalfUp.apply(x.mean(dim=(2, 3)) / scale) * scale
 
 
-def act_scale(relu: qnn.QuantReLU | qnn.QuantIdentity) -> torch.Tensor:
-    return relu.act_quant.scale()
-
-
 def conv3x3(cin: int, cout: int, stride: int) -> qnn.QuantConv2d:
     return qnn.QuantConv2d(
         cin, cout, 3, stride=stride, padding=1, bias=False, weight_quant=Int8WeightPerChannelFloat
@@ -317,6 +314,8 @@ class ModelOutput:
 
 class LCNet(nn.Module):
     """LC-Net ResNet with optional early-exit heads after chosen blocks."""
+
+    family = "lcnet"  # its entry in tinydyn.models.registry (recorded in checkpoints)
 
     def __init__(self, config: LCNetConfig) -> None:
         super().__init__()

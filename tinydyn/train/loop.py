@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
-from tinydyn.cost.torch_cost import salience_penalty
 from tinydyn.data import Dataset
 from tinydyn.errors import TinydynError
 from tinydyn.models.checkpoint import read_checkpoint, save_checkpoint
-from tinydyn.models.lcnet import LCNet, LCNetConfig
+from tinydyn.models.family import ModelFamily
+from tinydyn.models.registry import DEFAULT_FAMILY, get_family
 
 
 @dataclass
@@ -43,42 +43,30 @@ def to_float(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images.astype(np.float32) / 255.0)
 
 
-def make_optimizer(model: LCNet, cfg: TrainConfig) -> torch.optim.Optimizer:
-    gate_params = [p for n, p in model.named_parameters() if ".lnet." in n or ".cnet." in n]
-    gate_ids = {id(p) for p in gate_params}
-    backbone = [p for p in model.parameters() if id(p) not in gate_ids]
+def make_optimizer(family: ModelFamily, model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    backbone, gates = family.parameter_groups(model)
     return torch.optim.AdamW(
-        [{"params": backbone, "lr": cfg.lr}, {"params": gate_params, "lr": cfg.gate_lr}],
+        [{"params": backbone, "lr": cfg.lr}, {"params": gates, "lr": cfg.gate_lr}],
         weight_decay=cfg.weight_decay,
     )
-
-
-def loss_terms(
-    model: LCNet, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig
-) -> tuple[torch.Tensor, torch.Tensor]:
-    out = model(images)
-    ce = F.cross_entropy(out.logits[-1], labels)
-    for logits in out.logits[:-1]:
-        ce = ce + cfg.exit_weight * F.cross_entropy(logits, labels)
-    penalty = salience_penalty(model, out.block_saliences, out.channel_saliences)
-    return ce, penalty
 
 
 def train(
     train_set: Dataset,
     out_path: Path,
-    model_config: LCNetConfig | None = None,
+    model_config: Any = None,
     cfg: TrainConfig | None = None,
     resume: bool = False,
     init_from: Path | None = None,
     progress: bool = True,
     backbone_from: Path | None = None,
     fold_gates: bool = False,
+    family_name: str = DEFAULT_FAMILY,
 ) -> dict[str, Any]:
     """Train (or resume, or fine-tune from ``init_from``) and write a checkpoint per epoch.
 
     ``fold_gates``: fine-tune the gate-free model of ``init_from`` (its L-Net/C-Net saliences
-    folded into constant scales, :mod:`tinydyn.hw.static_model`): the model an FPGA builds."""
+    folded into constant scales, the family's ``static_for_fpga``): the model an FPGA builds."""
     cfg = cfg or TrainConfig()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -92,26 +80,26 @@ def train(
         state = fold_gates_of(init_from, train_set) if fold_gates else read_checkpoint(init_from)
     elif fold_gates:
         raise TinydynError("--fold-gates folds the gates of a trained model: give it with --init-from")
+    if state is not None:  # the family and config of the run continued or fine-tuned
+        family_name = state.get("family", DEFAULT_FAMILY)
+    family = get_family(family_name)
     if state is not None:
-        model_config = LCNetConfig.from_json(state["config"])
-    model_config = model_config or LCNetConfig()
-    if tuple(train_set.input_shape) != (
-        model_config.in_channels,
-        model_config.input_size,
-        model_config.input_size,
-    ):
+        model_config = family.config_from_json(state["config"])
+    model_config = model_config if model_config is not None else family.config_from_options()
+    expected = family.input_shape(model_config)
+    if tuple(train_set.input_shape) != expected:
         raise TinydynError(
-            f"dataset images are {train_set.input_shape} but the model expects "
-            f"({model_config.in_channels}, {model_config.input_size}, {model_config.input_size}): "
+            f"dataset images are {train_set.input_shape} but the model expects {expected}: "
             "pick the matching --dataset or model size"
         )
-    if tuple(train_set.classes) != tuple(model_config.classes):
+    classes = family.classes(model_config)
+    if tuple(train_set.classes) != classes:
         raise TinydynError(
             f"dataset {train_set.name} has classes {', '.join(train_set.classes[:3])}, ... but the model "
-            f"answers in {', '.join(model_config.classes[:3])}, ...: pick the matching --dataset"
+            f"answers in {', '.join(classes[:3])}, ...: pick the matching --dataset"
         )
-    model = LCNet(model_config)
-    optimizer = make_optimizer(model, cfg)
+    model = family.build(model_config)
+    optimizer = make_optimizer(family, model, cfg)
     if state is not None:
         model.train()
         model(to_float(train_set.images[:2]))  # let Brevitas build its runtime state first
@@ -146,7 +134,7 @@ def train(
         for begin in bar:
             idx = order[begin : begin + cfg.batch_size]
             images = to_float(train_set.images[idx.numpy()])
-            ce, penalty = loss_terms(model, images, labels_all[idx], cfg)
+            ce, penalty = family.loss_terms(model, images, labels_all[idx], cfg.exit_weight)
             loss = ce + cfg.l1 * penalty
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -178,7 +166,7 @@ def train(
     return {"history": history, "path": str(out_path)}
 
 
-def copy_backbone(model: LCNet, state_dict: dict[str, torch.Tensor], train_set: Dataset) -> None:
+def copy_backbone(model: nn.Module, state_dict: dict[str, torch.Tensor], train_set: Dataset) -> None:
     """Warm-start from another checkpoint (e.g. a static backbone): copy every tensor whose
     name and shape match; gates and exit heads the source lacks keep their initialisation."""
     model.train()
@@ -186,10 +174,10 @@ def copy_backbone(model: LCNet, state_dict: dict[str, torch.Tensor], train_set: 
         model(to_float(train_set.images[:2]))  # let Brevitas build its runtime state first
     own = model.state_dict()
     shared = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
-    if "stem.weight" not in shared:
+    if not any(k.endswith("weight") for k in shared):
         raise TinydynError(
-            "the --backbone-from checkpoint shares no stem weights with this model: "
-            "give one trained with the same --widths and --blocks"
+            "the --backbone-from checkpoint shares no weights with this model: "
+            "give one of the same family trained with the same --widths and --blocks"
         )
     model.load_state_dict(shared, strict=False)
 
@@ -197,14 +185,14 @@ def copy_backbone(model: LCNet, state_dict: dict[str, torch.Tensor], train_set: 
 def fold_gates_of(checkpoint: Path, train_set: Dataset, images: int = 1000) -> dict[str, Any]:
     """The checkpoint payload of ``checkpoint``'s gate-free model (saliences folded into constant
     channel/block scales: their mean over the first ``images`` training images)."""
-    from tinydyn.hw.static_model import mean_saliences, static_model
     from tinydyn.models.checkpoint import load_model
 
     gated, _ = load_model(checkpoint)
-    if not gated.config.gates:
+    family = get_family(gated.family)
+    if not family.has_gates(gated):
         raise TinydynError(f"{checkpoint} has no gates to fold: fine-tune it with --init-from alone")
-    net = static_model(gated, mean_saliences(gated, train_set.images[:images]))
-    return {"config": net.config.to_json(), "state_dict": net.state_dict()}
+    net = family.static_for_fpga(gated, train_set.images[:images]).module
+    return {"family": family.name, "config": net.config.to_json(), "state_dict": net.state_dict()}
 
 
 def resume_point(path: Path, state: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:

@@ -13,44 +13,19 @@ from typing import Any
 
 import click
 
+from tinydyn.codegen.boards import boards_that_boot_here, boards_with_firmware
 from tinydyn.data import Dataset
 from tinydyn.errors import TinydynError
 from tinydyn.ir import IRModel
 from tinydyn.options import Threshold, dataset_options, default_threshold, policy_options, validation_images
+from tinydyn.pipeline import load_ir
 from tinydyn.quantize.executor import Results
 from tinydyn.quantize.policy import ExitPolicy
 
 
 def load_reference(checkpoint: Path | None, ir_dir: Path | None) -> IRModel:
     """The integer reference: an IR directory, or a checkpoint lowered here (the bundled one by default)."""
-    return load_reference_and_dataset(checkpoint, ir_dir)[0]
-
-
-def load_reference_and_dataset(
-    checkpoint: Path | None, ir_dir: Path | None, dataset: str | None = None
-) -> tuple[IRModel, str, str, str]:
-    """The integer reference, the dataset to measure it on (``dataset`` if given and it fits,
-    else the model's own) with where that came from, and the model's name for messages."""
-    from tinydyn.models.provenance import model_dataset
-
-    if checkpoint is not None and ir_dir is not None:
-        raise click.UsageError("give --checkpoint or --ir, not both")
-    if ir_dir is not None:
-        ir, recorded, what = IRModel.load(ir_dir), None, f"IR {ir_dir}"
-    else:
-        from tinydyn.models.checkpoint import bundled_checkpoint, load_model  # torch: only on this path
-        from tinydyn.quantize.lower import lower
-
-        path = checkpoint or bundled_checkpoint()
-        model, payload = load_model(path)
-        ir, recorded, what = lower(model, name=path.stem), payload.get("dataset"), f"checkpoint {path}"
-    name, source = model_dataset(dataset, ir.classes, input_shape(ir), recorded, what)
-    return ir, name, source, what
-
-
-def input_shape(ir: IRModel) -> tuple[int, int, int]:
-    c, h, w = (int(v) for v in ir.input_spec.shape)
-    return c, h, w
+    return load_ir(checkpoint, ir_dir).ir
 
 
 def load_test_set(ir: IRModel, dataset: str, data_root: Path | None, what: str) -> Dataset:
@@ -59,7 +34,8 @@ def load_test_set(ir: IRModel, dataset: str, data_root: Path | None, what: str) 
     from tinydyn.models.provenance import check_loaded
 
     data = load_dataset(dataset, "test", data_root)
-    check_loaded(data, ir.classes, input_shape(ir), what)
+    c, h, w = (int(v) for v in ir.input_spec.shape)
+    check_loaded(data, ir.classes, (c, h, w), what)
     return data
 
 
@@ -207,7 +183,7 @@ def policy_from(
 )
 @click.option(
     "--board",
-    type=click.Choice(["qemu-mps2-an386", "nucleo-l4r5zi", "host"]),
+    type=click.Choice(boards_with_firmware()),
     default="qemu-mps2-an386",
     show_default=True,
 )
@@ -339,8 +315,10 @@ def measure_cmd(
     """Stream test images to a board, check every answer against the integer reference, report."""
     if resume and overwrite:
         raise click.UsageError("give --resume or --overwrite, not both")
-    ir, name, source, what = load_reference_and_dataset(checkpoint, ir_dir, dataset)
-    data = load_test_set(ir, name, data_root, what)
+    loaded = load_ir(checkpoint, ir_dir)
+    ir = loaded.ir
+    name, source = loaded.dataset(dataset)
+    data = load_test_set(ir, name, data_root, loaded.what)
     exit_policy, chosen = policy_from(
         policy, threshold, ir, gating=not no_gating, data=data, data_root=data_root
     )
@@ -394,19 +372,16 @@ def run_main(
     echo: Callable[[str], None] = click.echo,
 ) -> dict[str, Any]:
     """checkpoint → quantize → IR → C → firmware → boot (QEMU or host pty) → measure → summary + plots."""
-    from tinydyn.data import load_dataset
     from tinydyn.host.boardproc import BoardProcess
     from tinydyn.host.emulate import QemuBoard
     from tinydyn.host.firmware import build_firmware
     from tinydyn.host.report import write_json
-    from tinydyn.models.checkpoint import bundled_checkpoint, load_model, model_dataset_of
-    from tinydyn.models.provenance import check_loaded
-    from tinydyn.quantize.lower import lower
+    from tinydyn.models.checkpoint import bundled_checkpoint
     from tinydyn.train.evaluate import brevitas_predictions
 
-    if board not in ("qemu-mps2-an386", "host"):
+    if board not in boards_that_boot_here():
         raise TinydynError(
-            f"tinydyn run boots qemu-mps2-an386 or host, not '{board}': for a real board use "
+            f"tinydyn run boots {' or '.join(boards_that_boot_here())}, not '{board}': for a real board use "
             "`tinydyn build` + `tinydyn measure --port` (docs/BOARDS.md)"
         )
     _sigterm_as_interrupt()  # `kill` unwinds too: QEMU is stopped, results stay resumable
@@ -419,15 +394,13 @@ def run_main(
     t = time.perf_counter()
     path = checkpoint or bundled_checkpoint()
     echo(f"[1/6] loading {path} and quantizing (Brevitas) ...")
-    model, payload = load_model(path)
-    # the dataset is settled and loaded before anything is lowered, built or written: a wrong
+    loaded = load_ir(path)
+    ir, model = loaded.ir, loaded.module
+    # the dataset is settled and loaded before anything is built or written: a wrong
     # --dataset or missing files fail in seconds, not after the firmware build
-    data_name, source = model_dataset_of(path, payload, model.config, dataset)
-    cfg = model.config
-    data = load_dataset(data_name, "test", data_root)
-    check_loaded(data, cfg.classes, (cfg.in_channels, cfg.input_size, cfg.input_size), f"checkpoint {path}")
+    data_name, source = loaded.dataset(dataset)
+    data = load_test_set(ir, data_name, data_root, loaded.what)
     echo(f"      dataset {data_name} ({source})")
-    ir = lower(model, name=path.stem)
     exit_policy, chosen = policy_from(policy, threshold, ir, data=data, data_root=data_root)
     echo(f"      exit rule: {chosen.note}")
     stage("quantize", t)

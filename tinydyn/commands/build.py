@@ -29,19 +29,9 @@ def build(
 ) -> None:
     """Generate C firmware (model, runtime, board files, Makefile) and report its footprint."""
     from tinydyn.codegen.project import build_project
-    from tinydyn.ir import IRModel
+    from tinydyn.pipeline import load_ir
 
-    if checkpoint is not None and ir_dir is not None:
-        raise click.UsageError("give a CHECKPOINT or --ir DIR, not both")
-    if ir_dir is not None:
-        ir = IRModel.load(ir_dir)
-    else:
-        from tinydyn.models.checkpoint import bundled_checkpoint, load_model
-        from tinydyn.quantize.lower import lower
-
-        path = checkpoint or bundled_checkpoint()
-        model, _ = load_model(path)
-        ir = lower(model, name=path.stem)
+    ir = load_ir(checkpoint, ir_dir).ir
     if do_compile is None:
         do_compile = shutil.which(get_board(board).cc) is not None
     report = build_project(ir, board, out, compile=do_compile)

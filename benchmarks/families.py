@@ -1,0 +1,113 @@
+"""One table, one row per model family (and its static baseline), same dataset and board.
+
+Rows (Fashion-MNIST test images 0..N-1, QEMU mps2-an386 Cortex-M4):
+* ``static backbone``: the bundled LC-Net's weights with gating off and no early exit — the
+  network every dynamic mechanism is measured against;
+* ``lcnet``: the bundled LC-Net, gates on, confidence 0.9 early exits;
+* ``lcnet (gates folded, FPGA)``: the bundled gate-free FPGA model, confidence 0.9 exits.
+DDI and S2DNAS add their rows when their families land (tinydyn.models.registry).
+
+Per row: accuracy (integer reference = board, checked bit for bit), mean executed MACs,
+mean retired instructions on the board (measured: QEMU -icount, exact), modelled energy per
+inference (tinydyn.cost.energy; modelled, never measured), and the exit histogram.
+
+    .venv/bin/python benchmarks/families.py [--images N]
+Prints a table and writes benchmarks/results/families.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from tinydyn.codegen import build_project
+from tinydyn.codegen.harness import instructions, run_qemu
+from tinydyn.cost.energy import energy_from_macs, traffic_profile
+from tinydyn.data import load_dataset
+from tinydyn.ir import IRModel
+from tinydyn.models.checkpoint import bundled_checkpoint, bundled_fpga_checkpoint
+from tinydyn.pipeline import load_ir
+from tinydyn.quantize.executor import execute
+from tinydyn.quantize.policy import ExitPolicy
+
+BOARD = "qemu-mps2-an386"
+ICOUNT_SHIFT = 3
+FIELDS = ("logits", "predictions", "exits", "macs", "skipped_blocks", "skipped_channels")
+
+
+def row(
+    label: str,
+    family: str,
+    ir: IRModel,
+    policy: ExitPolicy,
+    images: np.ndarray,
+    labels: np.ndarray,
+    work: Path,
+) -> dict:
+    build_project(ir, BOARD, work, compile=True)
+    got = run_qemu(ir, work / "fw.elf", images, policy, icount_shift=ICOUNT_SHIFT)
+    ref = execute(ir, images, policy)
+    mismatches = int(sum(not np.array_equal(getattr(ref, f), getattr(got, f)) for f in FIELDS))
+    instr = instructions(got.counter, ICOUNT_SHIFT)
+    profile = traffic_profile(ir, BOARD)
+    energy = [
+        energy_from_macs(BOARD, profile, int(m), int(c)).energy_nj
+        for m, c in zip(ref.macs, instr, strict=True)
+    ]
+    return {
+        "row": label,
+        "family": family,
+        "model_id": ir.model_id(),
+        "policy": f"{policy.kind} {policy.threshold:g}" + ("" if policy.gating else ", gating off"),
+        "images": len(images),
+        "accuracy": float((ref.predictions == labels).mean()),
+        "mean_macs": float(ref.macs.mean()),
+        "mean_instructions_measured": float(instr.mean()),
+        "mean_energy_nj_modelled": float(np.mean(energy)),
+        "exit_histogram": np.bincount(ref.exits, minlength=len(ir.exits())).tolist(),
+        "board_equals_reference": mismatches == 0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=100)
+    args = parser.parse_args()
+    data = load_dataset("fashion-mnist", "test")
+    images, labels = data.images[: args.images], data.labels[: args.images]
+    lcnet = load_ir(bundled_checkpoint()).ir
+    fpga = load_ir(bundled_fpga_checkpoint()).ir
+    runs = [
+        (
+            "static backbone (LC-Net weights, gating off, no exit)",
+            "lcnet",
+            lcnet,
+            ExitPolicy("none", gating=False),
+        ),
+        ("lcnet (gates + exits)", "lcnet", lcnet, ExitPolicy("confidence", 0.9)),
+        ("lcnet (gates folded, FPGA model)", "lcnet", fpga, ExitPolicy("confidence", 0.9)),
+    ]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (label, family, ir, policy) in enumerate(runs):
+            rows.append(row(label, family, ir, policy, images, labels, Path(tmp) / str(i)))
+    print(f"{'row':56} {'acc':>7} {'MACs':>10} {'instr (meas.)':>14} {'nJ (model)':>11}  exits")
+    for r in rows:
+        print(
+            f"{r['row']:56} {100 * r['accuracy']:6.2f}% {r['mean_macs'] / 1e6:9.2f}M "
+            f"{r['mean_instructions_measured'] / 1e6:13.2f}M {r['mean_energy_nj_modelled']:11.0f}  "
+            f"{r['exit_histogram']}{'' if r['board_equals_reference'] else '  BOARD != REFERENCE'}"
+        )
+    out = Path(__file__).parent / "results" / "families.json"
+    out.write_text(
+        json.dumps({"board": BOARD, "dataset": "fashion-mnist test", "rows": rows}, indent=2) + "\n"
+    )
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""What a model family supplies (see :mod:`tinydyn.models.registry`). One subclass per family,
+in its own module; the training loop, checkpoints, commands and the FPGA flow call only these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from tinydyn.ir import IRModel
+
+
+@dataclass
+class StaticForFpga:
+    """The gate-free model a dataflow build holds, and what folding the gates did."""
+
+    module: nn.Module
+    note: str  # one sentence for the report: what happened to the gates
+    calibration_images: int  # images the folded constants were measured on (0: nothing folded)
+    folded: dict[str, Any] | None  # the folded constants, JSON (None: nothing folded)
+
+
+class ModelFamily:
+    """Base of every family; each method raises until the family implements it."""
+
+    name: ClassVar[str]
+
+    # --- architecture ---------------------------------------------------------------------
+    def config_from_json(self, data: Any) -> Any:
+        """The family's config from a checkpoint's JSON, validated (types, bounds) before any
+        module is built; raises :class:`tinydyn.models.lcnet.ConfigError` naming the problem."""
+        raise NotImplementedError
+
+    def config_from_options(self, **options: Any) -> Any:
+        """The config `tinydyn train` builds from its command-line options."""
+        raise NotImplementedError
+
+    def build(self, config: Any) -> nn.Module:
+        raise NotImplementedError
+
+    def input_shape(self, config: Any) -> tuple[int, int, int]:
+        raise NotImplementedError
+
+    def classes(self, config: Any) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    # --- lowering ---------------------------------------------------------------------
+    def lower(self, model: nn.Module, name: str) -> IRModel:
+        """The integer IR of a trained model (eval mode)."""
+        raise NotImplementedError
+
+    # --- training ---------------------------------------------------------------------
+    def loss_terms(
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, exit_weight: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(classification loss over all exits, the family's resource penalty before its
+        coefficient) for one batch."""
+        raise NotImplementedError
+
+    def parameter_groups(self, model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(backbone parameters, gate parameters): gates train at their own learning rate."""
+        raise NotImplementedError
+
+    def has_gates(self, model: nn.Module) -> bool:
+        """Whether the model decides per input what to skip (beyond early exits)."""
+        raise NotImplementedError
+
+    # --- FPGA -------------------------------------------------------------------------
+    def static_for_fpga(
+        self, model: nn.Module, images: np.ndarray | None, folded_from: str | None = None
+    ) -> StaticForFpga:
+        """The gate-free model a dataflow build can hold: gates folded into constant scales
+        measured on ``images`` (None for a model without gates). ``folded_from``: the
+        checkpoint a gate-free model was folded from earlier, for the note."""
+        raise NotImplementedError
+
+    def fpga_partitions(self, config: Any) -> list[Any]:
+        """Dataflow partitions: backbone segments and exit heads, in the order the PS runs them."""
+        raise NotImplementedError
+
+    def fpga_whole(self, config: Any) -> Any:
+        """The one-partition static baseline."""
+        raise NotImplementedError
+
+    def fpga_module(self, model: nn.Module, spec: Any) -> nn.Module:
+        """The exportable torch module of one partition of the static model."""
+        raise NotImplementedError

@@ -1,0 +1,92 @@
+"""LC-Net behind the family registry: its config, module, lowering, training loss and gate
+parameters, and FPGA hooks (:mod:`tinydyn.models.lcnet_fpga`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tinydyn.cost.torch_cost import salience_penalty
+from tinydyn.ir import IRModel
+from tinydyn.models.family import ModelFamily, StaticForFpga
+from tinydyn.models.lcnet import LCNet, LCNetConfig
+from tinydyn.models.lcnet_fpga import (
+    FinnPartition,
+    PartitionSpec,
+    gates_note,
+    mean_saliences,
+    partition_specs,
+    static_model,
+    whole_network_spec,
+)
+
+
+class LCNetFamily(ModelFamily):
+    name = "lcnet"
+
+    def config_from_json(self, data: Any) -> LCNetConfig:
+        return LCNetConfig.from_json(data)
+
+    def config_from_options(self, **options: Any) -> LCNetConfig:
+        return LCNetConfig(**options)
+
+    def build(self, config: LCNetConfig) -> LCNet:
+        return LCNet(config)
+
+    def input_shape(self, config: LCNetConfig) -> tuple[int, int, int]:
+        return (config.in_channels, config.input_size, config.input_size)
+
+    def classes(self, config: LCNetConfig) -> tuple[str, ...]:
+        return tuple(config.classes)
+
+    def lower(self, model: nn.Module, name: str) -> IRModel:
+        from tinydyn.models.lcnet_lower import lower
+
+        return lower(model, name)  # type: ignore[arg-type]
+
+    def loss_terms(
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, exit_weight: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy of the final classifier plus each early exit's (weighted), and the
+        MAC-weighted L1 of the saliences (LC-Net's penalty)."""
+        out = model(images)
+        ce = F.cross_entropy(out.logits[-1], labels)
+        for logits in out.logits[:-1]:
+            ce = ce + exit_weight * F.cross_entropy(logits, labels)
+        return ce, salience_penalty(model, out.block_saliences, out.channel_saliences)  # type: ignore[arg-type]
+
+    def parameter_groups(self, model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        gates = [p for name, p in model.named_parameters() if ".lnet." in name or ".cnet." in name]
+        ids = {id(p) for p in gates}
+        return [p for p in model.parameters() if id(p) not in ids], gates
+
+    def has_gates(self, model: nn.Module) -> bool:
+        return bool(model.config.gates)  # type: ignore[union-attr]
+
+    def static_for_fpga(
+        self, model: nn.Module, images: np.ndarray | None, folded_from: str | None = None
+    ) -> StaticForFpga:
+        """Gates folded into their mean saliences over ``images`` (none to fold: as is)."""
+        saliences = mean_saliences(model, images) if self.has_gates(model) and images is not None else None  # type: ignore[arg-type]
+        return StaticForFpga(
+            static_model(model, saliences),  # type: ignore[arg-type]
+            gates_note(saliences, folded_from),
+            saliences.images if saliences else 0,
+            saliences.to_json() if saliences else None,
+        )
+
+    def fpga_partitions(self, config: LCNetConfig) -> list[PartitionSpec]:
+        return partition_specs(config)
+
+    def fpga_whole(self, config: LCNetConfig) -> PartitionSpec:
+        return whole_network_spec(config)
+
+    def fpga_module(self, model: nn.Module, spec: PartitionSpec) -> FinnPartition:
+        return FinnPartition(model, spec)  # type: ignore[arg-type]
+
+
+LCNET = LCNetFamily()
