@@ -150,6 +150,9 @@ def build_project(
     fw = firmware_dir()
     for name in sorted(p.name for p in fw.iterdir() if p.suffix in (".c", ".h")):
         files.append(Path(shutil.copy(fw / name, out_dir / name)))
+    (out_dir / "kernels").mkdir(exist_ok=True)  # one source per op kind (Makefile: kernels/*.c)
+    for name in sorted(p.name for p in (fw / "kernels").iterdir() if p.suffix in (".c", ".h")):
+        files.append(Path(shutil.copy(fw / "kernels" / name, out_dir / "kernels" / name)))
     for rel in target.files:
         files.append(Path(shutil.copy(fw / "boards" / rel, out_dir / "board" / Path(rel).name)))
     report = BuildReport(

@@ -16,7 +16,7 @@ U32_MAX = 2**32 - 1
 Q16 = 16
 DTYPE_BYTES = {"uint8": 1, "int8": 1, "int16": 2, "int32": 4}
 # Requantisation constants read from flash once per output channel per layer call
-# (td_kernels.c builds a table): bias int32 + mult int32 + shift uint8, plus res_mult int64.
+# (the conv2d/linear kernels build a table): bias int32 + mult int32 + shift uint8, plus res_mult int64.
 QPARAM_BYTES, RES_MULT_BYTES = 9, 8
 
 
