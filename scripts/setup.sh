@@ -34,5 +34,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -c "import torch, brevitas, qonnx, onnx, jinja2, serial, click, tqdm, matplotlib" 
   echo "$want" > "$stamp"
 fi
+# the Cortex-M4 cycle-model QEMU plugin (docs/CYCLES.md), built with the host gcc into .venv
+.venv/bin/python -m tinydyn.host.cycles --build >/dev/null
 bash scripts/setup_finn.sh  # finn-plus for `tinydyn fpga` (tests/test_hw.py runs its front end)
 echo "setup: ok (.venv ready; arm-none-eabi-gcc, qemu-system-arm, Fashion-MNIST installed)"

@@ -12,12 +12,16 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tinydyn.codegen.errors import CodegenError
 from tinydyn.ir import IRModel
 from tinydyn.quantize.policy import ExitPolicy
+
+if TYPE_CHECKING:
+    from tinydyn.host.cycles import CycleModel
 
 POLICY_CODES = {"none": 0, "confidence": 1, "margin": 2, "budget": 3}
 HARNESS_MARGINS = 8
@@ -37,6 +41,10 @@ class HarnessResults:
     skipped_blocks: np.ndarray
     skipped_channels: np.ndarray
     counter: np.ndarray  # board counter delta around td_infer (QEMU: timer ticks)
+    # QEMU with the cycle model (tinydyn.host.cycles): MODELLED Cortex-M4 cycles of each td_infer
+    # call, and the instructions the plugin counted in it; None without the model
+    cycles_modelled: np.ndarray | None = None
+    cycle_model_insns: np.ndarray | None = None
 
 
 def encode_input(ir: IRModel, images: np.ndarray, policy: ExitPolicy) -> bytes:
@@ -105,7 +113,7 @@ def run_host(
         return _run([str(Path(executable).resolve())], Path(tmp), encode_input(ir, images, policy), timeout)
 
 
-def qemu_command(elf: Path, icount_shift: int | None = None) -> list[str]:
+def qemu_command(elf: Path, icount_shift: int | None = None, plugin: list[str] | None = None) -> list[str]:
     qemu = shutil.which("qemu-system-arm")
     if qemu is None:
         raise CodegenError("qemu-system-arm not found: apt-get install qemu-system-arm")
@@ -113,7 +121,7 @@ def qemu_command(elf: Path, icount_shift: int | None = None) -> list[str]:
     cmd += ["-semihosting-config", "enable=on,target=native", "-kernel", str(Path(elf).resolve())]
     if icount_shift is not None:
         cmd += ["-icount", f"shift={icount_shift},align=off"]
-    return cmd
+    return cmd + list(plugin or [])
 
 
 def run_qemu(
@@ -123,11 +131,40 @@ def run_qemu(
     policy: ExitPolicy,
     icount_shift: int | None = None,
     timeout: float = 600,
+    cycle_model: CycleModel | bool | None = None,
 ) -> HarnessResults:
     """Run under QEMU; with ``icount_shift`` the counter is exact virtual time, and
-    :func:`instructions` turns it into retired instructions."""
+    :func:`instructions` turns it into retired instructions. With ``cycle_model`` (True or a
+    :class:`tinydyn.host.cycles.CycleModel`) the results also carry modelled cycles per image."""
+    from tinydyn.host.cycles import (
+        CycleModel,
+        CycleModelError,
+        qemu_plugin_args,
+        read_records,
+        symbol_address,
+    )
+
     with tempfile.TemporaryDirectory(prefix="td_qemu_") as tmp:
-        return _run(qemu_command(elf, icount_shift), Path(tmp), encode_input(ir, images, policy), timeout)
+        plugin = None
+        log = Path(tmp) / "cycles.jsonl"
+        if cycle_model:
+            model = cycle_model if isinstance(cycle_model, CycleModel) else CycleModel()
+            try:
+                plugin = qemu_plugin_args(log, symbol_address(elf), model)
+            except CycleModelError as e:
+                raise CodegenError(f"cycle model: {e}") from None
+        got = _run(
+            qemu_command(elf, icount_shift, plugin), Path(tmp), encode_input(ir, images, policy), timeout
+        )
+        if plugin is not None:
+            recs = read_records(log)
+            if len(recs) != len(got.counter):
+                raise CodegenError(
+                    f"the cycle model saw {len(recs)} td_infer calls for {len(got.counter)} images"
+                )
+            got.cycles_modelled = np.array([r.cycles for r in recs], dtype=np.int64)
+            got.cycle_model_insns = np.array([r.insns for r in recs], dtype=np.int64)
+        return got
 
 
 def instructions(ticks: np.ndarray, icount_shift: int) -> np.ndarray:

@@ -45,6 +45,7 @@ def artifact_paths(results: Path) -> dict[str, Path]:
         "summary": Path(f"{stem}.summary.json"),
         "exits_png": Path(f"{stem}.exits.png"),
         "accuracy_png": Path(f"{stem}.accuracy_vs_macs.png"),
+        "cost_png": Path(f"{stem}.cost_vs_macs.png"),
     }
 
 
@@ -69,6 +70,7 @@ class MeasureRequest:
     data: Dataset | None = None  # the test split, when the caller loaded (and checked) it already
     threshold_note: str = ""  # what the threshold means and where it came from, for the summary
     dataset_note: str = ""  # why this dataset (--dataset, or the model's own)
+    cycles: Any = None  # tinydyn.host.cycles.CycleLog of a QEMU board: modelled cycles per image
 
 
 def measure_and_report(
@@ -80,7 +82,7 @@ def measure_and_report(
     from tinydyn.data import load_dataset
     from tinydyn.host.client import BoardClient
     from tinydyn.host.measure import ReferenceMismatchError, measure, summarize, summary_lines
-    from tinydyn.host.report import plot_accuracy_vs_macs, plot_exit_histogram, write_json
+    from tinydyn.host.report import plot_accuracy_vs_macs, plot_cost_vs_macs, plot_exit_histogram, write_json
     from tinydyn.host.sweep import probe, sweep, sweep_policies
     from tinydyn.quantize.executor import execute
 
@@ -117,6 +119,7 @@ def measure_and_report(
             progress=req.progress,
             reference=reference,
             log=echo,
+            cycles=req.cycles,
         )
     finally:
         client.close()
@@ -136,6 +139,8 @@ def measure_and_report(
             str(plot_exit_histogram(summary, paths["exits_png"])),
             str(plot_accuracy_vs_macs(summary, points, paths["accuracy_png"])),
         ]
+        if summary.get("counter_kind") in ("cycles", "instructions") or "mean_cycles_modelled" in summary:
+            summary["plots"].append(str(plot_cost_vs_macs(summary, outcome.records, paths["cost_png"])))
     write_json(paths["summary"], summary)
     for line in summary_lines(summary):
         echo("  " + line)
@@ -217,16 +222,20 @@ def firmware_cmd(
 @click.option(
     "--duration", type=float, default=None, help="Stop QEMU after this many seconds (default: Ctrl-C)."
 )
-def emulate(firmware: Path, duration: float | None) -> None:
+@click.option(
+    "--no-cycle-model", is_flag=True, help="Do not load the Cortex-M4 cycle-model plugin (docs/CYCLES.md)."
+)
+def emulate(firmware: Path, duration: float | None, no_cycle_model: bool) -> None:
     """Boot a qemu-mps2-an386 serial FIRMWARE (.elf) under QEMU with UART0 on a pty; print the port."""
     from tinydyn.host.emulate import QemuBoard
 
     _sigterm_as_interrupt()
-    with QemuBoard(firmware) as board:
+    with QemuBoard(firmware, cycle_model=not no_cycle_model) as board:
         click.echo(board.port)  # first line: the port, for scripts
+        cycle_opt = f" --cycle-log {board.cycle_log}" if board.cycle_log else ""
         click.echo(
             f"serving {firmware} on {board.port} (QEMU pid {board.pid}, -icount shift={board.icount_shift}); "
-            f"measure with `tinydyn measure --port {board.port}`; Ctrl-C stops QEMU",
+            f"measure with `tinydyn measure --port {board.port}{cycle_opt}`; Ctrl-C stops QEMU",
             err=True,
         )
         sys.stdout.flush()
@@ -292,6 +301,12 @@ def _sigterm_as_interrupt() -> None:
     "--no-gating", is_flag=True, help="Run the static network: gates not computed, nothing skipped."
 )
 @click.option("--model-id", default=None, help="Model id the board must report (default: the reference's).")
+@click.option(
+    "--cycle-log",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The cycle-model file `tinydyn emulate` prints: adds modelled cycles (QEMU board).",
+)
 def measure_cmd(
     port: str,
     dataset: str | None,
@@ -311,6 +326,7 @@ def measure_cmd(
     no_plots: bool,
     no_gating: bool,
     model_id: str | None,
+    cycle_log: Path | None,
 ) -> None:
     """Stream test images to a board, check every answer against the integer reference, report."""
     if resume and overwrite:
@@ -343,6 +359,12 @@ def measure_cmd(
         threshold_note=chosen.note,
         dataset_note=f"{name} test split ({source})",
     )
+    if cycle_log is not None:
+        from tinydyn.host.cycles import CycleLog, CycleModel
+
+        if not cycle_log.exists():
+            raise click.BadParameter(f"{cycle_log} does not exist: give the path `tinydyn emulate` printed")
+        req.cycles = CycleLog(cycle_log, CycleModel())
     _sigterm_as_interrupt()
     try:
         _, _, mismatch = measure_and_report(req)
@@ -444,6 +466,7 @@ def run_main(
             data=data,
             threshold_note=chosen.note,
             dataset_note=f"{data_name} test split ({source})",
+            cycles=getattr(proc, "cycles", None),  # QEMU: the Cortex-M4 cycle model (modelled)
         )
         summary, reference, mismatch = measure_and_report(req, echo=echo)
         stage("measure", t)

@@ -8,6 +8,10 @@ QEMU runs with ``-icount shift=S,align=off``: every guest instruction advances v
 the firmware (it was built with ``-DTD_ICOUNT_SHIFT=S``), so the count is never scaled wrongly.
 QEMU prints ``char device redirected to /dev/pts/N``; :class:`BoardProcess` finds that line.
 Stopping sends SIGTERM, on which QEMU shuts down cleanly (and closes the pty).
+
+With ``cycle_model`` (the default) QEMU also loads the Cortex-M4 cycle-model plugin
+(tinydyn/host/cycles.py, docs/CYCLES.md), told the address of ``td_infer``: ``board.cycles`` then
+yields the MODELLED cycles (and the plugin's instruction count) of each inference.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 from tinydyn.errors import TinydynError
 from tinydyn.host.boardproc import BoardProcess, BoardStartError
+from tinydyn.host.cycles import CycleLog, CycleModel, CycleModelError, qemu_plugin_args, symbol_address
 from tinydyn.host.firmware import icount_shift_of
 
 MACHINE = "mps2-an386"
@@ -37,12 +43,13 @@ def qemu_binary() -> str:
     return qemu
 
 
-def qemu_serial_command(elf: Path, icount_shift: int | None) -> list[str]:
-    """QEMU command line serving ``elf``'s UART0 on a new pty (no monitor, no reboot)."""
+def qemu_serial_command(elf: Path, icount_shift: int | None, plugin: list[str] | None = None) -> list[str]:
+    """QEMU command line serving ``elf``'s UART0 on a new pty (no monitor, no reboot); ``plugin``
+    is a ``-plugin`` option pair (the cycle model) or None."""
     cmd = [qemu_binary(), "-M", MACHINE, "-nographic", "-monitor", "none", "-serial", "pty"]
     if icount_shift is not None:
         cmd += ["-icount", f"shift={icount_shift},align=off"]
-    return cmd + ["-kernel", str(Path(elf).resolve()), "-no-reboot"]
+    return cmd + list(plugin or []) + ["-kernel", str(Path(elf).resolve()), "-no-reboot"]
 
 
 def firmware_shift(elf: Path) -> int:
@@ -66,10 +73,24 @@ def firmware_shift(elf: Path) -> int:
 class QemuBoard:
     """A QEMU process serving ``elf`` on a pty; a context manager that always stops QEMU."""
 
-    def __init__(self, elf: Path, start_timeout: float = 20.0) -> None:
+    def __init__(self, elf: Path, start_timeout: float = 20.0, cycle_model: bool | CycleModel = True) -> None:
         self.elf = Path(elf)
         self.icount_shift = firmware_shift(self.elf)
-        self.argv = qemu_serial_command(self.elf, self.icount_shift)
+        self.cycles: CycleLog | None = None  # modelled cycles per inference (None: no cycle model)
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        plugin = None
+        if cycle_model:
+            model = cycle_model if isinstance(cycle_model, CycleModel) else CycleModel()
+            try:
+                entry = symbol_address(self.elf)
+                self._tmp = tempfile.TemporaryDirectory(prefix="td_cycles_")
+                log = Path(self._tmp.name) / "cycles.jsonl"
+                plugin = qemu_plugin_args(log, entry, model)
+            except CycleModelError as e:
+                self._cleanup()
+                raise EmulatorError(f"cycle model: {e}") from None
+            self.cycles = CycleLog(log, model)
+        self.argv = qemu_serial_command(self.elf, self.icount_shift, plugin)
         setpriv = shutil.which("setpriv")
         if setpriv is not None:
             # QEMU gets SIGTERM if this process dies, even by SIGKILL: no orphaned emulators
@@ -77,8 +98,19 @@ class QemuBoard:
         try:
             self._proc = BoardProcess(self.argv, start_timeout=start_timeout)
         except BoardStartError as e:
+            self._cleanup()
             raise EmulatorError(str(e)) from None
         self.port = self._proc.port
+
+    @property
+    def cycle_log(self) -> Path | None:
+        """The plugin's output file (one JSON line per td_infer call) while QEMU runs."""
+        return None if self.cycles is None else self.cycles.path
+
+    def _cleanup(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
     @property
     def pid(self) -> int:
@@ -103,7 +135,10 @@ class QemuBoard:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 pass
-        return self._proc.stop(timeout=1.0)
+        try:
+            return self._proc.stop(timeout=1.0)
+        finally:
+            self._cleanup()
 
     def __enter__(self) -> QemuBoard:
         return self

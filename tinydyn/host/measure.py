@@ -10,6 +10,11 @@ The results file starts with one ``{"kind": "run", ...}`` record naming the mode
 and policy; every other record is one image, keyed by ``seq`` = its index in the test set. A
 resumed run checks that header, skips the seqs already recorded and appends the rest, so a host
 killed at any moment loses and duplicates nothing.
+
+On the QEMU board with the cycle model (``cycles=board.cycles``, tinydyn/host/cycles.py) each image
+record also gets ``cycles_modelled`` (Cortex-M4 cycles of td_infer, MODELLED by the plugin) and
+``cycle_model_insns`` (the instructions the plugin counted in the same region); the run header
+records the model's parameters under ``cycle_model``. ``counter`` stays what the board measured.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import numpy as np
 from tinydyn.errors import TinydynError
 from tinydyn.host import protocol as P
 from tinydyn.host.client import BoardClient
+from tinydyn.host.cycles import CycleLog
 from tinydyn.host.results import ResultsWriter, load_records
 from tinydyn.ir import IRModel
 from tinydyn.quantize.executor import Results, execute
@@ -147,7 +153,14 @@ class EnergyCheck:
         return (est.energy_nj, est.power_uw) == (r.energy_nj, r.power_uw)
 
 
-def record_of(i: int, label: int, r: P.Result, diff: dict[str, list[Any]], seconds: float) -> dict[str, Any]:
+def record_of(
+    i: int,
+    label: int,
+    r: P.Result,
+    diff: dict[str, list[Any]],
+    seconds: float,
+    cycles: Any = None,
+) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "seq": i,
         "label": label,
@@ -165,6 +178,9 @@ def record_of(i: int, label: int, r: P.Result, diff: dict[str, list[Any]], secon
         "match": not diff,
         "host_s": round(seconds, 6),
     }
+    if cycles is not None:  # a tinydyn.host.cycles.CycleRecord: modelled, never measured
+        rec["cycles_modelled"] = cycles.cycles
+        rec["cycle_model_insns"] = cycles.insns
     if r.logits is not None:
         rec["logits"] = list(r.logits)
     if diff:
@@ -219,8 +235,10 @@ def measure(
     reference: Results | None = None,
     log: Callable[[str], None] = print,
     max_reported: int = 5,
+    cycles: CycleLog | None = None,
 ) -> Outcome:
-    """Measure ``images`` (uint8, N×C×H×W; seq = index) on the board behind ``client``."""
+    """Measure ``images`` (uint8, N×C×H×W; seq = index) on the board behind ``client``; with
+    ``cycles`` (a QEMU board's cycle model) each record also gets the modelled cycles."""
     out = Path(out)
     previous = prepare_file(out, resume, overwrite)
     if reference is None:
@@ -233,6 +251,8 @@ def measure(
     info = client.open()
     _check_info(info, ir, tuple(images.shape[1:]), client.port)
     header = run_header(ir, info, dataset, policy, logits)
+    if cycles is not None:
+        header["cycle_model"] = cycles.model.to_json()
     if previous:
         old = previous[0]
         differ = [k for k in RUN_KEYS if old.get(k) != header[k]]
@@ -241,6 +261,12 @@ def measure(
             raise MeasureError(
                 f"cannot resume {out}: it was measured with other settings ({what}); "
                 "use the same settings or another --out"
+            )
+        old_model, new_model = old.get("cycle_model"), header.get("cycle_model")
+        if old_model is not None and new_model is not None and old_model != new_model:
+            raise MeasureError(
+                f"cannot resume {out}: its modelled cycles used another cycle model "
+                f"({old_model} -> {new_model}); use the same parameters or another --out"
             )
     config = P.Config.from_policy(ip, info.num_exits, gating=ip.gating, logits=logits)
     client.configure(
@@ -258,6 +284,9 @@ def measure(
     session = Session()
     mismatches = [r for r in previous if "seq" in r and not r.get("match", True)]
     stats0 = dict(client.stats)
+    if cycles is not None:
+        cycles.take()  # drop anything the plugin wrote before this run
+    missing_cycles = 0
     with ResultsWriter(out) as writer:
         if not previous:
             writer.write(header)
@@ -270,7 +299,12 @@ def measure(
                 r = client.infer(i, image)
                 seconds = time.perf_counter() - t0
                 diff = compare(r, reference, i)
-                rec = record_of(i, int(labels[i]), r, diff, seconds)
+                c = cycles.take() if cycles is not None else None
+                if cycles is not None and c is None:
+                    missing_cycles += 1
+                    if missing_cycles == 1:
+                        _write(bar, log, f"image {i}: the cycle model wrote no line (no modelled cycles)")
+                rec = record_of(i, int(labels[i]), r, diff, seconds, c)
                 ok = energy_check.check(r)
                 if ok is not None:
                     rec["energy_model_ok"] = ok
@@ -396,7 +430,40 @@ def summarize(outcome: Outcome, ir: IRModel) -> dict[str, Any]:
             else "instructions at 1 per cycle at the board clock"
         )
         summary["counter_per_mac"] = float(counter.sum() / max(macs.sum(), 1.0))
+    summary.update(modelled_cycles_summary(recs, clock, outcome.header.get("cycle_model")))
     return summary
+
+
+def modelled_cycles_summary(
+    recs: list[dict[str, Any]], clock_hz: int, model: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Mean modelled cycles, CPI and latency at the board clock of the records that carry them
+    (tinydyn.host.cycles); empty when none does. Every key says 'modelled'."""
+    have = [r for r in recs if "cycles_modelled" in r]
+    if not have:
+        return {}
+    cyc = np.array([r["cycles_modelled"] for r in have], dtype=np.float64)
+    ins = np.array([r["cycle_model_insns"] for r in have], dtype=np.float64)
+    macs = np.array([r["macs"] for r in have], dtype=np.float64)
+    out: dict[str, Any] = {
+        "cycles_kind": "modelled",
+        "cycle_model": model,
+        "cycles_modelled_images": len(have),
+        "mean_cycles_modelled": float(cyc.mean()),
+        "min_cycles_modelled": int(cyc.min()),
+        "max_cycles_modelled": int(cyc.max()),
+        "modelled_cpi": float(cyc.sum() / max(ins.sum(), 1.0)),
+        "cycles_modelled_per_mac": float(cyc.sum() / max(macs.sum(), 1.0)),
+        "mean_cycle_model_insns": float(ins.mean()),
+    }
+    if clock_hz > 0:
+        out["mean_latency_modelled_ms"] = float(cyc.mean() / clock_hz * 1000.0)
+    counted = [r for r in have if r.get("counter_kind") == "instructions"]
+    if counted:
+        # the board's count spans the two timer reads around td_infer: a few more than td_infer's
+        gap = np.array([r["counter"] - r["cycle_model_insns"] for r in counted], dtype=np.int64)
+        out["counter_minus_model_insns"] = [int(gap.min()), int(gap.max())]
+    return out
 
 
 def summary_lines(s: dict[str, Any]) -> list[str]:
@@ -420,13 +487,29 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
     ]
     if "mean_latency_ms" in s:
         lines.append(
-            f"mean {s['counter_kind']:<17} {s['mean_counter']:,.0f}   ({s['counter_per_mac']:.2f} per MAC; "
+            f"mean {s['counter_kind']:<17} {s['mean_counter']:,.0f}   (measured"
+            + (", exact under QEMU -icount" if s["counter_kind"] == "instructions" else "")
+            + f"; {s['counter_per_mac']:.2f} per MAC; "
             f"min {s['min_counter']:,}, max {s['max_counter']:,})"
         )
         lines.append(
             f"mean latency           {s['mean_latency_ms']:.2f} ms   ({s['latency_basis']}, "
             f"{s['clock_hz'] / 1e6:g} MHz)"
         )
+    if "mean_cycles_modelled" in s:
+        partial = (
+            "" if s["cycles_modelled_images"] == s["images"] else f" of {s['cycles_modelled_images']} images"
+        )
+        lines.append(
+            f"mean cycles (modelled) {s['mean_cycles_modelled']:,.0f}{partial}   (Cortex-M4 cycle model: "
+            f"CPI {s['modelled_cpi']:.3f}, {s['cycles_modelled_per_mac']:.2f} per MAC; "
+            f"min {s['min_cycles_modelled']:,}, max {s['max_cycles_modelled']:,})"
+        )
+        if "mean_latency_modelled_ms" in s:
+            lines.append(
+                f"latency (modelled)     {s['mean_latency_modelled_ms']:.2f} ms   "
+                f"(modelled cycles at {s['clock_hz'] / 1e6:g} MHz)"
+            )
     if s["energy_kind"] != "none":
         check = s.get("energy_model_agreement")
         lines.append(

@@ -82,3 +82,32 @@ def plot_accuracy_vs_macs(summary: dict[str, Any], points: list[dict[str, Any]],
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_cost_vs_macs(summary: dict[str, Any], records: list[dict[str, Any]], path: Path) -> Path:
+    """Per image: the board's counter (retired instructions under QEMU, measured; DWT cycles on a
+    real board, measured) and, where the cycle model ran, modelled Cortex-M4 cycles, against MACs."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    macs = np.array([r["macs"] for r in records], dtype=np.float64) / 1e6
+    kind = summary.get("counter_kind", "counter")
+    if kind in ("cycles", "instructions"):
+        counter = np.array([r["counter"] for r in records], dtype=np.float64) / 1e6
+        ax.scatter(macs, counter, s=8, label=f"{kind} (measured)")
+    modelled = [r for r in records if "cycles_modelled" in r]
+    if modelled:
+        ax.scatter(
+            [r["macs"] / 1e6 for r in modelled],
+            [r["cycles_modelled"] / 1e6 for r in modelled],
+            s=8,
+            marker="^",
+            label=f"cycles (modelled, CPI {summary.get('modelled_cpi', float('nan')):.2f})",
+        )
+    ax.set_xlabel("executed MACs per image (millions)")
+    ax.set_ylabel("millions per image")
+    ax.set_title(f"Cost per image on {summary['board']} ({len(records)} images)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
