@@ -101,3 +101,47 @@ def prove_requant(
         value = value + max(abs(lo), abs(hi)) * np.abs(res_mult).astype(np.float64)
     if np.any(value >= 2.0**63):
         raise CodegenError(f"layer '{layer}' can overflow its int64 requantisation: re-run the lowering")
+
+
+HIGH_WORD_SHIFT = 33  # the smallest shift whose rounding constant lives in the high word
+
+
+def high_word_table(
+    acc_max: int,
+    gated: bool,
+    mult: np.ndarray,
+    shift: np.ndarray,
+    res_mult: np.ndarray | None,
+    res_dtype: str | None,
+) -> np.ndarray | None:
+    """The requantisation table of ``td_quant_t.rq`` (int32, per channel ``[mult', res_lo,
+    res_hi, sh]`` with a residual, ``[mult', sh]`` without), or None where it would not be exact.
+
+    A channel with shift s < 33 is scaled by 2^k, k = 33 - s: round_shift(v·2^k, s + k) equals
+    round_shift(v, s) exactly, so every channel ends with shift' >= 33, whose rounding constant
+    2^(shift'-1) only touches the high word of the 64-bit sum. Exact when gate·mult' fits int32
+    (SMULL operand) and |v·2^k| + 2^(shift'-1) < 2^63 for every input (checked in integers).
+    ``res_mult' = res_hi·2^32 + res_lo`` with res_lo in [-2^31, 2^31): SMLAL res·res_lo then
+    MLA res·res_hi into the high word."""
+    gate_max = 255 if gated else 1
+    r_max = 0
+    if res_mult is not None:
+        lo, hi = DTYPE_RANGES[res_dtype or "int16"]
+        r_max = max(abs(lo), abs(hi))
+    rows = []
+    for c in range(len(mult)):
+        m, s = int(mult[c]), int(shift[c])
+        rm = int(res_mult[c]) if res_mult is not None else 0
+        k = max(0, HIGH_WORD_SHIFT - s)
+        m2, rm2, s2 = m << k, rm << k, s + k
+        if m2 < 0 or m2 * gate_max > INT32_MAX:
+            return None
+        if (acc_max * gate_max * m + r_max * abs(rm)) * (1 << k) + (1 << (s2 - 1)) >= 2**63:
+            return None
+        rh = (rm2 + 2**31) >> 32
+        rl = rm2 - (rh << 32)
+        if not -(2**31) <= rh <= INT32_MAX:
+            return None
+        sh = s2 - HIGH_WORD_SHIFT
+        rows.append([m2, rl, rh, sh] if res_mult is not None else [m2, sh])
+    return np.array(rows, dtype=np.int64).reshape(-1)

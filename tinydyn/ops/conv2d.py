@@ -118,14 +118,17 @@ class Conv2d(WeightedOp):
         desc.max_acc[op.name] = acc_max
         cn = c_name(op.name)
         desc.arrays.append(CArray(f"w_{cn}", "int8_t", packed))
-        quant = self.quant_fields(ir, op, desc, acc_max)
-        base = align(2 * cout) + align(2 * cin)
+        quant = self.quant_fields(ir, op, desc, acc_max, high_word=groups == 1)
         if groups == 1:
-            scratch = base + 16 * cout + 4 * row_len  # index lists, channel table, two im2col columns
-            if op.attrs.get("input_mask"):
-                scratch += 2 * row_len  # at least two compacted rows; the planner may grant more
+            # output index list, row-pair table and accumulators (16 B per pair each), two
+            # im2col columns; masked: the input index list, the gather offsets of one column
+            # (k*k*cin uint16) and at least two compacted rows
+            # (the planner may grant more)
+            scratch = align(2 * cout) + 32 * ((cout + 1) // 2) + 4 * row_len
+            if op.attrs.get("input_mask"):  # + the column's gather offsets
+                scratch += align(2 * cin) + align(2 * k * k * cin) + 2 * row_len
         else:
-            scratch = base + align(cin)
+            scratch = align(2 * cout) + align(2 * cin) + align(cin)
         desc.scratch[op.name] = scratch
         return {
             "scratch_min": scratch,

@@ -127,9 +127,14 @@ class WeightedOp(OpKind):
         )
 
     # --- C ----------------------------------------------------------------------------
-    def quant_fields(self, ir: IRModel, op: Op, desc: ModelDesc, acc_max: int) -> dict[str, Any]:
+    def quant_fields(
+        self, ir: IRModel, op: Op, desc: ModelDesc, acc_max: int, high_word: bool = False
+    ) -> dict[str, Any]:
+        """td_quant_t's fields and arrays. With ``high_word`` (the kernel supports it) and where
+        it is exact, one table ``rq_<layer>`` (codegen.packing.high_word_table) replaces the
+        mult/res_mult/shift arrays: the layer then requantises on the high word only."""
         from tinydyn.codegen.cdefs import CArray, c_name
-        from tinydyn.codegen.packing import prove_requant
+        from tinydyn.codegen.packing import high_word_table, prove_requant
 
         cn = c_name(op.name)
         mult = ir.array(op, "mult").astype(np.int64)
@@ -141,6 +146,22 @@ class WeightedOp(OpKind):
         prove_requant(
             op.name, acc_max, gated, mult, shift, res_mult, ir.tensors[res_name].dtype if res_name else None
         )
+        lo, hi = op.attrs["out_range"]
+        res_dtype = ir.tensors[res_name].dtype if res_name else None
+        table = high_word_table(acc_max, gated, mult, shift, res_mult, res_dtype) if high_word else None
+        if table is not None:
+            desc.arrays += [CArray(f"b_{cn}", "int32_t", bias), CArray(f"rq_{cn}", "int32_t", table)]
+            return {
+                "bias": f"b_{cn}",
+                "mult": "NULL",
+                "res_mult": "NULL",
+                "shift": "NULL",
+                "out_min": int(lo),
+                "out_max": int(hi),
+                "rq": f"rq_{cn}",
+                "shift_min": int(shift.min()),
+                "shift_max": int(shift.max()),
+            }
         desc.arrays += [
             CArray(f"b_{cn}", "int32_t", bias),
             CArray(f"m_{cn}", "int32_t", mult),
@@ -148,7 +169,6 @@ class WeightedOp(OpKind):
         ]
         if res_mult is not None:
             desc.arrays.append(CArray(f"r_{cn}", "int64_t", res_mult))
-        lo, hi = op.attrs["out_range"]
         return {
             "bias": f"b_{cn}",
             "mult": f"m_{cn}",
@@ -156,6 +176,9 @@ class WeightedOp(OpKind):
             "shift": f"s_{cn}",
             "out_min": int(lo),
             "out_max": int(hi),
+            "rq": "NULL",
+            "shift_min": int(shift.min()),
+            "shift_max": int(shift.max()),
         }
 
     def common_fields(self, ir: IRModel, op: Op, x: TensorSpec, out: TensorSpec) -> dict[str, Any]:

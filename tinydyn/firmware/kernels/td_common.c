@@ -37,12 +37,24 @@ static inline int32_t td_smlad(int32_t a, int32_t b, int32_t acc)
 void td_write_skipped(const td_quant_t *q, const uint8_t *gate, uint16_t c, uint32_t hw, const void *residual,
                       uint8_t res_type, uint8_t out_type, void *output)
 {
+    if (residual == NULL) {
+        /* every skipped output is the clamp of 0: one constant */
+        const int32_t y = requant_q(q, 0, 0, 0, NULL, res_type, 0);
+        for (uint16_t ch = 0; ch < c; ch++) {
+            if (gate[ch] != 0) continue;
+            if (out_type == TD_S16) {
+                for (uint32_t p = 0; p < hw; p++) ((int16_t *)output)[p * c + ch] = (int16_t)y;
+            } else {
+                for (uint32_t p = 0; p < hw; p++) ((uint8_t *)output)[p * c + ch] = (uint8_t)y;
+            }
+        }
+        return;
+    }
     for (uint16_t ch = 0; ch < c; ch++) {
         if (gate[ch] != 0) continue;
         for (uint32_t p = 0; p < hw; p++) {
             uint32_t i = p * c + ch;
-            int32_t y = requant(0, 0, res_term(q, residual, res_type, i, ch), q->shift[ch], q->out_min, q->out_max);
-            store_elem(output, out_type, i, y);
+            store_elem(output, out_type, i, requant_q(q, ch, 0, 0, residual, res_type, i));
         }
     }
 }

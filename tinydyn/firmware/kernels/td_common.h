@@ -34,14 +34,69 @@ typedef struct {
     const uint8_t *input_mask;   /* per input channel, 0 = not read */
 } td_gates_t;
 
-/* Per-output-channel requantisation (y = clamp((acc*gate*mult + res*res_mult + r) >> shift)). */
+/* Per-output-channel requantisation (y = clamp((acc*gate*mult + res*res_mult + r) >> shift)).
+ * Either the three arrays mult/res_mult/shift (the general form), or, where the codegen proved
+ * it exact (every channel's shift made >= 33 by scaling mult and res_mult by a power of two),
+ * the table rq: per channel {mult', res_lo, res_hi, sh} with a residual, {mult', sh} without,
+ * where res_mult' = res_hi * 2^32 + res_lo (res_lo signed) and sh = shift' - 33: then
+ * y = ((hi32(acc*gate*mult' + res*res_lo) + res*res_hi) >> sh) + 1) >> 1, i.e. SMULL, SMLAL,
+ * MLA and the rounding on the high word only (see td_rq_high). */
 typedef struct {
     const int32_t *bias;
     const int32_t *mult;     /* < 2^23, so gate*mult fits int32 */
     const int64_t *res_mult; /* NULL without residual (can exceed 32 bits: it shares the shift) */
     const uint8_t *shift;    /* 1..62 */
     int32_t out_min, out_max;
+    const int32_t *rq; /* NULL, or the high-word table above (then mult/res_mult/shift are NULL) */
 } td_quant_t;
+
+/* ------------------------------------------------------------------ requantisation, inline */
+/* The high-word form: exact for shift' = sh + 33 >= 33 because 2^(shift'-1) only touches the
+ * high word (floor((H + 2^(sh))/2^(sh+1)) = ((H >> sh) + 1) >> 1); the 64-bit sum is formed
+ * modulo 2^64 (the codegen proves the true value fits int64, so the high word is exact). */
+static inline int32_t td_rq_high(int32_t acc, int32_t gm, int32_t res, int32_t rl, int32_t rh, int32_t sh,
+                                 int has_res)
+{
+    int64_t v = (int64_t)acc * gm;
+    uint32_t h;
+    if (has_res) {
+        v += (int64_t)res * rl;
+        h = (uint32_t)((uint64_t)v >> 32) + (uint32_t)res * (uint32_t)rh;
+    } else {
+        h = (uint32_t)((uint64_t)v >> 32);
+    }
+    return (((int32_t)h >> sh) + 1) >> 1;
+}
+
+/* The general form (any shift 1..62): y before the clamp, saturated to [lo, hi] when its
+ * 64-bit value leaves that range. */
+static inline int32_t td_rq_general(int32_t acc, int32_t gm, int64_t res_term, uint32_t shift, int32_t lo,
+                                    int32_t hi)
+{
+    const int64_t w = ((int64_t)acc * gm + res_term + ((int64_t)1 << (shift - 1u))) >> shift;
+    return w < lo ? lo : (w > hi ? hi : (int32_t)w);
+}
+
+/* clamp(y, lo, hi): one USAT/SSAT where [lo, hi] is a saturation range (lo, hi are
+ * compile-time constants in the generated layer functions, so the choice folds away). */
+static inline int32_t td_sat(int32_t y, int32_t lo, int32_t hi)
+{
+#if defined(__ARM_FEATURE_SAT) && !defined(TD_PORTABLE)
+    if (lo == 0 && hi == 255) {
+        __asm__("usat %0, #8, %1" : "=r"(y) : "r"(y));
+        return y;
+    }
+    if (lo == -128 && hi == 127) {
+        __asm__("ssat %0, #8, %1" : "=r"(y) : "r"(y));
+        return y;
+    }
+    if (lo == -32768 && hi == 32767) {
+        __asm__("ssat %0, #16, %1" : "=r"(y) : "r"(y));
+        return y;
+    }
+#endif
+    return y < lo ? lo : (y > hi ? hi : y);
+}
 
 /* The model input: CHW uint8 image to HWC. */
 void td_chw_to_hwc(const uint8_t *chw, uint8_t *hwc, uint16_t c, uint16_t h, uint16_t w);

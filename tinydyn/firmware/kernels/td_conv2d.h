@@ -1,6 +1,20 @@
-/* tinydyn kernels: conv2d, a grouped k x k convolution on HWC activations. */
+/* tinydyn kernels: conv2d, a grouped k x k convolution on HWC activations.
+ *
+ * td_conv2d is a static inline function: every generated layer function passes its own
+ * `static const` parameters, so the compiler specialises the call for that layer (kernel size,
+ * stride, channel counts, element types, residual or not, gates present, saturation range) and
+ * no type or path is chosen at run time. Per pair of output pixels it
+ *   1. builds the two im2col columns (td_im2col_*: whole words widened with UXTB16/SXTB16;
+ *      dedicated 1x1 and few-channel stem paths; a masked input gathers its active channels),
+ *   2. multiplies them with every active output-channel pair in one call (td_mm_rows: the loop
+ *      over pairs is inside, accumulators and biases in registers),
+ *   3. requantises the accumulators inline (td_rq_high: SMULL/SMLAL/MLA, rounding on the high
+ *      word, USAT/SSAT), no branch on the element types.
+ * Grouped convolutions take the portable direct loops (td_conv2d_grouped). */
 #ifndef TD_CONV2D_H
 #define TD_CONV2D_H
+
+#include <stddef.h>
 
 #include "td_common.h"
 
@@ -23,11 +37,190 @@ typedef struct {
     uint16_t row_group; /* output rows compacted at once when input channels are masked */
 } td_conv_params_t;
 
-void td_conv2d(td_ctx_t *ctx, const td_conv_params_t *p, const td_quant_t *q, const td_gates_t *g,
-               const void *input, const void *residual, void *output);
-/* Bytes td_conv2d takes from ctx->scratch for these parameters and gates (only whether
- * g->input_mask is NULL matters): what tinydyn.ops.conv2d reserves. */
+#if defined(__GNUC__)
+#define TD_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define TD_ALWAYS_INLINE inline
+#endif
+
+/* One output-channel pair for td_mm_rows: its two weight rows (byte offsets from the rows'
+ * base: the packed weights, or the compacted rows) and biases. 16 bytes on every target. */
+typedef struct {
+    uint32_t w0, w1;
+    int32_t b0, b1;
+} td_rowpair_t;
+
+/* What td_conv2d_begin prepares in the scratch for the pixel loop. */
+typedef struct {
+    uint16_t *out_idx; /* active output channels (all without a channel gate) */
+    uint16_t *in_idx;  /* active input channels (input mask only) */
+    uint16_t *in_off;  /* input mask: element e of a column at input byte in_off[e] from the window's
+                        * top-left pixel (NULL where offsets would not fit 16 bits) */
+    const int8_t *rows; /* base of the current group's weight rows */
+    td_rowpair_t *tab;  /* the current group's channel pairs */
+    int32_t *acc;      /* 4 accumulators per pair: (row0, px0), (row1, px0), (row0, px1), (row1, px1) */
+    int16_t *pair;     /* two im2col columns, interleaved per 4 elements */
+    int8_t *wbuf;      /* compacted weight rows (input mask only) */
+    uint32_t k4;       /* column length (elements, multiple of 4) */
+    uint16_t n_out, n_in, group;
+} td_conv_run_t;
+
+/* Bytes td_conv2d takes from ctx->scratch for these parameters and gates (only which gates are
+ * NULL matters): what tinydyn.ops.conv2d reserves. */
 uint32_t td_conv2d_scratch_size(const td_conv_params_t *p, const td_gates_t *g);
+
+/* out-of-line parts (td_conv2d.c) */
+void td_conv2d_grouped(td_ctx_t *ctx, const td_conv_params_t *p, const td_quant_t *q, const td_gates_t *g,
+                       const void *input, const void *residual, void *output);
+void td_conv2d_begin(td_ctx_t *ctx, const td_conv_params_t *p, const td_quant_t *q, const td_gates_t *g,
+                     const void *residual, void *output, td_conv_run_t *run);
+/* the row pairs of active outputs g0 .. g0+gn-1 (compacting their rows when masked); pairs */
+uint32_t td_conv2d_rows(const td_conv_params_t *p, const td_quant_t *q, td_conv_run_t *run, uint32_t g0,
+                        uint32_t gn);
+/* im2col of output pixels pix and pix+1 (when two) into run->pair */
+void td_im2col_kxk(const td_conv_params_t *p, const void *input, uint32_t pix, int two, const td_conv_run_t *run);
+void td_im2col_1x1(const td_conv_params_t *p, const void *input, uint32_t pix, int two, const td_conv_run_t *run);
+/* one column (j = 0 or 1) of any ungrouped conv with every input channel */
+void td_im2col_col(const td_conv_params_t *p, const void *input, uint32_t pix, int j, const td_conv_run_t *run);
+void td_im2col_masked(const td_conv_params_t *p, const void *input, uint32_t pix, int two,
+                      const td_conv_run_t *run);
+/* acc[4r..4r+3] = bias + the 2x2 block of pair r against the column pair, r < n_pairs (>= 1),
+ * groups (>= 1) groups of 4 elements */
+void td_mm_rows(const int8_t *rows, const td_rowpair_t *tab, uint32_t n_pairs, const int16_t *pair, uint32_t groups,
+                int32_t *acc);
+
+/* ------------------------------------------------------------------ few-channel stems */
+/* Column j of the pair for output pixel pix of a conv with in_c < 4 (uint8 input): the k*k*in_c
+ * elements one by one, loops unrolled for the layer's constant kernel and channel count. */
+static inline void td_im2col_stem_col(const td_conv_params_t *p, const uint8_t *in, uint32_t pix, int16_t *col,
+                                      const td_conv_run_t *run)
+{
+    const uint32_t k = p->kernel, c = p->in_c, n = k * k * c;
+    const int32_t oy = (int32_t)(pix / p->out_w), ox = (int32_t)(pix % p->out_w);
+    const int32_t iy0 = oy * p->stride - p->pad, ix0 = ox * p->stride - p->pad;
+    const uint32_t kpad = (n + 3u) & ~3u;
+    if (iy0 >= 0 && ix0 >= 0 && iy0 + (int32_t)k <= (int32_t)p->in_h && ix0 + (int32_t)k <= (int32_t)p->in_w) {
+        const uint8_t *src = in + ((uint32_t)iy0 * p->in_w + (uint32_t)ix0) * c;
+#pragma GCC unroll 64
+        for (uint32_t e = 0; e < n; e++) {
+            const uint32_t ky = e / (k * c), rest = e % (k * c);
+            col[(e >> 2) * 8u + (e & 3u)] = src[ky * p->in_w * c + rest];
+        }
+#pragma GCC unroll 4
+        for (uint32_t e = n; e < kpad; e++) col[(e >> 2) * 8u + (e & 3u)] = 0;
+    } else {
+        td_im2col_col(p, in, pix, col == run->pair ? 0 : 1, run); /* the border: out of line */
+    }
+}
+
+/* ------------------------------------------------------------------ requantisation */
+/* Output channel co of pixels i0 (and i0 + out_c when npix is 2): accumulators a0, a1. */
+static TD_ALWAYS_INLINE void td_conv2d_store(const td_conv_params_t *p, const td_quant_t *q, const td_gates_t *g,
+                                              const void *residual, void *output, uint32_t co, uint32_t i0,
+                                              int32_t a0, int32_t a1, int npix)
+{
+    const int has_res = residual != NULL;
+    const uint32_t i1 = i0 + p->out_c;
+    const int32_t lo = q->out_min, hi = q->out_max;
+    int32_t r0 = 0, r1 = 0, y0, y1 = 0;
+    if (has_res) {
+        if (p->res_type == TD_U8) {
+            r0 = ((const uint8_t *)residual)[i0];
+            if (npix == 2) r1 = ((const uint8_t *)residual)[i1];
+        } else if (p->res_type == TD_S8) {
+            r0 = ((const int8_t *)residual)[i0];
+            if (npix == 2) r1 = ((const int8_t *)residual)[i1];
+        } else {
+            r0 = ((const int16_t *)residual)[i0];
+            if (npix == 2) r1 = ((const int16_t *)residual)[i1];
+        }
+    }
+    const int32_t gate = g->channel_gate ? g->channel_gate[co] : (g->block_gate ? g->block_gate[0] : 1);
+    if (q->rq != NULL) {
+        const int32_t *t = q->rq + (has_res ? 4u : 2u) * co;
+        const int32_t gm = (g->channel_gate || g->block_gate) ? gate * t[0] : t[0];
+        const int32_t rl = has_res ? t[1] : 0, rh = has_res ? t[2] : 0, sh = has_res ? t[3] : t[1];
+        y0 = td_sat(td_rq_high(a0, gm, r0, rl, rh, sh, has_res), lo, hi);
+        if (npix == 2) y1 = td_sat(td_rq_high(a1, gm, r1, rl, rh, sh, has_res), lo, hi);
+    } else {
+        const int32_t gm = gate * q->mult[co];
+        const int64_t rm = has_res ? q->res_mult[co] : 0;
+        y0 = td_rq_general(a0, gm, (int64_t)r0 * rm, q->shift[co], lo, hi);
+        if (npix == 2) y1 = td_rq_general(a1, gm, (int64_t)r1 * rm, q->shift[co], lo, hi);
+    }
+    if (p->out_type == TD_U8) {
+        ((uint8_t *)output)[i0] = (uint8_t)y0;
+        if (npix == 2) ((uint8_t *)output)[i1] = (uint8_t)y1;
+    } else if (p->out_type == TD_S8) {
+        ((int8_t *)output)[i0] = (int8_t)y0;
+        if (npix == 2) ((int8_t *)output)[i1] = (int8_t)y1;
+    } else {
+        ((int16_t *)output)[i0] = (int16_t)y0;
+        if (npix == 2) ((int16_t *)output)[i1] = (int16_t)y1;
+    }
+}
+
+/* The group's accumulators (pair r: rows 2r, 2r+1 at pixels pix, pix+1) to outputs. */
+static TD_ALWAYS_INLINE void td_conv2d_requant(const td_conv_params_t *p, const td_quant_t *q, const td_gates_t *g,
+                                                const void *residual, void *output, const td_conv_run_t *run,
+                                                uint32_t g0, uint32_t gn, uint32_t pix, int npix)
+{
+    const int32_t *acc = run->acc;
+    const uint32_t base = pix * p->out_c;
+    if (g->channel_gate != NULL) {
+        const uint16_t *idx = run->out_idx + g0;
+        for (uint32_t r = 0; r + 1 < gn; r += 2, acc += 4, idx += 2) {
+            td_conv2d_store(p, q, g, residual, output, idx[0], base + idx[0], acc[0], acc[2], npix);
+            td_conv2d_store(p, q, g, residual, output, idx[1], base + idx[1], acc[1], acc[3], npix);
+        }
+        if (gn & 1u) td_conv2d_store(p, q, g, residual, output, idx[0], base + idx[0], acc[0], acc[2], npix);
+    } else {
+        uint32_t co = g0;
+        for (uint32_t r = 0; r + 1 < gn; r += 2, acc += 4, co += 2) {
+            td_conv2d_store(p, q, g, residual, output, co, base + co, acc[0], acc[2], npix);
+            td_conv2d_store(p, q, g, residual, output, co + 1, base + co + 1, acc[1], acc[3], npix);
+        }
+        if (gn & 1u) td_conv2d_store(p, q, g, residual, output, co, base + co, acc[0], acc[2], npix);
+    }
+}
+
+/* ------------------------------------------------------------------ the layer */
+static TD_ALWAYS_INLINE void td_conv2d(td_ctx_t *ctx, const td_conv_params_t *p, const td_quant_t *q, const td_gates_t *g,
+                             const void *input, const void *residual, void *output)
+{
+    if (p->groups != 1) {
+        td_conv2d_grouped(ctx, p, q, g, input, residual, output);
+        return;
+    }
+    td_conv_run_t run;
+    td_conv2d_begin(ctx, p, q, g, residual, output, &run);
+    const uint32_t hw = (uint32_t)p->out_h * p->out_w;
+    const int stem = p->in_c < 4 && p->in_type == TD_U8;
+    const int simple = p->in_type != TD_S16 && g->input_mask == NULL;
+    for (uint32_t g0 = 0; g0 < run.n_out; g0 += run.group) {
+        const uint32_t gn = run.n_out - g0 < run.group ? run.n_out - g0 : run.group;
+        const uint32_t n_pairs = td_conv2d_rows(p, q, &run, g0, gn);
+        for (uint32_t pix = 0; pix < hw; pix += 2) {
+            const int two = pix + 1 < hw;
+            if (g->input_mask != NULL && run.n_in != p->in_c) {
+                td_im2col_masked(p, input, pix, two, &run);
+            } else if (stem) {
+                td_im2col_stem_col(p, (const uint8_t *)input, pix, run.pair, &run);
+                if (two) td_im2col_stem_col(p, (const uint8_t *)input, pix + 1, run.pair + 4, &run);
+            } else if (simple && p->kernel == 1) {
+                td_im2col_1x1(p, input, pix, two, &run);
+            } else {
+                td_im2col_kxk(p, input, pix, two, &run);
+            }
+            td_mm_rows(run.rows, run.tab, n_pairs, run.pair, run.k4 / 4u, run.acc);
+            if (two) {
+                td_conv2d_requant(p, q, g, residual, output, &run, g0, gn, pix, 2);
+            } else {
+                td_conv2d_requant(p, q, g, residual, output, &run, g0, gn, pix, 1);
+            }
+        }
+    }
+}
 
 #ifdef __cplusplus
 }

@@ -55,6 +55,22 @@ static inline int64_t res_term(const td_quant_t *q, const void *residual, uint8_
     return residual ? (int64_t)load_elem(residual, res_type, i) * q->res_mult[c] : 0;
 }
 
+/* The requantisation of channel c's accumulator, either form of td_quant_t (element i of the
+ * residual, if any). */
+static inline int32_t requant_q(const td_quant_t *q, uint16_t c, int32_t acc, int32_t gate, const void *residual,
+                                uint8_t res_type, uint32_t i)
+{
+    const int32_t r = residual ? load_elem(residual, res_type, i) : 0;
+    if (q->rq != NULL) {
+        const int32_t *t = q->rq + (residual ? 4u : 2u) * c;
+        const int32_t y = residual ? td_rq_high(acc, gate * t[0], r, t[1], t[2], t[3], 1)
+                                   : td_rq_high(acc, gate * t[0], 0, 0, 0, t[1], 0);
+        return y < q->out_min ? q->out_min : (y > q->out_max ? q->out_max : y);
+    }
+    return requant(acc, gate * q->mult[c], residual ? (int64_t)r * q->res_mult[c] : 0, q->shift[c], q->out_min,
+                   q->out_max);
+}
+
 /* Indices of the channels whose salience is non-zero (all channels without saliences). */
 static inline uint16_t active_list(const uint8_t *salience, uint16_t n, uint16_t *idx)
 {

@@ -1,0 +1,146 @@
+"""Each specialised conv path of td_conv2d (kernels/td_conv2d.h) bit-exact with the executor, on
+the host (DSP path emulated, plain DSP-less C, and the default build) and under QEMU (the
+Cortex-M4 assembly, SSAT/USAT, UXTB16/PKHBT widening): few-channel stems (1, 2 and 3 input
+channels, strides 1 and 2), 1x1 with stride 1 and 2, k x k, a channel-gated conv and a conv
+with masked input channels (gathered through the offset list, rows compacted), uint8 / int8 /
+int16 outputs, residuals of both 8-bit types and none, and extreme shifts (1, 62, per-channel
+mixes below and above 33, a gated layer whose shift forces the general requantisation).
+No instruction counts here: those are benchmark figures (benchmarks/mcu.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinydyn.codegen import build_project
+from tinydyn.codegen.harness import run_host, run_qemu
+from tinydyn.codegen.layers import describe
+from tinydyn.ir import IRModel, Op, validate
+from tinydyn.quantize.executor import execute
+from tinydyn.quantize.policy import ExitPolicy
+
+from .codegen_support import assert_same
+from .conftest import require_tool
+from .test_codegen_property import NetBuilder
+
+POLICIES = (ExitPolicy("none"), ExitPolicy("none", gating=False))
+
+
+def paths_ir(seed: int = 11) -> IRModel:
+    """A chain through every specialised path, each layer's output reaching the logits."""
+    nb = NetBuilder(np.random.default_rng(seed))
+    x = nb.tensor((3, 12, 12), "uint8", name="input")
+    ops = []
+
+    def conv(name, x, *args, **kw):
+        out, op = nb.conv(name, x, *args, **kw)
+        ops.append(op)
+        return out
+
+    a = conv("stem3", x, 3, 3, 1, 1)  # 3 input channels, stride 1
+    b = conv("stem3s2", a, 2, 3, 2, 1)  # 3 channels, stride 2
+    c = conv("stem2", b, 1, 3, 1, 1)  # 2 channels
+    d = conv("stem1", c, 8, 3, 1, 1)  # 1 channel
+    e = conv("pw1", d, 8, 1, 1, 0)  # 1x1 stride 1
+    f = conv("pw2", e, 12, 1, 2, 0, dtype="int8")  # 1x1 stride 2, int8 out
+    g = conv("k3s2", e, 12, 3, 2, 1)  # 3x3 stride 2
+    pooled, gap = nb.gap(g)
+    ops.append(gap)
+    s_chan, cnet = nb.linear("cnet", pooled, 12, "salience", "gate")
+    ops.append(cnet)
+    h = conv("gated", g, 12, 3, 1, 1, channel_gate=s_chan, residual=f)  # int8 residual
+    i = conv("masked", h, 8, 3, 1, 1, input_mask=s_chan)  # masked input channels
+    j = conv("res_u8", i, 8, 3, 1, 1, residual=i)  # uint8 residual
+    k = conv("out_s16", j, 6, 3, 1, 1, dtype="int16")  # int16 out
+    m = conv("in_s16", k, 6, 3, 1, 1)  # int16 input (element path)
+    pooled2, gap2 = nb.gap(m)
+    ops.append(gap2)
+    logits, fc = nb.linear("final.fc", pooled2, 4, "logits", "exit_head")
+    ops.append(Op("exit", "final", attrs={"index": 0, "final": True, "logits": logits}, then=[fc]))
+    ir = IRModel("paths", "input", nb.tensors, ops, nb.arrays, ["a", "b", "c", "d"], {})
+    validate(ir)
+    return ir
+
+
+def shifts_ir(seed: int = 5) -> IRModel:
+    """Extreme and mixed shifts: 1, 62, per-channel mixes around 33, and a gated layer whose
+    small shift cannot be scaled into the high-word form (general requantisation)."""
+    nb = NetBuilder(np.random.default_rng(seed))
+    x = nb.tensor((4, 8, 8), "uint8", name="input")
+    ops = []
+    a, op = nb.conv("shift1", x, 8, 3, 1, 1)
+    nb.arrays["shift1.mult"] = nb.rng.integers(1, 3, 8).astype(np.int64)
+    nb.arrays["shift1.shift"] = np.full(8, 1, dtype=np.int32)  # saturates most outputs
+    ops.append(op)
+    b, op = nb.conv("shift62", a, 8, 3, 1, 1, residual=a)
+    nb.arrays["shift62.shift"] = np.full(8, 62, dtype=np.int32)
+    nb.arrays["shift62.res_mult"] = (nb.rng.uniform(0.5, 1.0, 8) * 2.0**53).astype(np.int64)
+    ops.append(op)
+    c, op = nb.conv("mixed", b, 8, 3, 1, 1)
+    nb.arrays["mixed.mult"] = nb.rng.integers(1 << 10, 1 << 20, 8).astype(np.int64)
+    nb.arrays["mixed.shift"] = np.array([24, 28, 31, 32, 33, 34, 40, 45], dtype=np.int32)
+    ops.append(op)
+    pooled, gap = nb.gap(c)
+    ops.append(gap)
+    s_chan, cnet = nb.linear("cnet", pooled, 8, "salience", "gate")
+    ops.append(cnet)
+    d, op = nb.conv("gated_low", c, 8, 3, 1, 1, channel_gate=s_chan)
+    nb.arrays["gated_low.mult"] = nb.rng.integers(1 << 21, 1 << 22, 8).astype(np.int64)
+    nb.arrays["gated_low.shift"] = np.full(8, 30, dtype=np.int32)
+    ops.append(op)
+    pooled2, gap2 = nb.gap(d)
+    ops.append(gap2)
+    logits, fc = nb.linear("final.fc", pooled2, 4, "logits", "exit_head")
+    ops.append(Op("exit", "final", attrs={"index": 0, "final": True, "logits": logits}, then=[fc]))
+    ir = IRModel("shifts", "input", nb.tensors, ops, nb.arrays, ["a", "b", "c", "d"], {})
+    validate(ir)
+    return ir
+
+
+def images_for(ir: IRModel, n: int = 24) -> np.ndarray:
+    return np.random.default_rng(3).integers(0, 256, (n, *ir.input_spec.shape)).astype(np.uint8)
+
+
+def test_paths_are_the_specialised_ones():
+    """The IRs exercise what they claim: the high-word table where exact, the general form where not."""
+    layers = describe(paths_ir()).layers
+    assert all(layers[n]["quant"]["rq"] != "NULL" for n in ("stem3", "pw2", "gated", "masked", "res_u8", "out_s16"))
+    assert layers["stem1"]["in_c"] == 1 and layers["stem2"]["in_c"] == 2 and layers["stem3s2"]["stride"] == 2
+    assert layers["pw2"]["kernel"] == 1 and layers["pw2"]["stride"] == 2
+    layers = describe(shifts_ir()).layers
+    assert layers["shift1"]["quant"]["rq"] == "NULL"  # mult * 2^32 leaves int32: general form
+    assert layers["shift62"]["quant"]["rq"] != "NULL"
+    assert layers["mixed"]["quant"]["rq"] != "NULL"
+    assert layers["gated_low"]["quant"]["rq"] == "NULL"  # 255 * mult * 2^3 exceeds int32
+
+
+@pytest.mark.parametrize("flags", ["", "-DTD_EMULATE_DSP", "-DTD_PORTABLE"])
+@pytest.mark.parametrize("make_ir", [paths_ir, shifts_ir])
+def test_host_bit_exact(make_ir, flags, tmp_path: Path):
+    require_tool("gcc")
+    ir = make_ir()
+    build_project(ir, "host", tmp_path, compile=True, extra_cflags=flags)
+    images = images_for(ir)
+    for policy in POLICIES:
+        assert_same(execute(ir, images, policy), run_host(ir, tmp_path / "fw", images, policy))
+
+
+@pytest.mark.parametrize("make_ir", [paths_ir, shifts_ir])
+def test_qemu_bit_exact(make_ir, tmp_path: Path):
+    require_tool("arm-none-eabi-gcc")
+    require_tool("qemu-system-arm")
+    ir = make_ir()
+    build_project(ir, "qemu-mps2-an386", tmp_path, compile=True)
+    images = images_for(ir, 12)
+    for policy in POLICIES:
+        assert_same(execute(ir, images, policy), run_qemu(ir, tmp_path / "fw.elf", images, policy))
+
+
+def test_masked_and_gated_paths_really_skip(tmp_path: Path):
+    """Guard against a vacuous comparison: some channels are skipped and some inputs masked."""
+    ir = paths_ir()
+    ref = execute(ir, images_for(ir), ExitPolicy("none"))
+    assert ref.skipped_channels.sum() > 0
+    assert (ref.skipped_channels < 12).any()
