@@ -149,7 +149,7 @@ def test_names_c_gives_meaning_to_build_bit_exact_with_no_foreign_symbol(base, s
     build_project(ir, "host", tmp_path / "renamed", compile=True)
     build_project(small_ir, "host", tmp_path / "plain", compile=True)
     # the same globals as the plain build, but for the constant arrays named after the layers
-    weights = re.compile(r"[wbmsr]_.*")
+    weights = re.compile(r"(?:[wbmsr]|rq)_.*")
     renamed = {s for s in global_symbols(tmp_path / "renamed" / "fw") if not weights.fullmatch(s)}
     plain = {s for s in global_symbols(tmp_path / "plain" / "fw") if not weights.fullmatch(s)}
     assert renamed == plain

@@ -239,12 +239,14 @@ def _register_subcommands() -> None:
     """Commands owned by other parts of the pipeline (imported lazily by click at call time)."""
     from tinydyn.commands.board import emulate, firmware_cmd, measure_cmd
     from tinydyn.commands.build import build
+    from tinydyn.commands.profile import profile_cmd
     from tinydyn.hw.commands import fpga
 
     cli.add_command(build)
     cli.add_command(fpga)
     cli.add_command(firmware_cmd)
     cli.add_command(emulate)
+    cli.add_command(profile_cmd)
     cli.add_command(measure_cmd)
 
 

@@ -95,13 +95,19 @@ class CycleModel:
 
 @dataclass(frozen=True)
 class CycleRecord:
-    """One region (one td_infer call) as the plugin wrote it."""
+    """One region (one td_infer call) as the plugin wrote it. With a symbol file (``syms``, the
+    per-layer attribution of ``tinydyn profile``) it also carries (instructions, cycles) per bucket
+    of that file (``layers``) and of everything else in the region (``control``); they sum to
+    ``insns`` and ``cycles`` exactly."""
 
     n: int
     cycles: int
     insns: int
     taken: int = 0
     not_taken: int = 0
+    layers: tuple[tuple[int, int], ...] | None = None
+    control: tuple[int, int] | None = None
+    stack_overflow: int = 0
 
 
 # ---------------------------------------------------------------------------- the plugin
@@ -160,25 +166,38 @@ def plugin_path(build: bool = True) -> Path:
 
 
 def plugin_option(
-    out: Path, entry: int | None, model: CycleModel | None = None, plugin: Path | None = None
+    out: Path,
+    entry: int | None,
+    model: CycleModel | None = None,
+    plugin: Path | None = None,
+    syms: Path | None = None,
 ) -> str:
     """The value of QEMU's ``-plugin`` option: the plugin writes to ``out``; ``entry`` delimits the
-    measured function (None: the whole run is one region)."""
+    measured function (None: the whole run is one region); ``syms`` is a code-range file for the
+    per-layer attribution (:func:`write_syms`)."""
     model = model or CycleModel()
     so = plugin or plugin_path()
     parts = [str(so), f"out={Path(out).resolve()}", *model.args()]
     if entry is not None:
         parts.append(f"entry={entry:#x}")
-    for p in (str(so), str(Path(out).resolve())):
+    paths = [str(so), str(Path(out).resolve())]
+    if syms is not None:
+        parts.append(f"syms={Path(syms).resolve()}")
+        paths.append(str(Path(syms).resolve()))
+    for p in paths:
         if "," in p:
             raise CycleModelError(f"QEMU cannot take a plugin path with a comma: {p}")
     return ",".join(parts)
 
 
 def qemu_plugin_args(
-    out: Path, entry: int | None, model: CycleModel | None = None, plugin: Path | None = None
+    out: Path,
+    entry: int | None,
+    model: CycleModel | None = None,
+    plugin: Path | None = None,
+    syms: Path | None = None,
 ) -> list[str]:
-    return ["-plugin", plugin_option(out, entry, model, plugin)]
+    return ["-plugin", plugin_option(out, entry, model, plugin, syms)]
 
 
 # ---------------------------------------------------------------------------- ELF symbols
@@ -203,14 +222,72 @@ def symbol_address(elf: Path, name: str = ENTRY_SYMBOL) -> int:
     raise CycleModelError(f"{elf} has no function symbol {name!r} (was it stripped?)")
 
 
+@dataclass(frozen=True)
+class ElfSymbol:
+    """A function symbol: its address (Thumb bit cleared), size, and the source file whose local
+    symbols it follows in the symbol table ("" for global symbols or without STT_FILE entries)."""
+
+    name: str
+    address: int
+    size: int
+    file: str
+    local: bool
+
+
+def function_symbols(elf: Path) -> list[ElfSymbol]:
+    """Every function symbol (STT_FUNC) of a 32-bit little-endian ELF, in symbol-table order.
+    Local symbols follow the STT_FILE entry of the source they come from (GCC and GNU ld keep
+    that order), so two static functions of the same name in different files can be told apart."""
+    data = Path(elf).read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] != 1 or data[5] != 1:
+        raise CycleModelError(f"{elf} is not a 32-bit little-endian ELF file")
+    try:
+        (shoff,) = struct.unpack_from("<I", data, 0x20)
+        shentsize, shnum = struct.unpack_from("<HH", data, 0x2E)
+        sections = [struct.unpack_from("<IIIIIIIIII", data, shoff + i * shentsize) for i in range(shnum)]
+        out: list[ElfSymbol] = []
+        for sh in sections:
+            if sh[1] != 2:  # SHT_SYMTAB
+                continue
+            strtab = sections[sh[6]]
+            current = ""
+            for off in range(sh[4], sh[4] + sh[5] - 15, 16):
+                st_name, st_value, st_size, st_info = struct.unpack_from("<IIIB", data, off)
+                start = strtab[4] + st_name
+                sym = data[start : data.index(b"\0", start)].decode(errors="replace")
+                kind, bind = st_info & 0xF, st_info >> 4
+                if kind == 4:  # STT_FILE
+                    current = sym
+                elif kind == 2:  # STT_FUNC
+                    local = bind == 0
+                    out.append(ElfSymbol(sym, st_value & ~1, st_size, current if local else "", local))
+        return out
+    except (struct.error, ValueError, IndexError):
+        raise CycleModelError(f"{elf}: its symbol table is truncated or malformed") from None
+
+
 # ---------------------------------------------------------------------------- output
+def _pair(v: Any) -> tuple[int, int]:
+    if not isinstance(v, list) or len(v) != 2:
+        raise TypeError("want [insns, cycles]")
+    return int(v[0]), int(v[1])
+
+
 def parse_line(line: str) -> CycleRecord:
     try:
         d = json.loads(line)
+        layers = d.get("layers")
         return CycleRecord(
-            int(d["n"]), int(d["cycles"]), int(d["insns"]), int(d["taken"]), int(d["not_taken"])
+            int(d["n"]),
+            int(d["cycles"]),
+            int(d["insns"]),
+            int(d["taken"]),
+            int(d["not_taken"]),
+            None if layers is None else tuple(_pair(x) for x in layers),
+            None if d.get("control") is None else _pair(d["control"]),
+            int(d.get("stack_overflow", 0)),
         )
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise CycleModelError(f"cycle-model plugin wrote a line it should not: {line!r} ({e})") from None
 
 

@@ -2,7 +2,7 @@
  * Cortex-M4 cycle cost (modelled, not measured; docs/CYCLES.md gives every figure's source).
  *
  *   qemu-system-arm -M mps2-an386 ... -plugin m4cycles.so,out=FILE,entry=0xADDR[,refill=2]
- *       [,div=12][,flash_ws=0][,flash_end=0x400000]
+ *       [,div=12][,flash_ws=0][,flash_end=0x400000][,syms=FILE]
  *
  * Each translation block (TB) is classified once, at translation, from its instruction bytes:
  * its cost when its last instruction does not branch, and the extra refill cycles when it does.
@@ -14,6 +14,18 @@
  * counting stops when the TB at that address executes. One JSON line per call goes to FILE:
  *   {"n": 1, "cycles": C, "insns": I, "taken": T, "not_taken": U}
  * Without entry= the whole run is one region, written at exit.
+ *
+ * Per-layer attribution (tinydyn profile): with syms=FILE, FILE lists code ranges, one a line,
+ *   BUCKET START END [NAME]        (decimal bucket 0..4095, hex or decimal addresses, END exclusive)
+ * normally the layer functions of model.c (bucket = layer index). Every executed TB is charged to
+ * an owner: a TB inside a listed range belongs to that range's bucket; any other TB (a kernel,
+ * memset, td_infer itself) belongs to the owner of the code that called it, tracked on a shadow
+ * call stack (a BL/BLX pushes its return address, executing that address pops), so kernels called
+ * from a layer count toward the layer and td_infer's own dispatch counts as "control". A taken
+ * branch's refill is charged to the owner of the branch. Each line then also carries
+ *   "layers": [[insns, cycles], ...] (one pair per bucket), "control": [insns, cycles]
+ * whose sums equal "insns" and "cycles" exactly, and "stack_overflow": the calls not tracked
+ * because the shadow stack (depth 256) was full (0 in any sane firmware).
  *
  * Debian ships no qemu-plugin.h: the subset of QEMU's plugin API v1 used here is declared below
  * (QEMU 7.2, include/qemu/qemu-plugin.h). */
@@ -72,6 +84,27 @@ static uint64_t g_flash_end = 0x400000u; /* flash: [0, flash_end) */
 static uint64_t g_entry = 0;
 static bool g_has_entry = false;
 static FILE *g_out = NULL;
+
+/* ---- per-layer attribution (syms=FILE) ---- */
+#define MAX_BUCKETS 4096u
+#define MAX_RANGES 65536u
+#define STACK_DEPTH 256u
+typedef struct {
+    uint64_t start, end; /* [start, end) */
+    int bucket;
+} code_range;
+static code_range *g_ranges = NULL;
+static size_t g_n_ranges = 0;
+static unsigned g_n_buckets = 0; /* 0: no attribution */
+static uint64_t *g_own_insns = NULL, *g_own_cycles = NULL; /* [g_n_buckets + 1]: last = control */
+typedef struct {
+    uint64_t ret;
+    unsigned owner;
+} frame;
+static frame g_stack[STACK_DEPTH];
+static unsigned g_sp = 0;
+static unsigned g_owner = 0, g_prev_owner = 0;
+static uint64_t g_overflow = 0;
 
 /* ---- per-instruction classification ---- */
 enum { K_OTHER, K_LOAD, K_STORE_IMM, K_STORE_REG };
@@ -213,6 +246,107 @@ static insn_class classify32(unsigned h1, unsigned h2)
     return c;
 }
 
+/* ---- code ranges (syms=FILE) ---- */
+static int cmp_range(const void *a, const void *b)
+{
+    const code_range *x = (const code_range *)a, *y = (const code_range *)b;
+    return x->start < y->start ? -1 : x->start > y->start ? 1 : 0;
+}
+
+static int bucket_of(uint64_t addr)
+{
+    size_t lo = 0, hi = g_n_ranges;
+    while (lo < hi) { /* the last range starting at or before addr */
+        size_t mid = lo + (hi - lo) / 2u;
+        if (g_ranges[mid].start <= addr) {
+            lo = mid + 1u;
+        } else {
+            hi = mid;
+        }
+    }
+    if (lo > 0 && addr < g_ranges[lo - 1u].end) {
+        return g_ranges[lo - 1u].bucket;
+    }
+    return -1;
+}
+
+/* reads FILE (BUCKET START END [NAME] per line); returns an error message or NULL */
+static const char *load_ranges(const char *path)
+{
+    static char err[192];
+    char line[512];
+    size_t cap = 0, lineno = 0;
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(err, sizeof(err), "cannot open syms file %s", path);
+        return err;
+    }
+    while (fgets(line, sizeof(line), f) != NULL) {
+        unsigned long bucket = 0;
+        unsigned long long start = 0, end = 0;
+        char *s = line, *e = NULL;
+        lineno++;
+        if (strchr(line, '\n') == NULL && !feof(f)) {
+            snprintf(err, sizeof(err), "syms line %zu is too long", lineno);
+            fclose(f);
+            return err;
+        }
+        while (*s == ' ' || *s == '\t') {
+            s++;
+        }
+        if (*s == '\n' || *s == '\0' || *s == '#') {
+            continue;
+        }
+        bucket = strtoul(s, &e, 10);
+        if (e != s) {
+            s = e;
+            start = strtoull(s, &e, 0);
+        }
+        if (e != s) {
+            s = e;
+            end = strtoull(s, &e, 0);
+        }
+        if (e == s || (*e != ' ' && *e != '\t' && *e != '\n' && *e != '\0') || bucket >= MAX_BUCKETS ||
+            end <= start || g_n_ranges >= MAX_RANGES) {
+            snprintf(err, sizeof(err), "bad syms line %zu (want BUCKET START END [NAME])", lineno);
+            fclose(f);
+            return err;
+        }
+        if (g_n_ranges == cap) {
+            size_t ncap = cap ? 2u * cap : 64u;
+            code_range *r = realloc(g_ranges, ncap * sizeof(*r));
+            if (r == NULL) {
+                fclose(f);
+                return "out of memory";
+            }
+            g_ranges = r, cap = ncap;
+        }
+        g_ranges[g_n_ranges].start = start;
+        g_ranges[g_n_ranges].end = end;
+        g_ranges[g_n_ranges].bucket = (int)bucket;
+        g_n_ranges++;
+        if (bucket + 1u > g_n_buckets) {
+            g_n_buckets = (unsigned)bucket + 1u;
+        }
+    }
+    fclose(f);
+    if (g_n_ranges == 0) {
+        return "the syms file lists no code range";
+    }
+    qsort(g_ranges, g_n_ranges, sizeof(*g_ranges), cmp_range);
+    for (size_t i = 1; i < g_n_ranges; i++) {
+        if (g_ranges[i].start < g_ranges[i - 1u].end) {
+            return "overlapping code ranges in the syms file";
+        }
+    }
+    g_own_insns = calloc(g_n_buckets + 1u, sizeof(*g_own_insns));
+    g_own_cycles = calloc(g_n_buckets + 1u, sizeof(*g_own_cycles));
+    if (g_own_insns == NULL || g_own_cycles == NULL) {
+        return "out of memory";
+    }
+    return NULL;
+}
+
 /* ---- translation blocks ---- */
 typedef struct {
     uint64_t vaddr, fallthrough;
@@ -222,6 +356,7 @@ typedef struct {
     bool branch, call;
     bool refund;           /* starts mid-word in flash: that word was fetched already when
                             * this TB is entered sequentially */
+    int bucket;            /* the syms= range holding its start, or -1 */
 } tb_info;
 
 static const tb_info *g_prev = NULL;
@@ -232,13 +367,23 @@ static uint64_t g_cycles, g_insns, g_taken, g_not_taken, g_calls;
 static void emit(void)
 {
     g_calls++;
-    if (g_out != NULL) {
-        fprintf(g_out,
-                "{\"n\": %" PRIu64 ", \"cycles\": %" PRIu64 ", \"insns\": %" PRIu64
-                ", \"taken\": %" PRIu64 ", \"not_taken\": %" PRIu64 "}\n",
-                g_calls, g_cycles, g_insns, g_taken, g_not_taken);
-        fflush(g_out);
+    if (g_out == NULL) {
+        return;
     }
+    fprintf(g_out,
+            "{\"n\": %" PRIu64 ", \"cycles\": %" PRIu64 ", \"insns\": %" PRIu64
+            ", \"taken\": %" PRIu64 ", \"not_taken\": %" PRIu64,
+            g_calls, g_cycles, g_insns, g_taken, g_not_taken);
+    if (g_n_buckets > 0) {
+        fputs(", \"layers\": [", g_out);
+        for (unsigned b = 0; b < g_n_buckets; b++) {
+            fprintf(g_out, "%s[%" PRIu64 ", %" PRIu64 "]", b ? ", " : "", g_own_insns[b], g_own_cycles[b]);
+        }
+        fprintf(g_out, "], \"control\": [%" PRIu64 ", %" PRIu64 "], \"stack_overflow\": %" PRIu64,
+                g_own_insns[g_n_buckets], g_own_cycles[g_n_buckets], g_overflow);
+    }
+    fputs("}\n", g_out);
+    fflush(g_out);
 }
 
 static void start_region(uint64_t ret)
@@ -246,12 +391,39 @@ static void start_region(uint64_t ret)
     g_cycles = g_insns = g_taken = g_not_taken = 0;
     g_ret = ret;
     g_counting = true;
+    if (g_n_buckets > 0) {
+        memset(g_own_insns, 0, (g_n_buckets + 1u) * sizeof(*g_own_insns));
+        memset(g_own_cycles, 0, (g_n_buckets + 1u) * sizeof(*g_own_cycles));
+    }
+    g_sp = 0;
+    g_overflow = 0;
+    g_owner = g_prev_owner = g_n_buckets; /* control */
+}
+
+/* the owner of this TB: its own range's bucket, else whoever called the code it is in */
+static void attribute(const tb_info *t, const tb_info *p, bool started)
+{
+    if (!started && p != NULL && p->call && t->vaddr != p->fallthrough) {
+        if (g_sp < STACK_DEPTH) {
+            g_stack[g_sp].ret = p->fallthrough;
+            g_stack[g_sp].owner = g_owner;
+            g_sp++;
+        } else {
+            g_overflow++;
+        }
+    } else if (g_sp > 0 && t->vaddr == g_stack[g_sp - 1u].ret) {
+        g_owner = g_stack[--g_sp].owner;
+    }
+    if (t->bucket >= 0) {
+        g_owner = (unsigned)t->bucket;
+    }
 }
 
 static void tb_exec(unsigned int vcpu, void *udata)
 {
     const tb_info *t = (const tb_info *)udata;
     const tb_info *p = g_prev;
+    bool started = false;
     (void)vcpu;
     g_prev = t;
     if (g_counting) {
@@ -259,6 +431,9 @@ static void tb_exec(unsigned int vcpu, void *udata)
             if (t->vaddr != p->fallthrough) {
                 g_cycles += p->taken_extra;
                 g_taken++;
+                if (g_n_buckets > 0) {
+                    g_own_cycles[g_prev_owner] += p->taken_extra;
+                }
             } else {
                 g_not_taken++;
             }
@@ -270,13 +445,23 @@ static void tb_exec(unsigned int vcpu, void *udata)
     }
     if (!g_counting && g_has_entry && t->vaddr == g_entry) {
         start_region(p != NULL && p->call ? p->fallthrough : UINT64_MAX);
+        started = true;
     }
     if (g_counting) {
         g_cycles += t->base;
         g_insns += t->n_insns;
+        if (g_n_buckets > 0) {
+            attribute(t, p, started);
+            g_own_cycles[g_owner] += t->base;
+            g_own_insns[g_owner] += t->n_insns;
+        }
         if (t->refund && p != NULL && p->fallthrough == t->vaddr) {
             g_cycles -= g_flash_ws;
+            if (g_n_buckets > 0) {
+                g_own_cycles[g_owner] -= g_flash_ws;
+            }
         }
+        g_prev_owner = g_owner;
     }
 }
 
@@ -292,6 +477,7 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
     }
     t->vaddr = qemu_plugin_tb_vaddr(tb);
     t->n_insns = (uint32_t)n;
+    t->bucket = bucket_of(t->vaddr);
     for (size_t i = 0; i < n; i++) {
         const struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
         const uint8_t *b = (const uint8_t *)qemu_plugin_insn_data(insn);
@@ -362,6 +548,15 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
             snprintf(msg, sizeof(msg), "m4cycles: bad argument '%s' (want key=value)\n", argv[i]);
             qemu_plugin_outs(msg);
             return -1;
+        }
+        if (klen == 4 && strncmp(argv[i], "syms", 4) == 0) {
+            const char *e = g_n_ranges > 0 ? "syms= given twice" : load_ranges(eq + 1);
+            if (e != NULL) {
+                snprintf(msg, sizeof(msg), "m4cycles: %s\n", e);
+                qemu_plugin_outs(msg);
+                return -1;
+            }
+            continue;
         }
         if (klen == 3 && strncmp(argv[i], "out", 3) == 0) {
             g_out = fopen(eq + 1, "w");
