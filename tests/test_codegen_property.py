@@ -1,5 +1,7 @@
 """Property test: random small integer networks (kernels, strides, paddings, groups, pools,
-gates on/off, exits, input sizes) compiled to C equal the executor on random inputs."""
+gates on/off, LSTM gates carrying state from block to block, split/concat stage branches,
+exits, input sizes) compiled to C equal the executor on random inputs, under every exit
+policy and with gating on and off."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from tinydyn.codegen import build_project
 from tinydyn.codegen.harness import run_host
 from tinydyn.ir import DTYPE_RANGES, IRModel, Op, TensorSpec, validate
 from tinydyn.ops.arith import conv_accumulate, conv_output_hw
+from tinydyn.ops.lstm_gate import lstm_step
 from tinydyn.quantize.builder import set_next_costs
 from tinydyn.quantize.executor import every_head, execute, trace
 from tinydyn.quantize.policy import ExitPolicy
@@ -93,6 +96,46 @@ class NetBuilder:
         out = self.tensor((self.tensors[x].shape[0],), self.tensors[x].dtype, "vector")
         return out, Op("gap", f"gap_{out}", {"x": x}, out)
 
+    def split(self, x: str, offset: int, count: int) -> tuple[str, Op]:
+        c, *hw = self.tensors[x].shape
+        out = self.tensor((count, *hw), self.tensors[x].dtype)
+        return out, Op("split", f"split_{out}", {"x": x}, out, {"offset": offset, "count": count})
+
+    def concat(self, parts: list[str]) -> tuple[str, Op]:
+        first = self.tensors[parts[0]]
+        channels = sum(self.tensors[p].shape[0] for p in parts)
+        out = self.tensor((channels, *first.shape[1:]), first.dtype, first.kind)
+        return out, Op("concat", f"cat_{out}", {f"x{i}": p for i, p in enumerate(parts)}, out)
+
+    def lstm(
+        self, name: str, x: str, hidden: int, state: tuple[str, str] | None
+    ) -> tuple[str, Op, tuple[str, str]]:
+        """An LSTM gate step on vector ``x``: (salience, op, new state (h, c))."""
+        d = self.tensors[x].size
+        sal = self.tensor((1,), "uint8", "salience")
+        h_out, c_out = self.tensor((hidden,), "int16", "vector"), self.tensor((hidden,), "int16", "vector")
+        self.tensors[h_out].scale, self.tensors[c_out].scale = 2.0**-15, 2.0**-11
+        four = 4 * hidden
+        a = {
+            "w_x": self.rng.integers(-60, 61, (four, d)).astype(np.int8),
+            "bias": self.rng.integers(-2000, 2000, four).astype(np.int32),
+            "mult_x": self.rng.integers(1 << 10, 1 << 12, four).astype(np.int64),
+            "shift": np.full(four, 12, np.int32),
+            "sal_weight": self.rng.integers(-60, 61, (1, hidden)).astype(np.int8),
+            "sal_bias": np.zeros(1, np.int32),
+            "sal_mult": np.array([1 << 10], np.int64),
+            "sal_shift": np.array([20], np.int32),
+        }
+        inputs = {"x": x}
+        if state is not None:
+            inputs["h"], inputs["c"] = state
+            a["w_h"] = self.rng.integers(-60, 61, (four, hidden)).astype(np.int8)
+            a["mult_h"] = self.rng.integers(1 << 6, 1 << 8, four).astype(np.int64)
+        self.arrays.update({f"{name}.{k}": v for k, v in a.items()})
+        macs = four * d + (four * hidden if state else 0) + hidden
+        attrs = {"h_out": h_out, "c_out": c_out, "role": "gate", "macs": macs}
+        return sal, Op("lstm_gate", name, inputs, sal, attrs), (h_out, c_out)
+
 
 def full_env(ir: IRModel, images: np.ndarray) -> dict[str, np.ndarray]:
     """Every tensor for the whole batch (both guard branches, every head)."""
@@ -103,9 +146,12 @@ def calibrate(ir: IRModel, images: np.ndarray) -> None:
     """Choose each layer's bias and shift from the accumulators it really sees, in schedule
     order, so that activations spread over their range, about a third of the saliences are
     zero and logits differ between images."""
-    for op in [o for o in ir.walk() if o.kind in ("conv2d", "linear")]:
+    for op in [o for o in ir.walk() if o.kind in ("conv2d", "linear", "lstm_gate")]:
         env = full_env(ir, images)
         x = env[op.inputs["x"]]
+        if op.kind == "lstm_gate":
+            calibrate_lstm(ir, op, env)
+            continue
         weight, bias = ir.array(op, "weight"), ir.array(op, "bias")
         if op.kind == "conv2d":
             acc = (
@@ -138,6 +184,27 @@ def calibrate(ir: IRModel, images: np.ndarray) -> None:
                 ir.arrays[f"{skip}.shift"] = ir.arrays[f"{op.name}.shift"]
 
 
+def calibrate_lstm(ir: IRModel, op: Op, env: dict[str, np.ndarray]) -> None:
+    """Pre-activations over about [-3, 3], the state's contribution about 1, and a salience
+    that is 0 for about a third of the images and spread over 1..255 for the rest."""
+    a = {k[len(op.name) + 1 :]: v for k, v in ir.arrays.items() if k.startswith(op.name + ".")}
+    x = env[op.inputs["x"]].astype(np.float64)
+    acc_x = x @ a["w_x"].astype(np.float64).T + a["bias"]
+    typical = np.maximum(np.percentile(np.abs(acc_x), 75, axis=0), 1.0) * a["mult_x"]
+    a["shift"] = np.clip(np.round(np.log2(typical / 768.0)), 1, 62).astype(np.int32)
+    h = c = None
+    if "h" in op.inputs:
+        h, c = env[op.inputs["h"]], env[op.inputs["c"]]
+        acc_h = np.maximum(np.percentile(np.abs(h @ a["w_h"].astype(np.float64).T), 75, axis=0), 1.0)
+        a["mult_h"] = np.clip(np.round(256.0 * 2.0 ** a["shift"] / acc_h), 0, 2**31 - 1).astype(np.int64)
+    _, h_new, _ = lstm_step(env[op.inputs["x"]], h, c, a)
+    s_acc = (h_new @ a["sal_weight"].astype(np.float64).T)[:, 0]
+    a["sal_bias"] = np.array([-int(np.percentile(s_acc, 33))], np.int32)
+    spread = max(float(np.percentile(np.abs(s_acc + a["sal_bias"][0]), 90)), 1.0)
+    a["sal_shift"] = np.array([int(np.clip(round(math.log2(spread * 1024 / 200.0)), 1, 62))], np.int32)
+    ir.arrays.update({f"{op.name}.{k}": v for k, v in a.items()})
+
+
 @st.composite
 def networks(draw: st.DrawFn) -> tuple[IRModel, np.ndarray]:
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
@@ -164,7 +231,22 @@ def networks(draw: st.DrawFn) -> tuple[IRModel, np.ndarray]:
         x, op = nb.conv("dw", x, c, 3, 1, 1, groups=c)
         ops.append(op)
     exits = 0
+    lstm_state: tuple[str, str] | None = None
+    hidden = draw(st.integers(1, 10))
     for b in range(draw(st.integers(1, 3))):
+        if nb.tensors[x].shape[0] >= 2 and draw(st.booleans()):
+            # S2DNAS-style stages: split the channels in two groups, the second stage also reads
+            # the first stage's features (concat), and the block's output joins both stages
+            c_all = nb.tensors[x].shape[0]
+            k1 = draw(st.integers(1, c_all - 1))
+            s1, op1 = nb.split(x, 0, k1)
+            s2, op2 = nb.split(x, k1, c_all - k1)
+            kk = draw(st.sampled_from([1, 3]))
+            y1, conv_a = nb.conv(f"b{b}.stage1", s1, draw(st.integers(1, 4)), kk, 1, kk // 2)
+            joined, cat1 = nb.concat([s2, y1])
+            y2, conv_b = nb.conv(f"b{b}.stage2", joined, draw(st.integers(1, 4)), kk, 1, kk // 2)
+            x, cat2 = nb.concat([y1, y2] if draw(st.booleans()) else [y1, y2, s1])
+            ops += [op1, op2, conv_a, cat1, conv_b, cat2]
         cin_b = nb.tensors[x].shape[0]
         cout = draw(st.integers(1, 10))
         stride = draw(st.sampled_from([1, 2])) if min(nb.tensors[x].shape[1:]) >= 3 else 1
@@ -176,7 +258,10 @@ def networks(draw: st.DrawFn) -> tuple[IRModel, np.ndarray]:
             short, short_op = x, None
         pre: list[Op] = [gap_op] + ([short_op] if short_op else [])
         if gated:
-            s_block, lnet = nb.linear(f"b{b}.lnet", pooled, 1, "salience", "gate")
+            if draw(st.booleans()):  # DDI's layer gate: an LSTM step carrying its state on
+                s_block, lnet, lstm_state = nb.lstm(f"b{b}.lstm", pooled, hidden, lstm_state)
+            else:
+                s_block, lnet = nb.linear(f"b{b}.lnet", pooled, 1, "salience", "gate")
             s_chan, cnet = nb.linear(f"b{b}.cnet", pooled, cout, "salience", "gate")
             h, conv1 = nb.conv(f"b{b}.conv1", x, cout, 3, stride, 1, channel_gate=s_chan)
             out, conv2 = nb.conv(
@@ -226,9 +311,14 @@ def workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("random_nets")
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(net=networks(), policy_kind=st.sampled_from(["none", "confidence", "margin", "budget"]))
-def test_random_networks_bit_exact(net, policy_kind, workdir):
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    net=networks(),
+    policy_kind=st.sampled_from(["none", "confidence", "margin", "budget"]),
+    gating=st.sampled_from([True, True, False]),
+    dsp=st.booleans(),
+)
+def test_random_networks_bit_exact(net, policy_kind, gating, dsp, workdir):
     ir, images = net
     first = min(ir.exits(), key=lambda o: o.attrs["index"])
     logits = np.sort(full_env(ir, images)[first.attrs["logits"]], axis=1)
@@ -243,6 +333,7 @@ def test_random_networks_bit_exact(net, policy_kind, workdir):
         threshold = float(np.median(1 / np.exp(z).sum(axis=1)))
     else:
         threshold = 0.0
-    policy = ExitPolicy(policy_kind, threshold)
-    build_project(ir, "host", workdir, compile=True, extra_cflags="-O1")
+    policy = ExitPolicy(policy_kind, threshold, gating=gating)
+    # the DSP path (emulated intrinsics) must give the portable path's results
+    build_project(ir, "host", workdir, compile=True, extra_cflags="-O1 -DTD_EMULATE_DSP" if dsp else "-O1")
     assert_same(execute(ir, images, policy), run_host(ir, workdir / "fw", images, policy))

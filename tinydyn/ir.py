@@ -4,42 +4,18 @@ An IR model is a linear schedule of integer ops over named tensors. Structure is
 (``model.json``), integer arrays live in ``weights.npz`` keyed ``"<op name>.<array>"``.
 Nothing here imports torch: the host and codegen read the IR without it.
 
-The arithmetic every op performs is specified in ``docs/ARITHMETIC.md`` and implemented
-once, in :mod:`tinydyn.quantize.executor`; generated C must equal that executor bit for bit.
+The arithmetic every op performs is specified in ``docs/ARITHMETIC.md``. Each op kind — its
+fields, shapes, arrays, reference execution and C emission — lives in one module of
+:mod:`tinydyn.ops` (``conv2d``, ``linear``, ``gap``, ``maxpool``, ``avgpool``, ``rescale``,
+``guard``, ``exit``, ``concat``, ``split``, ``lstm_gate``); the schema every file passes on
+load is :mod:`tinydyn.ir_schema`. Generated C must equal the reference executor bit for bit.
 
-Op kinds (``Op.kind``) and their fields:
-
-* ``conv2d`` inputs ``x`` [, ``residual``]; attrs ``stride``, ``padding``, ``groups``,
-  ``out_range``; optional gates ``channel_gate`` (salience vector, one per output channel:
-  channels with 0 are not computed), ``block_gate`` (scalar salience scaling the whole
-  output, LC-Net's ``s_L * F(x)``) and ``input_mask`` (salience vector of the *input*
-  channels: channels with 0 are not read). Arrays ``weight`` int8 [Cout, Cin/groups, k, k],
-  ``bias`` int32 [Cout], ``mult`` int64 [Cout], ``shift`` int32 [Cout], and with a
-  residual ``res_mult`` int64 [Cout].
-* ``linear``: the same for vectors (weight [Cout, Cin]); gates/salience heads are linears
-  whose output tensor has kind ``salience`` (uint8, scale 1/255).
-* ``gap``: global average pool with round-half-up integer division.
-* ``maxpool`` / ``avgpool``: k×k windows (attrs ``kernel``, ``stride``, ``padding``).
-* ``rescale``: per-channel requantisation of a tensor (a skipped residual block's output).
-* ``guard``: ``gate`` names a scalar salience; ``then`` runs when it is non-zero, ``orelse``
-  when it is zero (a skipped block costs only its gate).
-* ``exit``: an early-exit point. Its ``then`` ops (the head) compute the int16 tensor named
-  by attr ``logits``; the run-time policy decides whether inference stops here (attrs
-  ``index``, ``final``, ``next_cost_max``). The last exit is the final classifier.
-
-Room for the other dynamic models (so they fit without a rewrite):
-
-* DDI (DenseNet + LSTM layer gate + CNN channel gate): DenseNet's dense connectivity is
-  ``concat`` (reserved kind: channel concatenation of tensors that share one scale, which
-  the lowering guarantees by a ``rescale`` where they differ). The LSTM layer gate is a
-  reserved ``lstm_gate`` kind whose state tensors are ordinary named tensors carried between
-  blocks, and its output is a scalar ``salience`` tensor consumed by a ``guard`` exactly as
-  LC-Net's L-Net output is. DDI's channel gate is a ``conv2d``/``gap``/``linear`` chain ending
-  in a binary ``salience`` vector (0 or 255), consumed through ``channel_gate``.
-* S2DNAS (channel-wise multi-stage network): ``split`` (reserved: a channel slice of a
-  tensor, a view with no arithmetic) selects a stage's channel group, ``concat`` joins
-  earlier stages' features, and each stage ends in an ``exit`` whose policy is the softmax
-  confidence threshold already implemented here.
+The three dynamic families fit without a rewrite: LC-Net's L-Net/C-Net are ``linear`` gates
+feeding a ``guard`` and ``channel_gate``/``input_mask``; DDI's LSTM layer gate is an
+``lstm_gate`` whose state tensors are ordinary named tensors carried between blocks, its
+channel gate a ``conv2d``/``gap``/``linear`` chain ending in a binary salience, its dense
+connectivity ``concat``; S2DNAS's stages are ``split`` channel groups joined by ``concat``,
+each ending in an ``exit``.
 """
 
 from __future__ import annotations

@@ -112,7 +112,8 @@ def check_structure(data: Any) -> dict[str, ArraySpec]:
     if not safe_name(data["input"]) or data["input"] not in tensors:
         raise IRError(f"IR input {_show(data['input'])} is not one of the IR's tensors: re-run the lowering")
     _check_meta(data.get("meta", {}))
-    checker = ShapeChecker(tensors, data["input"], len(data["classes"]))
+    scales = {name: float(spec["scale"]) for name, spec in data["tensors"].items()}
+    checker = ShapeChecker(tensors, data["input"], len(data["classes"]), scales)
     checker.check_block(data["ops"], "ops", depth=0)
     checker.check_exits(data["ops"])
     total = sum(max_array_bytes(spec) for spec in checker.arrays.values())
@@ -200,8 +201,15 @@ class ShapeChecker:
     """Walks the schedule once: fields, names, nesting, def-before-use of every tensor; each
     op's kind (:mod:`tinydyn.ops`) checks its own shapes and declares its arrays here."""
 
-    def __init__(self, tensors: dict[str, tuple[tuple[int, ...], str, str]], model_input: str, classes: int):
+    def __init__(
+        self,
+        tensors: dict[str, tuple[tuple[int, ...], str, str]],
+        model_input: str,
+        classes: int,
+        scales: dict[str, float] | None = None,
+    ):
         self.tensors = tensors
+        self.scales = scales or {}  # tensor name → its real scale, for ops that must match them
         self.classes = classes
         self.defined = {model_input}
         self.written = {model_input}  # single assignment: no tensor is written on two paths in a row
@@ -213,6 +221,10 @@ class ShapeChecker:
     def spec(self, ref: str) -> tuple[tuple[int, ...], str, str]:
         """(shape, dtype, kind) of a tensor the op names (already known to exist)."""
         return self.tensors[ref]
+
+    def scale(self, ref: str) -> float:
+        """The real scale of a tensor the op names (1.0 where the caller gave none)."""
+        return self.scales.get(ref, 1.0)
 
     def gate(self, where: str, attrs: dict[str, Any], key: str, size: int) -> None:
         """An attr naming a uint8 salience tensor of ``size`` elements, if present."""
@@ -290,7 +302,7 @@ class ShapeChecker:
                 raise IRError(f"{where} refers to unknown tensor {_show(ref)}")
             if ref not in self.defined:
                 raise IRError(f"{where} reads tensor '{ref}' before any op writes it: reorder the schedule")
-        for ref in (attrs[k] for k in ("logits",) if k in attrs):
+        for ref in (attrs[k] for k in ("logits", *kind.output_attrs) if k in attrs):
             if ref not in self.tensors:
                 raise IRError(f"{where} refers to unknown tensor {_show(ref)}")
         kind.check_shapes(self, op, where)

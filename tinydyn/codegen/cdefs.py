@@ -71,7 +71,7 @@ class CArray:
     def nbytes(self) -> int:
         return (
             int(self.values.size)
-            * {"int8_t": 1, "uint8_t": 1, "uint16_t": 2, "int32_t": 4, "int64_t": 8}[self.ctype]
+            * {"int8_t": 1, "uint8_t": 1, "int16_t": 2, "uint16_t": 2, "int32_t": 4, "int64_t": 8}[self.ctype]
         )
 
 

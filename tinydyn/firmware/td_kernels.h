@@ -11,6 +11,8 @@
  *   kernels/td_conv2d.h   td_conv2d        kernels/td_linear.h   td_linear
  *   kernels/td_gap.h      td_gap           kernels/td_pool.h     td_maxpool, td_avgpool
  *   kernels/td_rescale.h  td_rescale       kernels/td_policy.h   td_argmax, exit policies
+ *   kernels/td_concat.h   td_concat        kernels/td_split.h    td_split
+ *   kernels/td_lstm_gate.h td_lstm_gate (integer LSTM cell step of a layer gate)
  * kernels/td_internal.h (private to the kernels) holds the shared helpers: element access,
  * requantisation, the im2col column pair and the 2x2 dot product (td_common.c).
  *
@@ -21,11 +23,14 @@
 #define TD_KERNELS_H
 
 #include "kernels/td_common.h"
+#include "kernels/td_concat.h"
 #include "kernels/td_conv2d.h"
 #include "kernels/td_gap.h"
 #include "kernels/td_linear.h"
+#include "kernels/td_lstm_gate.h"
 #include "kernels/td_policy.h"
 #include "kernels/td_pool.h"
 #include "kernels/td_rescale.h"
+#include "kernels/td_split.h"
 
 #endif /* TD_KERNELS_H */

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 from tinydyn.ops.avgpool import AvgPool
 from tinydyn.ops.base import OpKind
+from tinydyn.ops.concat import Concat
 from tinydyn.ops.conv2d import Conv2d
 from tinydyn.ops.exit import Exit
 from tinydyn.ops.gap import Gap
 from tinydyn.ops.guard import Guard
 from tinydyn.ops.linear import Linear
+from tinydyn.ops.lstm_gate import LstmGate
 from tinydyn.ops.maxpool import MaxPool
 from tinydyn.ops.rescale import Rescale
+from tinydyn.ops.split import Split
 
 OPS: dict[str, OpKind] = {
-    cls.kind: cls() for cls in (Conv2d, Linear, Gap, MaxPool, AvgPool, Rescale, Guard, Exit)
+    cls.kind: cls()
+    for cls in (Conv2d, Linear, Gap, MaxPool, AvgPool, Rescale, Concat, Split, LstmGate, Guard, Exit)
 }
-RESERVED_KINDS = ("concat", "split", "lstm_gate")  # named by the IR design, not implemented yet
+RESERVED_KINDS: tuple[str, ...] = ()  # kinds the IR design names but this version does not implement
 
 
 def op_kind(kind: str) -> OpKind:

@@ -40,6 +40,7 @@ class OpKind:
     has_output: ClassVar[bool] = True
     attrs: ClassVar[dict[str, Field]] = {}
     blocks: ClassVar[tuple[str, ...]] = ()  # nested op lists it owns: "then", "orelse"
+    output_attrs: ClassVar[tuple[str, ...]] = ()  # attrs naming further tensors the op writes
     template: ClassVar[str] = ""  # templates/ops/<kind>.c.j2, or "" for control ops
 
     # --- schema -----------------------------------------------------------------------
@@ -47,8 +48,11 @@ class OpKind:
         """Tensor shapes/dtypes this op needs; record its arrays in ``checker.arrays``."""
 
     def check_flow(self, checker: ShapeChecker, op: dict[str, Any], depth: int) -> None:
-        """Def-before-use through this op (its nested blocks, the tensor it writes)."""
+        """Def-before-use through this op (its nested blocks, the tensors it writes)."""
         checker.write(op["output"], f"IR op '{op['name']}'")
+        for key in self.output_attrs:
+            if op.get("attrs", {}).get(key):
+                checker.write(op["attrs"][key], f"IR op '{op['name']}' attr '{key}'")
 
     def check_values(self, model: IRModel, op: Op) -> None:
         """Array values: ranges and overflow proofs (arrays already have dtype and shape)."""
@@ -60,7 +64,9 @@ class OpKind:
         return names
 
     def writes(self, op: Op) -> list[str]:
-        return [op.output] if op.output else []
+        """``output`` first, then the tensors its ``output_attrs`` name."""
+        names = [op.output] if op.output else []
+        return names + [op.attrs[key] for key in self.output_attrs if op.attrs.get(key)]
 
     def schedule(self, op: Op, flatten: Any) -> list[tuple[Op, list[str], list[str]]]:
         """(op, reads, writes) in the order the C code runs this op and what it nests."""
@@ -86,7 +92,8 @@ class OpKind:
         return 0, MemoryTraffic(0, 0, 0)
 
     def is_gate(self, op: Op) -> bool:
-        """Part of a gate: not computed (read as fully open) when gating is off."""
+        """Part of a gate: not computed when gating is off; its ``output`` then reads as fully
+        open (255) and any further tensor it writes reads as 0."""
         return op.attrs.get("role") == "gate"
 
     # --- reference --------------------------------------------------------------------
@@ -100,11 +107,19 @@ class OpKind:
 
     def node(self, op: Op, desc: ModelDesc, children: Any) -> dict[str, Any]:
         """This op's entry in td_infer's schedule; ``children(ops)`` renders nested blocks.
-        A gate op is skipped, its output read as fully open, when gating is off."""
+        A gate op is skipped, its output read as fully open, when gating is off (any further
+        tensor it writes is zeroed)."""
         from tinydyn.codegen.cdefs import tensor_macro
 
         cname = desc.layers[op.name]["cname"]
         if self.is_gate(op):
             size = desc.tensor_bytes[op.output]
-            return {"type": "gate", "cname": cname, "output": tensor_macro(op.output), "size": size}
+            zero = [{"output": tensor_macro(t), "size": desc.tensor_bytes[t]} for t in self.writes(op)[1:]]
+            return {
+                "type": "gate",
+                "cname": cname,
+                "output": tensor_macro(op.output),
+                "size": size,
+                "zero": zero,
+            }
         return {"type": "call", "cname": cname}

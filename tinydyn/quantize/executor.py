@@ -91,6 +91,8 @@ class Run:
                 # gating off: the gate is not computed and reads as fully open
                 n, size = len(self.running), self.model.tensors[op.output].size
                 self.env[op.output] = np.full((n, size), SALIENCE_ONE, dtype=np.int64)
+                for name in kind.writes(op)[1:]:  # anything else a gate writes reads as 0
+                    self.env[name] = np.zeros((n, *self.model.tensors[name].shape), dtype=np.int64)
                 continue
             kind.execute(self, op, live & self.running)
 
