@@ -255,7 +255,7 @@ class ShapeChecker:
             self.check_op(op, depth)
 
     def check_op(self, op: Any, depth: int) -> None:
-        from tinydyn.ops import OPS, RESERVED_KINDS  # the kinds sit above the schema
+        from tinydyn.ops import OPS  # the kinds sit above the schema
 
         self.count += 1
         if self.count > MAX_OPS:
@@ -276,11 +276,6 @@ class ShapeChecker:
         if unknown:
             raise IRError(f"{where} has unknown field {_show(sorted(unknown)[0])}: re-run the lowering")
         kind_name = op.get("kind")
-        if kind_name in RESERVED_KINDS:
-            raise IRError(
-                f"{where} has kind '{kind_name}', reserved for DDI/S2DNAS models and not implemented in this "
-                "version: lower a model without it"
-            )
         if not isinstance(kind_name, str) or kind_name not in OPS:
             raise IRError(
                 f"{where} field 'kind' is {_show(kind_name)}: expected one of {', '.join(sorted(OPS))}"

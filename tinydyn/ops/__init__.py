@@ -26,7 +26,6 @@ OPS: dict[str, OpKind] = {
     cls.kind: cls()
     for cls in (Conv2d, Linear, Gap, MaxPool, AvgPool, Rescale, Concat, Split, LstmGate, Guard, Exit)
 }
-RESERVED_KINDS: tuple[str, ...] = ()  # kinds the IR design names but this version does not implement
 
 
 def op_kind(kind: str) -> OpKind:
@@ -34,4 +33,4 @@ def op_kind(kind: str) -> OpKind:
     return OPS[kind]
 
 
-__all__ = ["OPS", "RESERVED_KINDS", "OpKind", "op_kind"]
+__all__ = ["OPS", "OpKind", "op_kind"]
