@@ -166,7 +166,8 @@ def build_fpga(
     if gated and checkpoint is not None:
         progress(
             "fpga: to recover accuracy lost to folding, fine-tune the gate-free model and build that: "
-            f"tinydyn train --init-from {checkpoint} --fold-gates --epochs 4 --lr 1e-3 --out fpga.pt"
+            f"tinydyn train --init-from {checkpoint} --fold-gates --optimizer adamw --lr 1e-3 --epochs 4 "
+            "--out fpga.pt"
         )
 
     # 3. export every partition; the reference tensors at their inputs drive the checks

@@ -61,8 +61,18 @@ def save_checkpoint(
 # A file larger than the biggest model tinydyn builds (float32 weights, 4x slack for BN
 # statistics, Brevitas scales and the training history) is not a checkpoint: refuse it unread.
 MAX_CHECKPOINT_BYTES = 4 * 4 * MAX_PARAMETERS
-# optional top-level entries and the type each must have (anything else is a tampered file)
-_OPTIONAL: dict[str, type] = {"metrics": dict, "train": dict, "dataset": str, "family": str}
+# optional top-level entries and the type each must have (anything else is a tampered file):
+# 'tinydyn train' records the recipe (every option, defaults resolved), the command line and,
+# when training ends, the evaluation on test images (integer reference and Brevitas)
+_OPTIONAL: dict[str, type] = {
+    "metrics": dict,
+    "train": dict,
+    "dataset": str,
+    "family": str,
+    "recipe": dict,
+    "command": str,
+    "evaluation": dict,
+}
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -7,11 +7,22 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
     import torch
     from torch import nn
 
     from tinydyn.ir import IRModel
+
+
+@dataclass
+class TrainOutputs:
+    """What one training forward pass gives the loss: logits of every exit (the final
+    classifier last) and the family's resource penalty before its coefficient."""
+
+    logits: list[torch.Tensor]
+    penalty: torch.Tensor
 
 
 @dataclass
@@ -60,6 +71,21 @@ class ModelFamily:
         """(classification loss over all exits, the family's resource penalty before its
         coefficient) for one batch."""
         raise NotImplementedError
+
+    def train_outputs(
+        self, model: nn.Module, images: torch.Tensor, forward: Callable[..., Any] | None = None
+    ) -> TrainOutputs:
+        """Exit logits and resource penalty for one batch. ``forward`` runs the model (a
+        ``DistributedDataParallel`` wrapper of ``model``, or a teacher); default ``model`` itself.
+        The training loop builds its loss (label smoothing, distillation) from these."""
+        raise NotImplementedError
+
+    def open_gates(self, model: nn.Module) -> None:
+        """Set every gate to pass everything, whatever the input (a dynamic model then computes
+        exactly its static backbone): how a model warm-started from a static backbone begins.
+        A family without gates does nothing."""
+        if self.has_gates(model):
+            raise NotImplementedError
 
     def parameter_groups(self, model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(backbone parameters, gate parameters): gates train at their own learning rate."""

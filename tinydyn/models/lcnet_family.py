@@ -3,6 +3,7 @@ parameters, and FPGA hooks (:mod:`tinydyn.models.lcnet_fpga`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ from torch import nn
 
 from tinydyn.cost.torch_cost import salience_penalty
 from tinydyn.ir import IRModel
-from tinydyn.models.family import ModelFamily, StaticForFpga
+from tinydyn.models.family import ModelFamily, StaticForFpga, TrainOutputs
 from tinydyn.models.lcnet import LCNet, LCNetConfig
 from tinydyn.models.lcnet_fpga import (
     FinnPartition,
@@ -48,21 +49,42 @@ class LCNetFamily(ModelFamily):
 
         return lower(model, name)  # type: ignore[arg-type]
 
+    def train_outputs(
+        self, model: nn.Module, images: torch.Tensor, forward: Callable[..., Any] | None = None
+    ) -> TrainOutputs:
+        """Every exit's logits and the MAC-weighted L1 of the saliences (LC-Net's penalty)."""
+        out = (forward or model)(images)
+        penalty = salience_penalty(model, out.block_saliences, out.channel_saliences)  # type: ignore[arg-type]
+        return TrainOutputs(list(out.logits), penalty)
+
     def loss_terms(
         self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, exit_weight: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy of the final classifier plus each early exit's (weighted), and the
         MAC-weighted L1 of the saliences (LC-Net's penalty)."""
-        out = model(images)
+        out = self.train_outputs(model, images)
         ce = F.cross_entropy(out.logits[-1], labels)
         for logits in out.logits[:-1]:
             ce = ce + exit_weight * F.cross_entropy(logits, labels)
-        return ce, salience_penalty(model, out.block_saliences, out.channel_saliences)  # type: ignore[arg-type]
+        return ce, out.penalty
 
     def parameter_groups(self, model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         gates = [p for name, p in model.named_parameters() if ".lnet." in name or ".cnet." in name]
         ids = {id(p) for p in gates}
         return [p for p in model.parameters() if id(p) not in ids], gates
+
+    def open_gates(self, model: nn.Module) -> None:
+        """Every L-Net/C-Net FC to bias 1 and its weights to 1/1000 of their initialisation: each
+        salience is within ~1e-3 of 1 (exactly 1 after the 8-bit rounding at inference), so the
+        block computes its static form. Not exactly 0: an all-zero row leaves the int8 weight
+        quantiser no scale, and the integer bias would overflow int32."""
+        if not self.has_gates(model):
+            return
+        with torch.no_grad():
+            for block in model.blocks:  # type: ignore[union-attr]
+                for gate in (block.lnet, block.cnet):
+                    gate.fc.weight.mul_(1e-3)
+                    gate.fc.bias.fill_(1.0)
 
     def has_gates(self, model: nn.Module) -> bool:
         return bool(model.config.gates)  # type: ignore[union-attr]

@@ -1,0 +1,68 @@
+"""Data-parallel training for real: two processes under torchrun (gloo on the CPU).
+
+Each process normalises its batch norm over the images it sees, so two processes on a global
+batch of 16 compute what one process computes with the batch split into two micro-batches of 8
+(``--micro-batches 2``, the same interleaved split: process r takes positions r, r+2, ...).
+That run is the exact single-process reference; parameters must agree to float tolerance.
+
+Both start from one checkpoint whose activation scales are set: in its first 300 forward passes
+Brevitas sets each scale from a running average of batch statistics (a buffer, which DDP takes
+from process 0 at every step), so during that phase the two computations differ slightly by
+construction. Running statistics (BN's) are not compared: under DDP they follow process 0's
+images only.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import torch
+
+from tests.test_cli import tinydyn
+
+RUN = [
+    "--widths", "4,8", "--blocks", "1,1", "--exits", "0", "--limit", "64", "--batch-size", "16",
+    "--epochs", "1", "--seed", "3", "--eval-limit", "0", "--threads", "1", "--device", "cpu",
+]  # fmt: skip
+
+
+def statistics(key: str) -> bool:
+    return key.endswith(("running_mean", "running_var", "num_batches_tracked"))
+
+
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, fashion_test):
+    base = tmp_path / "base.pt"
+    proc = tinydyn("train", "--out", str(base), *RUN)
+    assert proc.returncode == 0, proc.stderr
+    start = ["--init-from", str(base), *RUN]
+    ddp_dir = tmp_path / "ddp"
+    ddp_dir.mkdir()
+    ddp = ddp_dir / "model.pt"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = subprocess.run(
+        [*launch, "-m", "tinydyn", "train", "--out", str(ddp), *start],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = tmp_path / "one.pt"
+    single = tinydyn("train", "--out", str(one), "--micro-batches", "2", *start)
+    assert single.returncode == 0, single.stderr
+
+    # process 0 alone writes: one report line, the checkpoint and its optimizer state, nothing else
+    assert proc.stdout.count("checkpoint ") == 1, proc.stdout
+    assert sorted(p.name for p in ddp_dir.iterdir()) == ["model.pt", "model.pt.resume"]
+    a = torch.load(ddp, weights_only=True)
+    b = torch.load(one, weights_only=True)
+    assert a["train"]["processes"] == 2 and b["train"]["processes"] == 1
+    assert a["train"]["history"][0]["images_per_second"] > 0
+    compared = 0
+    for key, value in b["state_dict"].items():
+        if statistics(key) or not value.is_floating_point():
+            continue
+        assert torch.allclose(a["state_dict"][key], value, rtol=1e-4, atol=1e-5), key
+        compared += 1
+    assert compared >= 20
+    # and the training really moved the parameters (not two copies of the starting point)
+    c = torch.load(base, weights_only=True)["state_dict"]
+    assert not torch.allclose(c["blocks.0.conv1.weight"], b["state_dict"]["blocks.0.conv1.weight"], atol=1e-3)
