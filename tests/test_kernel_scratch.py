@@ -33,7 +33,7 @@ PROBES = {
     "gap": ("ctx, c, hw, type, x, y", "td_gap_scratch_size(c)"),
     "maxpool": ("ctx, p, x, y", "td_maxpool_scratch_size(p)"),
     "avgpool": ("ctx, p, x, y", "td_avgpool_scratch_size(p)"),
-    "rescale": ("ctx, c, hw, q, in_type, out_type, x, y", "td_rescale_scratch_size(c, hw)"),
+    "rescale": ("ctx, p, q, x, y", "td_rescale_scratch_size(p)"),
     "lstm_gate": ("ctx, p, x, h, c, s, h_out, c_out", "td_lstm_gate_scratch_size(p)"),
 }
 

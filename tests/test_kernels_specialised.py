@@ -1,8 +1,9 @@
 """Each specialised conv path of td_conv2d (kernels/td_conv2d.h) bit-exact with the executor, on
 the host (DSP path emulated, plain DSP-less C, and the default build) and under QEMU (the
 Cortex-M4 assembly, SSAT/USAT, UXTB16/PKHBT widening): few-channel stems (1, 2 and 3 input
-channels, strides 1 and 2), 1x1 with stride 1 and 2, k x k, a channel-gated conv and a conv
-with masked input channels (gathered through the offset list, rows compacted), uint8 / int8 /
+channels, strides 1 and 2), 1x1 with stride 1 and 2, k x k, a channel-gated conv and convs
+with masked input channels (input rows through the ring, rows compacted; odd widths, stride 2,
+5x5, 1x1 with stride 2, int8 and int16 input, several row groups per call), uint8 / int8 /
 int16 outputs, residuals of both 8-bit types and none, and extreme shifts (1, 62, per-channel
 mixes below and above 33, a gated layer whose shift forces the general requantisation).
 No instruction counts here: those are benchmark figures (benchmarks/mcu.py)."""
@@ -99,6 +100,48 @@ def shifts_ir(seed: int = 5) -> IRModel:
     return ir
 
 
+def masked_ir(seed: int = 7) -> IRModel:
+    """Masked input channels through every case of the compacted layout: odd output widths (pixel
+    pairs within a row), stride 2, a 5x5 kernel, a 1x1 stride-2 conv (input rows no window reads),
+    int8 and int16 input (the ring and the element path), and a wide layer whose compacted rows
+    take several passes (the arena's peak, so the planner grants only the minimum)."""
+    nb = NetBuilder(np.random.default_rng(seed))
+    x = nb.tensor((3, 11, 11), "uint8", name="input")
+    ops = []
+
+    def conv(name, x, *args, **kw):
+        out, op = nb.conv(name, x, *args, **kw)
+        ops.append(op)
+        return out
+
+    a = conv("pre", x, 8, 3, 1, 1)
+    pooled, gap = nb.gap(a)
+    ops.append(gap)
+    s8, cnet = nb.linear("cnet", pooled, 8, "salience", "gate")
+    ops.append(cnet)
+    s32, cnet2 = nb.linear("cnet32", pooled, 32, "salience", "gate")
+    ops.append(cnet2)
+    b = conv("m_odd", a, 8, 3, 1, 1, input_mask=s8)  # 11x11: a pixel alone per row
+    c = conv("m_s2", b, 8, 3, 2, 1, input_mask=s8, residual=conv("pre_s2", b, 8, 1, 2, 0))
+    d = conv("m_5x5", c, 6, 5, 1, 2, input_mask=s8)
+    i8 = conv("pre_i8", a, 8, 3, 1, 1, dtype="int8")
+    e = conv("m_i8", i8, 8, 1, 2, 0, input_mask=s8)  # int8 input, 1x1 stride 2
+    i16 = conv("pre_i16", e, 8, 3, 1, 1, dtype="int16")
+    f = conv("m_i16", i16, 8, 3, 1, 1, input_mask=s8)  # int16 input: element path
+    w = conv("wide_in", f, 32, 3, 1, 1)
+    g = conv("m_wide", w, 64, 3, 1, 1, input_mask=s32)  # compacted rows in several passes
+    outs = []
+    for t in (d, g):
+        pooled_t, gap_t = nb.gap(t)
+        ops.append(gap_t)
+        outs.append(pooled_t)
+    logits, fc = nb.linear("final.fc", outs[1], 4, "logits", "exit_head")
+    ops.append(Op("exit", "final", attrs={"index": 0, "final": True, "logits": logits}, then=[fc]))
+    ir = IRModel("masked", "input", nb.tensors, ops, nb.arrays, ["a", "b", "c", "d"], {})
+    validate(ir)
+    return ir
+
+
 def images_for(ir: IRModel, n: int = 24) -> np.ndarray:
     return np.random.default_rng(3).integers(0, 256, (n, *ir.input_spec.shape)).astype(np.uint8)
 
@@ -117,7 +160,7 @@ def test_paths_are_the_specialised_ones():
 
 
 @pytest.mark.parametrize("flags", ["", "-DTD_EMULATE_DSP", "-DTD_PORTABLE"])
-@pytest.mark.parametrize("make_ir", [paths_ir, shifts_ir])
+@pytest.mark.parametrize("make_ir", [paths_ir, shifts_ir, masked_ir])
 def test_host_bit_exact(make_ir, flags, tmp_path: Path):
     require_tool("gcc")
     ir = make_ir()
@@ -127,7 +170,7 @@ def test_host_bit_exact(make_ir, flags, tmp_path: Path):
         assert_same(execute(ir, images, policy), run_host(ir, tmp_path / "fw", images, policy))
 
 
-@pytest.mark.parametrize("make_ir", [paths_ir, shifts_ir])
+@pytest.mark.parametrize("make_ir", [paths_ir, shifts_ir, masked_ir])
 def test_qemu_bit_exact(make_ir, tmp_path: Path):
     require_tool("arm-none-eabi-gcc")
     require_tool("qemu-system-arm")
@@ -144,3 +187,16 @@ def test_masked_and_gated_paths_really_skip(tmp_path: Path):
     ref = execute(ir, images_for(ir), ExitPolicy("none"))
     assert ref.skipped_channels.sum() > 0
     assert (ref.skipped_channels < 12).any()
+
+
+def test_masked_ir_takes_several_row_groups():
+    """m_wide's granted rows hold fewer than its 64 outputs at the 15-17 active inputs of 32 its
+    images have (the kernel's run-time row count, td_conv2d_begin)."""
+    from tinydyn.codegen.project import plan
+
+    desc = describe(masked_ir())
+    plan(masked_ir(), desc)
+    layer = desc.layers["m_wide"]
+    for n_in in (15, 16, 17):
+        compacted = 3 * ((3 * n_in + 3) // 4 * 4)
+        assert 2 <= (layer["row_group"] * layer["masked_len"] // compacted) & ~1 < 64

@@ -52,15 +52,31 @@ def firmware_dir() -> Path:
 
 def plan(ir: IRModel, desc: ModelDesc) -> MemoryPlan:
     """Plan the arena; then let each op that can use more scratch (a masked conv compacting
-    weight rows) take what fits under the peak already needed elsewhere: no larger arena."""
+    weight rows) take what fits under the peak already needed elsewhere: no larger arena. Where
+    the grants leave the placement unable to pack the arena to that peak, they shrink (a
+    quarter of the spare at a time) until it packs, or to their minimum."""
     exclude = set() if desc.input_in_arena else {ir.input}
     first = plan_memory(ir, desc.tensor_bytes, desc.scratch, exclude)
-    for name, layer in desc.layers.items():
-        live = first.live_bytes(first.positions[name], exclude=f"{name}#scratch")
-        scratch = op_kind(layer["kind"]).plan_scratch(layer, first.lower_bound - live)
-        if scratch is not None:
-            desc.scratch[name] = scratch
-    return plan_memory(ir, desc.tensor_bytes, desc.scratch, exclude)
+    base = dict(desc.scratch)
+    best: tuple[MemoryPlan, dict[str, int], dict[str, Any]] | None = None
+    for quarters in (4, 3, 2, 1, 0):
+        scratch, groups = dict(base), {}
+        for name, layer in desc.layers.items():
+            live = first.live_bytes(first.positions[name], exclude=f"{name}#scratch")
+            spare = (first.lower_bound - live) * quarters // 4
+            size = op_kind(layer["kind"]).plan_scratch(layer, spare)
+            if size is not None:
+                scratch[name], groups[name] = size, layer.get("row_group")
+        mem = plan_memory(ir, desc.tensor_bytes, scratch, exclude)
+        if best is None or mem.arena_bytes < best[0].arena_bytes:
+            best = (mem, scratch, groups)
+        if mem.arena_bytes <= first.lower_bound:
+            break
+    mem, scratch, groups = best
+    desc.scratch.update(scratch)
+    for name, rows in groups.items():
+        desc.layers[name]["row_group"] = rows
+    return mem
 
 
 def schedule_nodes(ops: list[Op], desc: ModelDesc) -> list[dict[str, Any]]:

@@ -69,17 +69,19 @@ class Conv2d(WeightedOp):
         super().check_values(model, op)
 
     def plan_scratch(self, layer: dict[str, Any], spare_bytes: int) -> int | None:
-        """A masked conv compacts the active channels' weight rows into scratch: as many rows at
-        once as fit under the peak already needed elsewhere (each group costs one more im2col
-        pass over the input), or at least COMPACT_BYTES worth."""
+        """A masked conv compacts the active channels' weight rows into scratch: as many rows of
+        the longest compacted length (``masked_len``) at once as fit under the peak already
+        needed elsewhere, or at least COMPACT_BYTES worth. At run time the kernel fits as many
+        rows of the call's actual length into those bytes (fewer active channels: more rows per
+        pass; each pass costs one more im2col over the input)."""
         if layer["gates"]["input_mask"] == "NULL" or layer["groups"] != 1:
             return None
-        row_len, out_c = layer["row_len"], layer["out_c"]
-        base = layer["scratch_min"] - 2 * row_len
-        rows = max((spare_bytes - base) // max(row_len, 1), COMPACT_BYTES // max(row_len, 1))
+        row_bytes, out_c = layer["masked_len"], layer["out_c"]
+        base = layer["scratch_min"] - 2 * row_bytes
+        rows = max((spare_bytes - base) // max(row_bytes, 1), COMPACT_BYTES // max(row_bytes, 1))
         rows = max(2, min(out_c, rows - rows % 2))
         layer["row_group"] = rows
-        return base + rows * row_len
+        return base + rows * row_bytes
 
     def execute(self, run: Run, op: Op, live: np.ndarray) -> None:
         x, gate, active_out, active_in = self.operands(run, op)
@@ -103,7 +105,7 @@ class Conv2d(WeightedOp):
 
     def describe(self, ir: IRModel, op: Op, desc: ModelDesc) -> dict[str, Any]:
         from tinydyn.codegen.cdefs import CArray, c_name, hwc
-        from tinydyn.codegen.packing import pack_conv, prove_accumulators
+        from tinydyn.codegen.packing import pack_conv, prove_accumulators, round4
         from tinydyn.codegen.planner import align
 
         x, out = ir.tensors[op.inputs["x"]], ir.tensors[op.output]
@@ -119,14 +121,27 @@ class Conv2d(WeightedOp):
         cn = c_name(op.name)
         desc.arrays.append(CArray(f"w_{cn}", "int8_t", packed))
         quant = self.quant_fields(ir, op, desc, acc_max, high_word=groups == 1)
-        if groups == 1:
+        masked_len = k * round4(k * cin)  # longest compacted row / column (input mask)
+        if groups == 1 and not op.attrs.get("input_mask"):
             # output index list, row-pair table and accumulators (16 B per pair each), two
-            # im2col columns; masked: the input index list, the gather offsets of one column
-            # (k*k*cin uint16) and at least two compacted rows
-            # (the planner may grant more)
+            # im2col columns
             scratch = align(2 * cout) + 32 * ((cout + 1) // 2) + 4 * row_len
-            if op.attrs.get("input_mask"):  # + the column's gather offsets
-                scratch += align(2 * cin) + align(2 * k * k * cin) + 2 * row_len
+        elif groups == 1:
+            # masked input channels (td_conv2d_scratch_size): + the input index list, the
+            # compaction's source (k*k*cin) and destination (k*cin) lists (uint16), for 8-bit
+            # input the ring of k input rows (active channels, zero padded, 3 bytes of slack),
+            # columns and at least two compacted rows of masked_len (the planner may grant more)
+            ring = 0 if x.dtype == "int16" else k * align((w + 2 * pad) * cin + 3)
+            scratch = (
+                align(2 * cout)
+                + align(2 * cin)
+                + align(2 * k * k * cin)
+                + align(2 * k * cin)
+                + ring
+                + 32 * ((cout + 1) // 2)
+                + 4 * masked_len
+                + 2 * masked_len
+            )
         else:
             scratch = align(2 * cout) + align(2 * cin) + align(cin)
         desc.scratch[op.name] = scratch
@@ -145,6 +160,7 @@ class Conv2d(WeightedOp):
             "pad": pad,
             "groups": groups,
             "row_group": 0,
+            "masked_len": masked_len,
             "quant": quant,
             **self.common_fields(ir, op, x, out),
             "summary": f"conv {k}x{k}/{stride} pad {pad}{'' if groups == 1 else f' groups {groups}'}, "

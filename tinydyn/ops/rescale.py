@@ -66,29 +66,30 @@ class Rescale(OpKind):
 
     def describe(self, ir: IRModel, op: Op, desc: ModelDesc) -> dict[str, Any]:
         from tinydyn.codegen.cdefs import TD_TYPES, CArray, c_name, hwc, tensor_macro
-        from tinydyn.codegen.packing import prove_requant
+        from tinydyn.codegen.packing import high_word_table, prove_requant
 
         x, out = ir.tensors[op.inputs["x"]], ir.tensors[op.output]
         c, h, w = hwc(x)
         cn = c_name(op.name)
         res_mult = ir.array(op, "res_mult").astype(np.int64)
         shift = ir.array(op, "shift").astype(np.int64)
-        prove_requant(op.name, 0, False, np.zeros_like(res_mult), shift, res_mult, x.dtype)
-        desc.arrays += [CArray(f"r_{cn}", "int64_t", res_mult), CArray(f"s_{cn}", "uint8_t", shift)]
+        zeros = np.zeros_like(res_mult)
+        prove_requant(op.name, 0, False, zeros, shift, res_mult, x.dtype)
         lo, hi = op.attrs["out_range"]
+        # the high-word table (rows {0, res_lo, res_hi, sh}) where exact: td_rescale's inline form
+        table = high_word_table(0, False, zeros, shift, res_mult, x.dtype)
+        if table is not None:
+            desc.arrays.append(CArray(f"rq_{cn}", "int32_t", table))
+            quant = {"res_mult": "NULL", "shift": "NULL", "rq": f"rq_{cn}"}
+        else:
+            desc.arrays += [CArray(f"r_{cn}", "int64_t", res_mult), CArray(f"s_{cn}", "uint8_t", shift)]
+            quant = {"res_mult": f"r_{cn}", "shift": f"s_{cn}", "rq": "NULL"}
         return {
             "c": c,
             "hw": h * w,
             "in_type": TD_TYPES[x.dtype],
             "out_type": TD_TYPES[out.dtype],
-            "quant": {
-                "bias": "NULL",
-                "mult": "NULL",
-                "res_mult": f"r_{cn}",
-                "shift": f"s_{cn}",
-                "out_min": int(lo),
-                "out_max": int(hi),
-            },
+            "quant": {"bias": "NULL", "mult": "NULL", **quant, "out_min": int(lo), "out_max": int(hi)},
             "input": tensor_macro(op.inputs["x"]),
             "output": tensor_macro(op.output),
             "summary": f"requantise {c}x{h}x{w} (block skipped: shortcut only)",

@@ -16,6 +16,14 @@ extern "C" {
 #define TD_USE_DSP 0
 #endif
 
+#ifndef TD_ALWAYS_INLINE
+#if defined(__GNUC__)
+#define TD_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define TD_ALWAYS_INLINE inline
+#endif
+#endif
+
 /* element types of tensors in the arena */
 enum td_type { TD_U8 = 0, TD_S8 = 1, TD_S16 = 2 };
 

@@ -17,59 +17,88 @@
 /* ------------------------------------------------------------------ scratch */
 static uint32_t pairs_of(const td_conv_params_t *p) { return ((uint32_t)p->out_c + 1u) / 2u; }
 
+/* Elements of a compacted column (and bytes of a compacted weight row) at most: k kernel rows of
+ * k * in_c elements, each rounded up to 4 (masked input only; >= row_len). */
+static uint32_t masked_len(const td_conv_params_t *p)
+{
+    return (uint32_t)p->kernel * TD_ALIGN4((uint32_t)p->kernel * p->in_c);
+}
+
+/* Bytes of one ring row for n active input channels: the padded input row, plus the 3 bytes a
+ * whole-word read of the last window's kernel row may pass its end by. */
+static uint32_t ring_stride(const td_conv_params_t *p, uint32_t n)
+{
+    return TD_ALIGN4(((uint32_t)p->in_w + 2u * p->pad) * n + 3u);
+}
+
 /* The scratch td_conv2d carves, in its order: the active output channel list; with an input
- * mask the active input channel list and the column's input offsets (k*k*in_c uint16); the row-pair table and the accumulators (16 bytes per
- * output-channel pair each); a column pair (2 x row_len int16); with an input mask, row_group
- * compacted weight rows (all the active ones when row_group is 0) of at most row_len bytes.
- * Grouped: both lists and one flag per input channel. */
+ * mask the active input channel list, the compaction's source list (k*k*in_c uint16) and
+ * destination list (k*in_c uint16) and, for 8-bit input, the ring of k input rows; the row-pair
+ * table and the accumulators (16 bytes per output-channel pair each); a column pair (2 x the
+ * column length int16); with an input mask, row_group compacted weight rows (all when row_group
+ * is 0) of at most masked_len bytes. Grouped: both lists and one flag per input channel. */
 uint32_t td_conv2d_scratch_size(const td_conv_params_t *p, const td_gates_t *g)
 {
     const uint32_t outs = TD_ALIGN4(2u * p->out_c);
     if (p->groups != 1) return outs + TD_ALIGN4(2u * p->in_c) + TD_ALIGN4(p->in_c);
-    const uint32_t kk = (uint32_t)p->kernel * p->kernel;
-    const uint32_t ins = g->input_mask == NULL ? 0u : TD_ALIGN4(2u * p->in_c) + TD_ALIGN4(2u * kk * p->in_c);
-    const uint32_t rows = g->input_mask == NULL ? 0u : (p->row_group != 0 ? p->row_group : p->out_c);
-    return outs + ins + 32u * pairs_of(p) + 4u * p->row_len + rows * p->row_len;
+    if (g->input_mask == NULL) return outs + 32u * pairs_of(p) + 4u * p->row_len;
+    const uint32_t k = p->kernel, len = masked_len(p);
+    const uint32_t lists = TD_ALIGN4(2u * p->in_c) + TD_ALIGN4(2u * k * k * p->in_c) + TD_ALIGN4(2u * k * p->in_c);
+    const uint32_t ring = p->in_type == TD_S16 ? 0u : k * ring_stride(p, p->in_c);
+    const uint32_t rows = p->row_group != 0 ? p->row_group : p->out_c;
+    return outs + lists + ring + 32u * pairs_of(p) + 4u * len + rows * len;
 }
+
+/* Packed position of element k of a weight row: groups of 4 are stored [w0 w2 w1 w3]. */
+static inline uint32_t packed_pos(uint32_t k) { return (k & ~3u) | ((k & 1u) << 1) | ((k >> 1) & 1u); }
 
 /* ------------------------------------------------------------------ set-up */
 void td_conv2d_begin(td_ctx_t *ctx, const td_conv_params_t *p, const td_quant_t *q, const td_gates_t *g,
                      const void *residual, void *output, td_conv_run_t *run)
 {
     uint8_t *s = ctx->scratch;
+    const uint32_t k = p->kernel, kk = k * k, hw = (uint32_t)p->out_h * p->out_w;
+    const int masked = g->input_mask != NULL;
     run->out_idx = (uint16_t *)(void *)s;
     s += TD_ALIGN4(2u * p->out_c);
-    const uint32_t kk = (uint32_t)p->kernel * p->kernel, hw = (uint32_t)p->out_h * p->out_w;
     run->in_idx = (uint16_t *)(void *)s;
-    run->in_off = NULL;
-    if (g->input_mask != NULL) {
+    run->src_list = run->dst_list = NULL;
+    run->ring = NULL;
+    if (masked) {
         s += TD_ALIGN4(2u * p->in_c);
-        run->in_off = (uint16_t *)(void *)s;
+        run->src_list = (uint16_t *)(void *)s;
         s += TD_ALIGN4(2u * kk * p->in_c);
+        run->dst_list = (uint16_t *)(void *)s;
+        s += TD_ALIGN4(2u * k * p->in_c);
+        if (p->in_type != TD_S16) {
+            run->ring = s;
+            s += k * ring_stride(p, p->in_c);
+        }
     }
     run->tab = (td_rowpair_t *)(void *)s;
     s += 16u * pairs_of(p);
     run->acc = (int32_t *)(void *)s;
     s += 16u * pairs_of(p);
     run->pair = (int16_t *)(void *)s;
-    s += 4u * p->row_len;
+    const uint32_t len = masked ? masked_len(p) : p->row_len;
+    s += 4u * len;
     run->wbuf = (int8_t *)s;
     run->n_out = active_list(g->channel_gate, p->out_c, run->out_idx);
-    run->n_in = g->input_mask != NULL ? active_list(g->input_mask, p->in_c, run->in_idx) : p->in_c;
-    if (run->in_off != NULL) {
-        /* the gather offsets of one window, computed once per call */
-        const uint32_t k = p->kernel, in_c = p->in_c;
-        if (((k - 1u) * (p->in_w + 1u) + 1u) * in_c <= 65535u && p->in_type == TD_U8) {
-            uint32_t e = 0;
-            for (uint32_t ky = 0; ky < k; ky++) {
-                for (uint32_t kx = 0; kx < k; kx++) {
-                    const uint32_t base = (ky * p->in_w + kx) * in_c;
-                    for (uint32_t c = 0; c < run->n_in; c++) run->in_off[e++] = (uint16_t)(base + run->in_idx[c]);
-                }
-            }
-        } else {
-            run->in_off = NULL;
+    run->n_in = masked ? active_list(g->input_mask, p->in_c, run->in_idx) : p->in_c;
+    const int full = run->n_in == p->in_c;
+    run->kr = 0;
+    if (!full) {
+        /* compacted layout: element (ky, kx, j) of a column or row at ky*kr + kx*n_in + j, each
+         * kernel row zero-padded to kr (a multiple of 4) so that it starts on a group of 4 */
+        const uint32_t n = run->n_in, kn = k * n;
+        run->kr = (uint16_t)TD_ALIGN4(kn);
+        uint16_t *src = run->src_list;
+        for (uint32_t pos = 0; pos < kk; pos++) {
+            for (uint32_t j = 0; j < n; j++) *src++ = (uint16_t)packed_pos(pos * p->in_c + run->in_idx[j]);
         }
+        for (uint32_t t = 0; t < kn; t++) run->dst_list[t] = (uint16_t)packed_pos(t);
+        if (n == 0) run->ring = NULL; /* no active input: the element path writes zeros */
+        if (run->ring != NULL) run->ring_stride = ring_stride(p, n);
     }
     ctx->macs += (uint32_t)run->n_out * run->n_in * kk * hw;
     if (g->channel_gate) {
@@ -78,36 +107,41 @@ void td_conv2d_begin(td_ctx_t *ctx, const td_conv_params_t *p, const td_quant_t 
             td_write_skipped(q, g->channel_gate, p->out_c, hw, residual, p->res_type, p->out_type, output);
         }
     }
-    const int full = run->n_in == p->in_c;
     /* no active input: one group of zeros (the dot product needs at least one) */
-    run->k4 = full ? p->row_len : (run->n_in == 0 ? 4u : TD_ALIGN4(kk * run->n_in));
-    run->group = (full || p->row_group == 0) ? run->n_out : p->row_group;
+    run->k4 = full ? p->row_len : (run->n_in == 0 ? 4u : k * run->kr);
+    if (full || p->row_group == 0) {
+        run->group = run->n_out;
+    } else {
+        /* as many compacted rows as the granted bytes hold at this call's row length (even) */
+        uint32_t rows = ((uint32_t)p->row_group * len / run->k4) & ~1u;
+        if (rows < 2u) rows = 2u;
+        run->group = (uint16_t)(rows < run->n_out ? rows : run->n_out);
+    }
     if (run->group == 0) run->group = 1; /* no active output: the pixel loop does not run */
 }
-
-/* Packed position of element k of a weight row: groups of 4 are stored [w0 w2 w1 w3]. */
-static inline uint32_t packed_pos(uint32_t k) { return (k & ~3u) | ((k & 1u) << 1) | ((k >> 1) & 1u); }
 
 uint32_t td_conv2d_rows(const td_conv_params_t *p, const td_quant_t *q, td_conv_run_t *run, uint32_t g0,
                         uint32_t gn)
 {
     const int full = run->n_in == p->in_c;
-    const uint32_t kk = (uint32_t)p->kernel * p->kernel, k4 = run->k4;
+    const uint32_t k = p->kernel, k4 = run->k4, kn = k * run->n_in, kr = run->kr;
     run->rows = full ? p->weight : run->wbuf;
     for (uint32_t r = 0; r < gn; r++) {
         const uint32_t co = run->out_idx[g0 + r];
         uint32_t row = co * p->row_len;
         if (!full) {
-            /* the row with only the active input channels, repacked */
+            /* the row with only the active input channels, in the compacted layout */
             const int8_t *src = p->weight + row;
             int8_t *out = run->wbuf + r * k4;
-            uint32_t k = 0;
-            for (uint32_t pos = 0; pos < kk; pos++) {
-                for (uint32_t j = 0; j < run->n_in; j++, k++) {
-                    out[packed_pos(k)] = src[packed_pos(pos * p->in_c + run->in_idx[j])];
+            if (kn == 0) {
+                memset(out, 0, 4);
+            } else {
+                const uint16_t *sl = run->src_list, *dl = run->dst_list;
+                for (uint32_t ky = 0; ky < k; ky++, sl += kn, out += kr) {
+                    if (kr != kn) memset(out + kr - 4u, 0, 4); /* the kernel row's padding */
+                    for (uint32_t t = 0; t < kn; t++) out[dl[t]] = src[sl[t]];
                 }
             }
-            for (; k < k4; k++) out[packed_pos(k)] = 0;
             row = r * k4;
         }
         td_rowpair_t *t = &run->tab[r >> 1];
@@ -282,50 +316,90 @@ void td_im2col_1x1(const td_conv_params_t *p, const void *input, uint32_t pix, i
     }
 }
 
-/* Masked input channels: the active ones only, gathered through the index list. */
+/* Masked input channels, element by element, in the compacted layout (see td_conv2d_begin). */
 void td_im2col_masked(const td_conv_params_t *p, const void *input, uint32_t pix, int two, const td_conv_run_t *run)
 {
     const int32_t kernel = p->kernel, in_h = p->in_h, in_w = p->in_w;
-    const uint32_t in_c = p->in_c, n_in = run->n_in;
+    const uint32_t in_c = p->in_c, n_in = run->n_in, kn = (uint32_t)kernel * n_in, kr = run->kr;
     const uint16_t *idx = run->in_idx;
     for (int j = 0; j <= two; j++, pix++) {
         int16_t *col = run->pair + 4 * j;
-        const int32_t oy = (int32_t)(pix / p->out_w), ox = (int32_t)(pix % p->out_w);
-        const int32_t iy0 = oy * p->stride - p->pad, ix0 = ox * p->stride - p->pad;
-        if (run->in_off != NULL && iy0 >= 0 && ix0 >= 0 && iy0 + kernel <= in_h && ix0 + kernel <= in_w) {
-            /* the whole window inside: gather through the offsets, two elements per word */
-            const uint8_t *src = (const uint8_t *)input + ((uint32_t)iy0 * (uint32_t)in_w + (uint32_t)ix0) * in_c;
-            const uint16_t *off = run->in_off;
-            const uint32_t n = (uint32_t)kernel * (uint32_t)kernel * n_in;
-            uint32_t *dst = (uint32_t *)(void *)col;
-            uint32_t e = 0;
-            for (; e + 4 <= n; e += 4, dst += 4, off += 4) {
-                dst[0] = (uint32_t)src[off[0]] | ((uint32_t)src[off[1]] << 16);
-                dst[1] = (uint32_t)src[off[2]] | ((uint32_t)src[off[3]] << 16);
-            }
-            for (; e < n; e++, off++) col_put(col, e, src[off[0]]);
-            if (n < run->k4) col_zero(col, n, run->k4 - n);
+        if (n_in == 0) {
+            col_zero(col, 0, 4);
             continue;
         }
-        uint32_t k = 0;
+        const int32_t oy = (int32_t)(pix / p->out_w), ox = (int32_t)(pix % p->out_w);
+        const int32_t iy0 = oy * p->stride - p->pad, ix0 = ox * p->stride - p->pad;
         for (int32_t ky = 0; ky < kernel; ky++) {
             const int32_t iy = iy0 + ky;
-            for (int32_t kx = 0; kx < kernel; kx++, k += n_in) {
+            const uint32_t k0 = (uint32_t)ky * kr;
+            for (int32_t kx = 0; kx < kernel; kx++) {
                 const int32_t ix = ix0 + kx;
+                const uint32_t k = k0 + (uint32_t)kx * n_in;
                 if (iy < 0 || iy >= in_h || ix < 0 || ix >= in_w) {
                     col_zero(col, k, n_in);
                     continue;
                 }
                 const uint32_t base = ((uint32_t)iy * (uint32_t)in_w + (uint32_t)ix) * in_c;
-                if (p->in_type == TD_U8) {
-                    const uint8_t *src = (const uint8_t *)input + base;
-                    for (uint32_t c = 0; c < n_in; c++) col_put(col, k + c, src[idx[c]]);
-                } else {
-                    for (uint32_t c = 0; c < n_in; c++) col_put(col, k + c, load_elem(input, p->in_type, base + idx[c]));
-                }
+                for (uint32_t c = 0; c < n_in; c++) col_put(col, k + c, load_elem(input, p->in_type, base + idx[c]));
             }
+            if (kn < kr) col_zero(col, k0 + kn, kr - kn);
         }
-        if (k < run->k4) col_zero(col, k, run->k4 - k);
+    }
+}
+
+/* Input row iy (zeros outside the input) into ring slot (iy + pad) mod k: the padded row's
+ * pixels with their active channels only, then zeros to the end of the slot. */
+void td_conv2d_ring_fill(const td_conv_params_t *p, const void *input, td_conv_run_t *run, uint32_t oy)
+{
+    const int32_t k = p->kernel, pad = p->pad;
+    const int32_t first = (int32_t)oy * p->stride - pad, last = first + k - 1;
+    const uint32_t n = run->n_in, in_c = p->in_c, stride = run->ring_stride;
+    const uint16_t *idx = run->in_idx;
+    if (run->ring_next < first) run->ring_next = first; /* rows no window reads (stride > k) */
+    for (; run->ring_next <= last; run->ring_next++) {
+        const int32_t iy = run->ring_next;
+        uint8_t *dst = run->ring + (uint32_t)((iy + pad) % k) * stride;
+        uint32_t *end = (uint32_t *)(void *)(dst + stride);
+        if (iy < 0 || iy >= (int32_t)p->in_h) {
+            for (uint32_t *w = (uint32_t *)(void *)dst; w < end; w++) *w = 0;
+            continue;
+        }
+        for (uint32_t i = 0; i < (uint32_t)pad * n; i++) *dst++ = 0;
+        const uint8_t *src = (const uint8_t *)input + (uint32_t)iy * p->in_w * in_c;
+        for (uint32_t ix = 0; ix < p->in_w; ix++, src += in_c) {
+            uint32_t j = 0;
+            for (; j + 2 <= n; j += 2, dst += 2) {
+                const uint8_t a = src[idx[j]], b = src[idx[j + 1]];
+                dst[0] = a;
+                dst[1] = b;
+            }
+            if (j < n) *dst++ = src[idx[j]];
+        }
+        while (((uintptr_t)dst & 3u) != 0) *dst++ = 0;
+        for (uint32_t *w = (uint32_t *)(void *)dst; w < end; w++) *w = 0;
+    }
+    run->ring_first = (uint32_t)((first + pad) % k);
+}
+
+void td_im2col_ring(const td_conv_params_t *p, const td_conv_run_t *run, uint32_t ox, int two)
+{
+    const uint32_t k = p->kernel, n = run->n_in, kr = run->kr, stride = run->ring_stride;
+    for (int j = 0; j <= two; j++, ox++) {
+        /* kernel row ky: k*n bytes at the window's left edge of its ring row, widened as kr/4
+         * whole words; the (at most 3) bytes read past the row multiply zero weights */
+        const uint8_t *src = run->ring + ox * p->stride * n;
+        uint32_t *dst = (uint32_t *)(void *)(run->pair + 4 * j);
+        uint32_t slot = run->ring_first;
+        for (uint32_t ky = 0; ky < k; ky++, dst += kr) { /* kr/4 groups of 4 words */
+            const uint8_t *row = src + slot * stride;
+            if (p->in_type == TD_S8) {
+                widen_s8(dst, (const int8_t *)row, kr / 4u);
+            } else {
+                widen_u8(dst, row, kr / 4u);
+            }
+            if (++slot == k) slot = 0;
+        }
     }
 }
 
@@ -401,6 +475,33 @@ __asm__(
     "    add sp, sp, #16\n"
     "    pop {r4-r11, pc}\n"
     "    .size td_mm_rows, .-td_mm_rows\n");
+
+/* r0 = w, r1 = bias, r2 = pair, r3 = groups (> 0), [sp] = acc: 10 instructions per 8 MACs */
+__asm__(
+    "    .syntax unified\n"
+    "    .thumb\n"
+    "    .text\n"
+    "    .global td_mm_row1\n"
+    "    .type td_mm_row1, %function\n"
+    "    .thumb_func\n"
+    "td_mm_row1:\n"
+    "    push {r4-r8, lr}\n"
+    "    mov r6, r1\n"
+    "1:  ldmia r2!, {r4, r5, r7, r12}\n" /* x0 k01, x0 k23, x1 k01, x1 k23 */
+    "    ldr lr, [r0], #4\n"
+    "    sxtb16 r8, lr\n"
+    "    smlad r1, r8, r4, r1\n"
+    "    smlad r6, r8, r7, r6\n"
+    "    sxtb16 lr, lr, ror #8\n"
+    "    smlad r1, lr, r5, r1\n"
+    "    smlad r6, lr, r12, r6\n"
+    "    subs r3, r3, #1\n"
+    "    bne 1b\n"
+    "    ldr r12, [sp, #24]\n"
+    "    str r1, [r12]\n"
+    "    str r6, [r12, #8]\n"
+    "    pop {r4-r8, pc}\n"
+    "    .size td_mm_row1, .-td_mm_row1\n");
 #else
 /* the same arithmetic in C: the 2x2 dot product of td_internal.h (emulated intrinsics with
  * TD_EMULATE_DSP, plain C otherwise) for each pair */
@@ -412,6 +513,14 @@ void td_mm_rows(const int8_t *rows, const td_rowpair_t *tab, uint32_t n_pairs, c
         acc[1] = acc[3] = tab[r].b1;
         td_mm_2x2(rows + tab[r].w0, rows + tab[r].w1, pair, 4u * groups, acc);
     }
+}
+
+void td_mm_row1(const int8_t *w, int32_t bias, const int16_t *pair, uint32_t groups, int32_t *acc)
+{
+    int32_t a[4] = {bias, bias, bias, bias};
+    td_mm_2x2(w, w, pair, 4u * groups, a);
+    acc[0] = a[0];
+    acc[2] = a[2];
 }
 #endif
 

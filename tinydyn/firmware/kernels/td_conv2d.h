@@ -5,11 +5,15 @@
  * stride, channel counts, element types, residual or not, gates present, saturation range) and
  * no type or path is chosen at run time. Per pair of output pixels it
  *   1. builds the two im2col columns (td_im2col_*: whole words widened with UXTB16/SXTB16;
- *      dedicated 1x1 and few-channel stem paths; a masked input gathers its active channels),
+ *      dedicated 1x1 and few-channel stem paths; with masked input channels the columns are
+ *      built from a ring of input rows holding the active channels only, each gathered once,
+ *      in a compacted layout the weight rows are compacted to once per call),
  *   2. multiplies them with every active output-channel pair in one call (td_mm_rows: the loop
- *      over pairs is inside, accumulators and biases in registers),
+ *      over pairs is inside, accumulators and biases in registers; an odd count's last row
+ *      alone, td_mm_row1),
  *   3. requantises the accumulators inline (td_rq_high: SMULL/SMLAL/MLA, rounding on the high
  *      word, USAT/SSAT), no branch on the element types.
+ * docs/KERNELS.md describes the layouts and the exactness conditions.
  * Grouped convolutions take the portable direct loops (td_conv2d_grouped). */
 #ifndef TD_CONV2D_H
 #define TD_CONV2D_H
@@ -37,12 +41,6 @@ typedef struct {
     uint16_t row_group; /* output rows compacted at once when input channels are masked */
 } td_conv_params_t;
 
-#if defined(__GNUC__)
-#define TD_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define TD_ALWAYS_INLINE inline
-#endif
-
 /* One output-channel pair for td_mm_rows: its two weight rows (byte offsets from the rows'
  * base: the packed weights, or the compacted rows) and biases. 16 bytes on every target. */
 typedef struct {
@@ -54,15 +52,20 @@ typedef struct {
 typedef struct {
     uint16_t *out_idx; /* active output channels (all without a channel gate) */
     uint16_t *in_idx;  /* active input channels (input mask only) */
-    uint16_t *in_off;  /* input mask: element e of a column at input byte in_off[e] from the window's
-                        * top-left pixel (NULL where offsets would not fit 16 bits) */
+    uint16_t *src_list; /* input mask: packed source byte, within a weight row, of each compacted element */
+    uint16_t *dst_list; /* input mask: packed position of element t of a compacted kernel row */
+    uint8_t *ring;      /* input mask: k input rows, active channels only, zero padded (NULL: no ring) */
     const int8_t *rows; /* base of the current group's weight rows */
     td_rowpair_t *tab;  /* the current group's channel pairs */
     int32_t *acc;      /* 4 accumulators per pair: (row0, px0), (row1, px0), (row0, px1), (row1, px1) */
     int16_t *pair;     /* two im2col columns, interleaved per 4 elements */
     int8_t *wbuf;      /* compacted weight rows (input mask only) */
     uint32_t k4;       /* column length (elements, multiple of 4) */
+    uint32_t ring_stride; /* bytes per ring row */
+    int32_t ring_next;    /* next input row the ring loads */
+    uint32_t ring_first;  /* ring slot of the current output row's first kernel row */
     uint16_t n_out, n_in, group;
+    uint16_t kr;          /* input mask: column elements per kernel row (k * n_in rounded up to 4) */
 } td_conv_run_t;
 
 /* Bytes td_conv2d takes from ctx->scratch for these parameters and gates (only which gates are
@@ -82,12 +85,20 @@ void td_im2col_kxk(const td_conv_params_t *p, const void *input, uint32_t pix, i
 void td_im2col_1x1(const td_conv_params_t *p, const void *input, uint32_t pix, int two, const td_conv_run_t *run);
 /* one column (j = 0 or 1) of any ungrouped conv with every input channel */
 void td_im2col_col(const td_conv_params_t *p, const void *input, uint32_t pix, int j, const td_conv_run_t *run);
+/* masked input channels, element by element (int16 input, or no active input) */
 void td_im2col_masked(const td_conv_params_t *p, const void *input, uint32_t pix, int two,
                       const td_conv_run_t *run);
+/* masked input channels, 8-bit input: load the input rows output row oy needs into the ring
+ * (active channels only, each input row gathered once per group), then the column pair of
+ * output pixels (oy, ox) and (oy, ox + 1) from the ring, whole words per kernel row */
+void td_conv2d_ring_fill(const td_conv_params_t *p, const void *input, td_conv_run_t *run, uint32_t oy);
+void td_im2col_ring(const td_conv_params_t *p, const td_conv_run_t *run, uint32_t ox, int two);
 /* acc[4r..4r+3] = bias + the 2x2 block of pair r against the column pair, r < n_pairs (>= 1),
  * groups (>= 1) groups of 4 elements */
 void td_mm_rows(const int8_t *rows, const td_rowpair_t *tab, uint32_t n_pairs, const int16_t *pair, uint32_t groups,
                 int32_t *acc);
+/* one weight row (an odd active count's last): acc[0] = bias + w.x0, acc[2] = bias + w.x1 */
+void td_mm_row1(const int8_t *w, int32_t bias, const int16_t *pair, uint32_t groups, int32_t *acc);
 
 /* ------------------------------------------------------------------ few-channel stems */
 /* Column j of the pair for output pixel pix of a conv with in_c < 4 (uint8 input): the k*k*in_c
@@ -109,7 +120,19 @@ static inline void td_im2col_stem_col(const td_conv_params_t *p, const uint8_t *
 #pragma GCC unroll 4
         for (uint32_t e = n; e < kpad; e++) col[(e >> 2) * 8u + (e & 3u)] = 0;
     } else {
-        td_im2col_col(p, in, pix, col == run->pair ? 0 : 1, run); /* the border: out of line */
+        /* the border: the same unrolled loop, each element checked against the input */
+        (void)run;
+#pragma GCC unroll 64
+        for (uint32_t e = 0; e < n; e++) {
+            const int32_t iy = iy0 + (int32_t)(e / (k * c)), ix = ix0 + (int32_t)((e % (k * c)) / c);
+            int32_t v = 0;
+            if (iy >= 0 && ix >= 0 && iy < (int32_t)p->in_h && ix < (int32_t)p->in_w) {
+                v = in[((uint32_t)iy * p->in_w + (uint32_t)ix) * c + e % c];
+            }
+            col[(e >> 2) * 8u + (e & 3u)] = (int16_t)v;
+        }
+#pragma GCC unroll 4
+        for (uint32_t e = n; e < kpad; e++) col[(e >> 2) * 8u + (e & 3u)] = 0;
     }
 }
 
@@ -194,15 +217,39 @@ static TD_ALWAYS_INLINE void td_conv2d(td_ctx_t *ctx, const td_conv_params_t *p,
     }
     td_conv_run_t run;
     td_conv2d_begin(ctx, p, q, g, residual, output, &run);
-    const uint32_t hw = (uint32_t)p->out_h * p->out_w;
+    const uint32_t hw = (uint32_t)p->out_h * p->out_w, groups4 = run.k4 / 4u;
     const int stem = p->in_c < 4 && p->in_type == TD_U8;
     const int simple = p->in_type != TD_S16 && g->input_mask == NULL;
+    const int masked = g->input_mask != NULL && run.n_in != p->in_c;
     for (uint32_t g0 = 0; g0 < run.n_out; g0 += run.group) {
         const uint32_t gn = run.n_out - g0 < run.group ? run.n_out - g0 : run.group;
-        const uint32_t n_pairs = td_conv2d_rows(p, q, &run, g0, gn);
+        const uint32_t n_full = gn / 2u;
+        (void)td_conv2d_rows(p, q, &run, g0, gn);
+        if (masked && run.ring != NULL) {
+            /* the input rows through the ring, pixel pairs within an output row */
+            run.ring_next = -(int32_t)p->pad;
+            for (uint32_t oy = 0; oy < p->out_h; oy++) {
+                td_conv2d_ring_fill(p, input, &run, oy);
+                for (uint32_t ox = 0; ox < p->out_w; ox += 2) {
+                    const int two = ox + 1u < p->out_w;
+                    td_im2col_ring(p, &run, ox, two);
+                    if (n_full) td_mm_rows(run.rows, run.tab, n_full, run.pair, groups4, run.acc);
+                    if (gn & 1u) {
+                        td_mm_row1(run.rows + run.tab[n_full].w0, run.tab[n_full].b0, run.pair, groups4,
+                                   run.acc + 4u * n_full);
+                    }
+                    if (two) {
+                        td_conv2d_requant(p, q, g, residual, output, &run, g0, gn, oy * p->out_w + ox, 2);
+                    } else {
+                        td_conv2d_requant(p, q, g, residual, output, &run, g0, gn, oy * p->out_w + ox, 1);
+                    }
+                }
+            }
+            continue;
+        }
         for (uint32_t pix = 0; pix < hw; pix += 2) {
             const int two = pix + 1 < hw;
-            if (g->input_mask != NULL && run.n_in != p->in_c) {
+            if (masked) {
                 td_im2col_masked(p, input, pix, two, &run);
             } else if (stem) {
                 td_im2col_stem_col(p, (const uint8_t *)input, pix, run.pair, &run);
@@ -212,7 +259,10 @@ static TD_ALWAYS_INLINE void td_conv2d(td_ctx_t *ctx, const td_conv_params_t *p,
             } else {
                 td_im2col_kxk(p, input, pix, two, &run);
             }
-            td_mm_rows(run.rows, run.tab, n_pairs, run.pair, run.k4 / 4u, run.acc);
+            if (n_full) td_mm_rows(run.rows, run.tab, n_full, run.pair, groups4, run.acc);
+            if (gn & 1u) {
+                td_mm_row1(run.rows + run.tab[n_full].w0, run.tab[n_full].b0, run.pair, groups4, run.acc + 4u * n_full);
+            }
             if (two) {
                 td_conv2d_requant(p, q, g, residual, output, &run, g0, gn, pix, 2);
             } else {

@@ -1,24 +1,22 @@
-/* tinydyn kernels: rescale (see td_rescale.h). */
+/* tinydyn kernels: rescale, the general form (see td_rescale.h). */
 #include "td_rescale.h"
 
 #include "td_internal.h"
 
-uint32_t td_rescale_scratch_size(uint16_t c, uint32_t hw)
+uint32_t td_rescale_scratch_size(const td_rescale_params_t *p)
 {
-    (void)c;
-    (void)hw;
+    (void)p;
     return 0;
 }
 
-void td_rescale(td_ctx_t *ctx, uint16_t c, uint32_t hw, const td_quant_t *q, uint8_t in_type, uint8_t out_type,
-                const void *input, void *output)
+void td_rescale_general(const td_rescale_params_t *p, const td_quant_t *q, const void *input, void *output)
 {
-    for (uint32_t p = 0; p < hw; p++) {
+    const uint16_t c = p->c;
+    for (uint32_t px = 0; px < p->hw; px++) {
         for (uint16_t ch = 0; ch < c; ch++) {
-            const uint32_t i = p * c + ch;
-            store_elem(output, out_type, i,
-                       requant(0, 0, res_term(q, input, in_type, i, ch), q->shift[ch], q->out_min, q->out_max));
+            const uint32_t i = px * c + ch;
+            store_elem(output, p->out_type, i,
+                       requant(0, 0, res_term(q, input, p->in_type, i, ch), q->shift[ch], q->out_min, q->out_max));
         }
     }
-    (void)ctx;
 }
