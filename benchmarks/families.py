@@ -1,8 +1,8 @@
 """One table, one row per model family (and its static baseline), same dataset and board.
 
 Rows (Fashion-MNIST test images 0..N-1, QEMU mps2-an386 Cortex-M4):
-* ``static backbone``: the bundled LC-Net's weights with gating off and no early exit — the
-  network every dynamic mechanism is measured against;
+* ``static``: the bundled static int8 ResNet (``fashion_static.pt``, trained without gates
+  or exits) — the accuracy and cost every dynamic model is measured against;
 * ``lcnet``: the bundled LC-Net, gates on, confidence 0.9 early exits;
 * ``lcnet (gates folded, FPGA)``: the bundled gate-free FPGA model, confidence 0.9 exits.
 DDI and S2DNAS add their rows when their families land (tinydyn.models.registry).
@@ -29,7 +29,7 @@ from tinydyn.codegen.harness import instructions, run_qemu
 from tinydyn.cost.energy import energy_from_macs, traffic_profile
 from tinydyn.data import load_dataset
 from tinydyn.ir import IRModel
-from tinydyn.models.checkpoint import bundled_checkpoint, bundled_fpga_checkpoint
+from tinydyn.models.checkpoint import bundled_checkpoint, bundled_fpga_checkpoint, bundled_static_checkpoint
 from tinydyn.pipeline import load_ir
 from tinydyn.quantize.executor import execute
 from tinydyn.quantize.policy import ExitPolicy
@@ -79,15 +79,11 @@ def main() -> None:
     args = parser.parse_args()
     data = load_dataset("fashion-mnist", "test")
     images, labels = data.images[: args.images], data.labels[: args.images]
+    static = load_ir(bundled_static_checkpoint()).ir
     lcnet = load_ir(bundled_checkpoint()).ir
     fpga = load_ir(bundled_fpga_checkpoint()).ir
     runs = [
-        (
-            "static backbone (LC-Net weights, gating off, no exit)",
-            "lcnet",
-            lcnet,
-            ExitPolicy("none", gating=False),
-        ),
+        ("static ResNet (no gates, no exits)", "static", static, ExitPolicy("none")),
         ("lcnet (gates + exits)", "lcnet", lcnet, ExitPolicy("confidence", 0.9)),
         ("lcnet (gates folded, FPGA model)", "lcnet", fpga, ExitPolicy("confidence", 0.9)),
     ]

@@ -21,6 +21,9 @@ CHECKPOINT_VERSION = 1
 BUNDLED = "fashion_lcnet.pt"
 # the bundled model with its gates folded and fine-tuned (tinydyn train --fold-gates): for FPGAs
 BUNDLED_FPGA = "fashion_lcnet_fpga.pt"
+# the static int8 baseline of the same ResNet (no gates, no exits): the accuracy to keep, and the
+# teacher and backbone a dynamic model starts from (its checkpoint records the command)
+BUNDLED_STATIC = "fashion_static.pt"
 
 
 class CheckpointError(TinydynError):
@@ -30,6 +33,11 @@ class CheckpointError(TinydynError):
 def bundled_checkpoint() -> Path:
     """The small pretrained Fashion-MNIST LC-Net shipped with the package."""
     return Path(str(resources.files("tinydyn") / "checkpoints" / BUNDLED))
+
+
+def bundled_static_checkpoint() -> Path:
+    """The static int8 ResNet baseline (92.92% on the Fashion-MNIST test set, integer reference)."""
+    return Path(str(resources.files("tinydyn") / "checkpoints" / BUNDLED_STATIC))
 
 
 def bundled_fpga_checkpoint() -> Path:
