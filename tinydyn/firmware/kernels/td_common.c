@@ -75,21 +75,7 @@ __asm__(
     "    ldr r12, [sp, #36]\n"
     "    push {r12}\n"
     "    ldm r12, {r4, r5, r6, r7}\n"
-    "1:  ldmia r2!, {r8, r9, r10, r11}\n" /* x0 k01, x0 k23, x1 k01, x1 k23 */
-    "    ldr r12, [r0], #4\n"               /* w0: [w0 w2 w1 w3] */
-    "    sxtb16 lr, r12\n"                  /* (w0, w1) */
-    "    smlad r4, lr, r8, r4\n"
-    "    smlad r6, lr, r10, r6\n"
-    "    sxtb16 r12, r12, ror #8\n"         /* (w2, w3) */
-    "    smlad r4, r12, r9, r4\n"
-    "    smlad r6, r12, r11, r6\n"
-    "    ldr r12, [r1], #4\n"
-    "    sxtb16 lr, r12\n"
-    "    smlad r5, lr, r8, r5\n"
-    "    smlad r7, lr, r10, r7\n"
-    "    sxtb16 r12, r12, ror #8\n"
-    "    smlad r5, r12, r9, r5\n"
-    "    smlad r7, r12, r11, r7\n"
+    "1:" TD_ASM_MAC_2X2_STEP
     "    subs r3, r3, #1\n"
     "    bne 1b\n"
     "    pop {r12}\n"

@@ -112,4 +112,24 @@ static inline void pair_put(int16_t *pair, int j, uint32_t k, int32_t v)
 /* n zeros as elements k.. of column j (td_common.c). */
 void td_pair_zero(int16_t *pair, int j, uint32_t k, uint32_t n);
 
+/* One step of the DSP 2x2 dot-product loops (td_mm_2x2_dsp in td_common.c, the unrolled loop in
+ * td_conv2d.c): 4 int8 weights of each of two rows (r0, r1; SXTB16 pairs) against two 4-byte
+ * im2col columns (r2), accumulated by SMLAD into r4..r7. Concatenated into their asm strings. */
+#define TD_ASM_MAC_2X2_STEP \
+    "ldmia r2!, {r8, r9, r10, r11}\n" /* x0 k01, x0 k23, x1 k01, x1 k23 */ \
+    "ldr r12, [r0], #4\n"              /* w0: [w0 w2 w1 w3] */ \
+    "sxtb16 lr, r12\n"                 /* (w0, w1) */ \
+    "smlad r4, lr, r8, r4\n" \
+    "smlad r6, lr, r10, r6\n" \
+    "sxtb16 r12, r12, ror #8\n"        /* (w2, w3) */ \
+    "smlad r4, r12, r9, r4\n" \
+    "smlad r6, r12, r11, r6\n" \
+    "ldr r12, [r1], #4\n" \
+    "sxtb16 lr, r12\n" \
+    "smlad r5, lr, r8, r5\n" \
+    "smlad r7, lr, r10, r7\n" \
+    "sxtb16 r12, r12, ror #8\n" \
+    "smlad r5, r12, r9, r5\n" \
+    "smlad r7, r12, r11, r7\n"
+
 #endif /* TD_INTERNAL_H */
