@@ -87,7 +87,9 @@ def analyse(ir, profile) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--checkpoint", type=Path, default=None, help="LC-Net checkpoint (default: bundled)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gating_pays.json")
@@ -104,8 +106,10 @@ def main() -> None:
         profile = take_profile(ir, images, Path(tmp), compare_default=False, dataset="fashion-mnist")
     exact = all(profile.summary["modes"][m]["bit_exact"] for m in profile.summary["modes"])
     result = {"model": ir.name, "images": len(images), "bit_exact": exact, **analyse(ir, profile)}
-    print(f"{'block':<10}{'static instr':>14}{'gated instr':>13}{'ratio max':>11}{'max (run)':>11}{'max (skip)':>11}"
-          f"{'run/skip':>10}")
+    print(
+        f"{'block':<10}{'static instr':>14}{'gated instr':>13}{'ratio max':>11}"
+        f"{'max (run)':>11}{'max (skip)':>11}{'run/skip':>10}"
+    )
     for r in result["blocks"]:
         fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
         print(
@@ -121,7 +125,9 @@ def main() -> None:
     )
     print(
         "totals: "
-        + ", ".join(f"{m} {v['macs'] / 1e6:.3f} M MACs {v['instructions'] / 1e6:.3f} M instr" for m, v in t.items())
+        + ", ".join(
+            f"{m} {v['macs'] / 1e6:.3f} M MACs {v['instructions'] / 1e6:.3f} M instr" for m, v in t.items()
+        )
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

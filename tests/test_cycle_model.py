@@ -11,7 +11,6 @@ the plugin's instruction count agrees with the board's -icount count, determinis
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,11 +25,11 @@ from tinydyn.host.cycles import (
     CycleModelError,
     CycleRecord,
     plugin_path,
-    qemu_plugin_args,
     read_records,
     symbol_address,
 )
 
+from .bare_metal import assemble, run_plugin
 from .conftest import require_tool
 
 P = DEFAULT_REFILL
@@ -84,22 +83,9 @@ def run_bench(
 ) -> tuple[CycleRecord, Path]:
     """Assemble ``body`` as the function ``bench`` (called once by BL), run it under QEMU with the
     plugin delimiting ``bench``; returns the plugin's one record and the ELF."""
-    src = tmp_path / "bench.S"
-    elf = tmp_path / "bench.elf"
-    src.write_text(PROGRAM.format(body=body, count=count))
-    cc = subprocess.run(
-        ["arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb", "-nostdlib", "-nostartfiles"]
-        + ["-Wl,-Ttext=0", "-Wl,-e,0", "-o", str(elf), str(src)],
-        capture_output=True,
-        text=True,
-    )
-    assert cc.returncode == 0, cc.stderr
+    elf = assemble(PROGRAM.format(body=body, count=count), tmp_path, "bench")
     out = tmp_path / "cycles.jsonl"
-    out.unlink(missing_ok=True)
-    cmd = ["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none", "-serial", "null"]
-    cmd += ["-icount", "shift=0,align=off", "-kernel", str(elf), "-no-reboot"]
-    cmd += qemu_plugin_args(out, symbol_address(elf, "bench"), model)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    proc = run_plugin(elf, out, model)
     assert proc.returncode == 0, proc.stderr
     recs = read_records(out)
     assert len(recs) == 1, recs

@@ -149,7 +149,8 @@ def images_for(ir: IRModel, n: int = 24) -> np.ndarray:
 def test_paths_are_the_specialised_ones():
     """The IRs exercise what they claim: the high-word table where exact, the general form where not."""
     layers = describe(paths_ir()).layers
-    assert all(layers[n]["quant"]["rq"] != "NULL" for n in ("stem3", "pw2", "gated", "masked", "res_u8", "out_s16"))
+    exact = ("stem3", "pw2", "gated", "masked", "res_u8", "out_s16")
+    assert all(layers[n]["quant"]["rq"] != "NULL" for n in exact)
     assert layers["stem1"]["in_c"] == 1 and layers["stem2"]["in_c"] == 2 and layers["stem3s2"]["stride"] == 2
     assert layers["pw2"]["kernel"] == 1 and layers["pw2"]["stride"] == 2
     layers = describe(shifts_ir()).layers

@@ -41,6 +41,7 @@ from tinydyn.host.cycles import (
     symbol_address,
 )
 
+from .bare_metal import assemble, run_plugin
 from .conftest import require_tool
 
 P = DEFAULT_REFILL
@@ -118,15 +119,7 @@ def tools() -> None:
 def run_layers(
     tmp_path: Path, a: int, b: int, syms_text: str | None = None
 ) -> tuple[list, subprocess.CompletedProcess]:
-    src, elf = tmp_path / "layers.S", tmp_path / "layers.elf"
-    src.write_text(PROGRAM.replace("{a}", str(a)).replace("{b}", str(b)))
-    cc = subprocess.run(
-        ["arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb", "-nostdlib", "-nostartfiles"]
-        + ["-Wl,-Ttext=0", "-Wl,-e,0", "-o", str(elf), str(src)],
-        capture_output=True,
-        text=True,
-    )
-    assert cc.returncode == 0, cc.stderr
+    elf = assemble(PROGRAM.replace("{a}", str(a)).replace("{b}", str(b)), tmp_path, "layers")
     syms = tmp_path / "layers.syms"
     if syms_text is None:
         by_name = {s.name: s for s in function_symbols(elf)}
@@ -136,11 +129,7 @@ def run_layers(
         )
     syms.write_text(syms_text)
     out = tmp_path / "cycles.jsonl"
-    out.unlink(missing_ok=True)
-    cmd = ["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none", "-serial", "null"]
-    cmd += ["-icount", "shift=0,align=off", "-kernel", str(elf), "-no-reboot"]
-    cmd += qemu_plugin_args(out, symbol_address(elf, "bench"), CycleModel(), syms=syms)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    proc = run_plugin(elf, out, CycleModel(), syms=syms)
     return (read_records(out) if proc.returncode == 0 else []), proc
 
 
