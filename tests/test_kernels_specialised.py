@@ -87,7 +87,13 @@ def shifts_ir(seed: int = 5) -> IRModel:
     ops.append(gap)
     s_chan, cnet = nb.linear("cnet", pooled, 8, "salience", "gate")
     ops.append(cnet)
-    d, op = nb.conv("gated_low", c, 8, 3, 1, 1, channel_gate=s_chan)
+    e, op = nb.conv("gated_mixed", c, 8, 3, 1, 1, channel_gate=s_chan, residual=c)
+    # gated (mult' < 2^31 / 255 leaves no headroom), residual, shifts that share no common
+    # shift': each channel keeps its own sh (rq_sh 0)
+    nb.arrays["gated_mixed.mult"] = nb.rng.integers(1 << 22, 1 << 23, 8).astype(np.int64)
+    nb.arrays["gated_mixed.shift"] = np.array([34, 35, 36, 37, 38, 39, 40, 41], dtype=np.int32)
+    ops.append(op)
+    d, op = nb.conv("gated_low", e, 8, 3, 1, 1, channel_gate=s_chan)
     nb.arrays["gated_low.mult"] = nb.rng.integers(1 << 21, 1 << 22, 8).astype(np.int64)
     nb.arrays["gated_low.shift"] = np.full(8, 30, dtype=np.int32)
     ops.append(op)
@@ -158,6 +164,16 @@ def test_paths_are_the_specialised_ones():
     assert layers["shift62"]["quant"]["rq"] != "NULL"
     assert layers["mixed"]["quant"]["rq"] != "NULL"
     assert layers["gated_low"]["quant"]["rq"] == "NULL"  # 255 * mult * 2^3 exceeds int32
+    # both forms of the high-word rounding: one shift for the layer (ADD + USAT/SSAT with its
+    # shift) and one per channel, the latter gated with a residual
+    assert layers["shift62"]["quant"]["rq_sh"] == 30
+    assert layers["mixed"]["quant"]["rq_sh"] == 0
+    assert layers["gated_mixed"]["quant"]["rq"] != "NULL" and layers["gated_mixed"]["quant"]["rq_sh"] == 0
+    assert layers["gated_low"]["skipped_dead"] == 0  # its switched-off outputs reach a pool
+    paths = describe(paths_ir()).layers
+    assert all(paths[n]["quant"]["rq_sh"] > 0 for n in ("stem3", "pw2", "res_u8", "out_s16"))
+    # "gated"'s only reader masks its input with the same salience: skipped outputs unwritten
+    assert paths["gated"]["skipped_dead"] == 1 and paths["k3s2"]["skipped_dead"] == 0
 
 
 @pytest.mark.parametrize("flags", ["", "-DTD_EMULATE_DSP", "-DTD_PORTABLE"])

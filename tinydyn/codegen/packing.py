@@ -128,12 +128,13 @@ def high_word_table(
     if res_mult is not None:
         lo, hi = DTYPE_RANGES[res_dtype or "int16"]
         r_max = max(abs(lo), abs(hi))
-    rows = []
-    for c in range(len(mult)):
+
+    def row(c: int, s2: int) -> list[int] | None:
+        """Channel c rescaled to shift' = s2 (>= its shift, >= 33), or None if not exact."""
         m, s = int(mult[c]), int(shift[c])
         rm = int(res_mult[c]) if res_mult is not None else 0
-        k = max(0, HIGH_WORD_SHIFT - s)
-        m2, rm2, s2 = m << k, rm << k, s + k
+        k = s2 - s
+        m2, rm2 = m << k, rm << k
         if m2 < 0 or m2 * gate_max > INT32_MAX:
             return None
         if (acc_max * gate_max * m + r_max * abs(rm)) * (1 << k) + (1 << (s2 - 1)) >= 2**63:
@@ -143,5 +144,21 @@ def high_word_table(
         if not -(2**31) <= rh <= INT32_MAX:
             return None
         sh = s2 - HIGH_WORD_SHIFT
-        rows.append([m2, rl, rh, sh] if res_mult is not None else [m2, sh])
+        return [m2, rl, rh, sh] if res_mult is not None else [m2, sh]
+
+    # First one shift' for every channel (the largest; the kernel then shifts by a constant),
+    # else each channel its own (the smallest >= 33).
+    common = max(HIGH_WORD_SHIFT, int(np.max(shift))) if len(mult) else HIGH_WORD_SHIFT
+    rows = [row(c, common) for c in range(len(mult))]
+    if any(r is None for r in rows):
+        rows = [row(c, max(HIGH_WORD_SHIFT, int(shift[c]))) for c in range(len(mult))]
+        if any(r is None for r in rows):
+            return None
     return np.array(rows, dtype=np.int64).reshape(-1)
+
+
+def uniform_shift(table: np.ndarray, residual: bool) -> int:
+    """``td_quant_t.rq_sh``: 1 + the sh every channel of a high-word table shares, 0 if they
+    differ (the kernel then loads each channel's)."""
+    sh = np.asarray(table).reshape(-1, 4 if residual else 2)[:, -1]
+    return int(sh[0]) + 1 if sh.size and np.all(sh == sh[0]) else 0

@@ -160,9 +160,31 @@ class Conv2d(WeightedOp):
             "pad": pad,
             "groups": groups,
             "row_group": 0,
+            "skipped_dead": int(skipped_outputs_unread(ir, op)),
             "masked_len": masked_len,
             "quant": quant,
             **self.common_fields(ir, op, x, out),
             "summary": f"conv {k}x{k}/{stride} pad {pad}{'' if groups == 1 else f' groups {groups}'}, "
             f"{cin}x{h}x{w} -> {cout}x{ho}x{wo}",
         }
+
+
+def skipped_outputs_unread(ir: IRModel, op: Op) -> bool:
+    """True when no op can read the outputs a channel gate switches off: every reader of the
+    output is a conv masking its input with that same salience (LC-Net's conv1 -> conv2). The
+    kernel then leaves those outputs unwritten instead of storing the requantised zero."""
+    gate = op.attrs.get("channel_gate")
+    if not gate:
+        return False
+    readers = []
+    for other in ir.walk():
+        refs = set(other.inputs.values()) | {v for v in other.attrs.values() if isinstance(v, str)}
+        if op.output in refs and other is not op:
+            readers.append(other)
+    return bool(readers) and all(
+        r.kind == "conv2d"
+        and r.inputs.get("x") == op.output
+        and op.output not in {v for k, v in r.inputs.items() if k != "x"}
+        and r.attrs.get("input_mask") == gate
+        for r in readers
+    )

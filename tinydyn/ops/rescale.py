@@ -66,7 +66,7 @@ class Rescale(OpKind):
 
     def describe(self, ir: IRModel, op: Op, desc: ModelDesc) -> dict[str, Any]:
         from tinydyn.codegen.cdefs import TD_TYPES, CArray, c_name, hwc, tensor_macro
-        from tinydyn.codegen.packing import high_word_table, prove_requant
+        from tinydyn.codegen.packing import high_word_table, prove_requant, uniform_shift
 
         x, out = ir.tensors[op.inputs["x"]], ir.tensors[op.output]
         c, h, w = hwc(x)
@@ -80,7 +80,12 @@ class Rescale(OpKind):
         table = high_word_table(0, False, zeros, shift, res_mult, x.dtype)
         if table is not None:
             desc.arrays.append(CArray(f"rq_{cn}", "int32_t", table))
-            quant = {"res_mult": "NULL", "shift": "NULL", "rq": f"rq_{cn}"}
+            quant = {
+                "res_mult": "NULL",
+                "shift": "NULL",
+                "rq": f"rq_{cn}",
+                "rq_sh": uniform_shift(table, True),
+            }
         else:
             desc.arrays += [CArray(f"r_{cn}", "int64_t", res_mult), CArray(f"s_{cn}", "uint8_t", shift)]
             quant = {"res_mult": f"r_{cn}", "shift": f"s_{cn}", "rq": "NULL"}

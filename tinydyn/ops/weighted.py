@@ -134,7 +134,7 @@ class WeightedOp(OpKind):
         it is exact, one table ``rq_<layer>`` (codegen.packing.high_word_table) replaces the
         mult/res_mult/shift arrays: the layer then requantises on the high word only."""
         from tinydyn.codegen.cdefs import CArray, c_name
-        from tinydyn.codegen.packing import high_word_table, prove_requant
+        from tinydyn.codegen.packing import high_word_table, prove_requant, uniform_shift
 
         cn = c_name(op.name)
         mult = ir.array(op, "mult").astype(np.int64)
@@ -159,6 +159,7 @@ class WeightedOp(OpKind):
                 "out_min": int(lo),
                 "out_max": int(hi),
                 "rq": f"rq_{cn}",
+                "rq_sh": uniform_shift(table, res_mult is not None),
                 "shift_min": int(shift.min()),
                 "shift_max": int(shift.max()),
             }

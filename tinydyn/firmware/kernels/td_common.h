@@ -56,14 +56,14 @@ typedef struct {
     const uint8_t *shift;    /* 1..62 */
     int32_t out_min, out_max;
     const int32_t *rq; /* NULL, or the high-word table above (then mult/res_mult/shift are NULL) */
+    int32_t rq_sh;     /* 1 + the sh every channel of rq shares (a compile-time constant), 0: per channel */
 } td_quant_t;
 
 /* ------------------------------------------------------------------ requantisation, inline */
 /* The high-word form: exact for shift' = sh + 33 >= 33 because 2^(shift'-1) only touches the
  * high word (floor((H + 2^(sh))/2^(sh+1)) = ((H >> sh) + 1) >> 1); the 64-bit sum is formed
  * modulo 2^64 (the codegen proves the true value fits int64, so the high word is exact). */
-static inline int32_t td_rq_high(int32_t acc, int32_t gm, int32_t res, int32_t rl, int32_t rh, int32_t sh,
-                                 int has_res)
+static inline int32_t td_rq_hi(int32_t acc, int32_t gm, int32_t res, int32_t rl, int32_t rh, int has_res)
 {
     int64_t v = (int64_t)acc * gm;
     uint32_t h;
@@ -73,7 +73,13 @@ static inline int32_t td_rq_high(int32_t acc, int32_t gm, int32_t res, int32_t r
     } else {
         h = (uint32_t)((uint64_t)v >> 32);
     }
-    return (((int32_t)h >> sh) + 1) >> 1;
+    return (int32_t)h;
+}
+
+static inline int32_t td_rq_high(int32_t acc, int32_t gm, int32_t res, int32_t rl, int32_t rh, int32_t sh,
+                                 int has_res)
+{
+    return ((td_rq_hi(acc, gm, res, rl, rh, has_res) >> sh) + 1) >> 1;
 }
 
 /* The general form (any shift 1..62): y before the clamp, saturated to [lo, hi] when its
@@ -104,6 +110,33 @@ static inline int32_t td_sat(int32_t y, int32_t lo, int32_t hi)
     }
 #endif
     return y < lo ? lo : (y > hi ? hi : y);
+}
+
+/* The rounding of the high-word form in one step: ((H >> sh) + 1) >> 1 = (H + 2^sh) >> (sh + 1)
+ * (floor division both), and H + 2^sh cannot overflow: it is the high word of the true sum plus
+ * its rounding constant 2^(sh+32), which the codegen proves < 2^63. Saturated to [lo, hi]. With
+ * a compile-time sh and a saturation range this is ADD and one USAT/SSAT with its shift. */
+static TD_ALWAYS_INLINE int32_t td_rq_round_sat(int32_t h, int32_t sh, int32_t lo, int32_t hi)
+{
+#if defined(__ARM_FEATURE_SAT) && !defined(TD_PORTABLE) && defined(__OPTIMIZE__)
+    if (__builtin_constant_p(sh) && sh >= 0 && sh <= 30) {
+        const int32_t t = h + (1 << sh);
+        int32_t y;
+        if (lo == 0 && hi == 255) {
+            __asm__("usat %0, #8, %1, asr %2" : "=r"(y) : "r"(t), "i"(sh + 1));
+            return y;
+        }
+        if (lo == -128 && hi == 127) {
+            __asm__("ssat %0, #8, %1, asr %2" : "=r"(y) : "r"(t), "i"(sh + 1));
+            return y;
+        }
+        if (lo == -32768 && hi == 32767) {
+            __asm__("ssat %0, #16, %1, asr %2" : "=r"(y) : "r"(t), "i"(sh + 1));
+            return y;
+        }
+    }
+#endif
+    return td_sat((h + (1 << sh)) >> (sh + 1), lo, hi);
 }
 
 /* The model input: CHW uint8 image to HWC. */

@@ -75,10 +75,8 @@ void td_conv2d_begin(td_ctx_t *ctx, const td_conv_params_t *p, const td_quant_t 
             s += k * ring_stride(p, p->in_c);
         }
     }
-    run->tab = (td_rowpair_t *)(void *)s;
-    s += 16u * pairs_of(p);
-    run->acc = (int32_t *)(void *)s;
-    s += 16u * pairs_of(p);
+    run->tab = (td_rowpair_t *)(void *)s; /* 32 bytes per pair: rows, biases, accumulators */
+    s += 32u * pairs_of(p);
     run->pair = (int16_t *)(void *)s;
     const uint32_t len = masked ? masked_len(p) : p->row_len;
     s += 4u * len;
@@ -103,7 +101,7 @@ void td_conv2d_begin(td_ctx_t *ctx, const td_conv_params_t *p, const td_quant_t 
     ctx->macs += (uint32_t)run->n_out * run->n_in * kk * hw;
     if (g->channel_gate) {
         ctx->skipped_channels = (uint16_t)(ctx->skipped_channels + (p->out_c - run->n_out));
-        if (run->n_out != p->out_c) {
+        if (run->n_out != p->out_c && !p->skipped_dead) {
             td_write_skipped(q, g->channel_gate, p->out_c, hw, residual, p->res_type, p->out_type, output);
         }
     }
@@ -145,11 +143,12 @@ uint32_t td_conv2d_rows(const td_conv_params_t *p, const td_quant_t *q, td_conv_
             row = r * k4;
         }
         td_rowpair_t *t = &run->tab[r >> 1];
+        const uint32_t ref = TD_ROW_REF(run->rows, row);
         if (r & 1u) {
-            t->w1 = row;
+            t->w1 = ref;
             t->b1 = q->bias[co];
         } else {
-            t->w0 = t->w1 = row;
+            t->w0 = t->w1 = ref;
             t->b0 = t->b1 = q->bias[co];
         }
     }
@@ -405,9 +404,30 @@ void td_im2col_ring(const td_conv_params_t *p, const td_conv_run_t *run, uint32_
 
 /* ------------------------------------------------------------------ dot products */
 #if TD_USE_DSP && defined(__ARM_FEATURE_DSP) && !defined(TD_EMULATE_DSP)
-/* r0 = rows, r1 = tab, r2 = n_pairs (> 0), r3 = pair, [sp] = groups (> 0), [sp, #4] = acc. Per group of 4
- * elements: one LDM for both columns, one LDR + two SXTB16 per weight row, 8 SMLAD; the loop
- * is unrolled twice (an odd count enters in the middle): 32 instructions per 32 MACs. */
+/* r0 = tab, r1 = n_pairs (> 0), r2 = pair, r3 = groups (> 0); the table holds the rows'
+ * addresses. Per group of 4 elements: one LDM for both columns, one LDR + two SXTB16 per weight
+ * row, 8 SMLAD; the loop is unrolled twice, and an odd group count enters it in the middle
+ * through its own copy of the pair loop (chosen once per call). Per pair: one LDM of rows and
+ * biases, one STM of the accumulators through the same pointer, 10 instructions in all.
+ * Stack: [sp] pair, [sp, #4] (groups + 1) / 2, [sp, #8] end of the table, [sp, #12] table
+ * position. */
+#define TD_ASM_PAIR_LOOP(lbl, entry)                                                                           \
+    lbl "0: ldmia r12!, {r0, r1, r4, r5}\n"   /* w0, w1, b0, b1 */                                        \
+    "    str r12, [sp, #12]\n"                                                                                 \
+    "    mov r6, r4\n"                                                                                         \
+    "    mov r7, r5\n"                                                                                         \
+    "    ldrd r2, r3, [sp]\n" entry                                                                            \
+    lbl "1:" TD_ASM_MAC_2X2_STEP                                                                               \
+    lbl "2:" TD_ASM_MAC_2X2_STEP                                                                               \
+    "    subs r3, r3, #1\n"                                                                                    \
+    "    bne " lbl "1b\n"                                                                                      \
+    "    ldr r12, [sp, #12]\n"                                                                                 \
+    "    stmia r12!, {r4, r5, r6, r7}\n"                                                                       \
+    "    ldr lr, [sp, #8]\n"                                                                                   \
+    "    cmp r12, lr\n"                                                                                        \
+    "    bne " lbl "0b\n"                                                                                      \
+    "    add sp, sp, #16\n"                                                                                    \
+    "    pop {r4-r11, pc}\n"
 __asm__(
     "    .syntax unified\n"
     "    .thumb\n"
@@ -418,37 +438,32 @@ __asm__(
     "td_mm_rows:\n"
     "    push {r4-r11, lr}\n"
     "    sub sp, sp, #16\n"
-    "    stm sp, {r0, r1, r2, r3}\n"        /* [sp] rows, tab, n_pairs, pair; groups, acc at [sp, #52] */
-    "0:  ldr r12, [sp, #4]\n"
-    "    ldmia r12!, {r0, r1, r4, r5}\n"    /* w0, w1 (offsets), b0, b1 */
-    "    str r12, [sp, #4]\n"
-    "    ldr r12, [sp]\n"
-    "    add r0, r0, r12\n"
-    "    add r1, r1, r12\n"
-    "    mov r6, r4\n"
-    "    mov r7, r5\n"
-    "    ldr r2, [sp, #12]\n"
-    "    ldr r3, [sp, #52]\n"
-    "    lsrs r3, r3, #1\n"
-    "    bcc 1f\n"
-    "    adds r3, r3, #1\n"
-    "    b 2f\n"
-    "1:" TD_ASM_MAC_2X2_STEP
-    "2:" TD_ASM_MAC_2X2_STEP
-    "    subs r3, r3, #1\n"
-    "    bne 1b\n"
-    "    ldr r12, [sp, #56]\n"
-    "    stmia r12!, {r4, r5, r6, r7}\n"
-    "    str r12, [sp, #56]\n"
-    "    ldr r12, [sp, #8]\n"
-    "    subs r12, r12, #1\n"
-    "    str r12, [sp, #8]\n"
-    "    bne 0b\n"
-    "    add sp, sp, #16\n"
-    "    pop {r4-r11, pc}\n"
+    "    mov r12, r0\n"
+    "    add r1, r0, r1, lsl #5\n"           /* end of the table: 32 bytes per pair */
+    "    str r1, [sp, #8]\n"
+    "    str r2, [sp]\n"
+    "    adds r1, r3, #1\n"
+    "    lsrs r1, r1, #1\n"
+    "    str r1, [sp, #4]\n"
+    "    lsls r3, r3, #31\n"                 /* odd group count: the second copy */
+    "    bne 3f\n"
+    TD_ASM_PAIR_LOOP("", "")
+    "3:\n"
+    TD_ASM_PAIR_LOOP("5", "    b 52f\n")
     "    .size td_mm_rows, .-td_mm_rows\n");
+#undef TD_ASM_PAIR_LOOP
 
-/* r0 = w, r1 = bias, r2 = pair, r3 = groups (> 0), [sp] = acc: 10 instructions per 8 MACs */
+/* r0 = w, r1 = bias, r2 = pair, r3 = groups (> 0), [sp] = acc: the loop unrolled twice (an odd
+ * count enters in the middle), 9 instructions per 8 MACs */
+#define TD_ASM_MAC_1X2_STEP                                                                                   \
+    "ldmia r2!, {r4, r5, r7, r12}\n" /* x0 k01, x0 k23, x1 k01, x1 k23 */                                    \
+    "ldr lr, [r0], #4\n"                                                                                       \
+    "sxtb16 r8, lr\n"                                                                                          \
+    "smlad r1, r8, r4, r1\n"                                                                                   \
+    "smlad r6, r8, r7, r6\n"                                                                                   \
+    "sxtb16 lr, lr, ror #8\n"                                                                                  \
+    "smlad r1, lr, r5, r1\n"                                                                                   \
+    "smlad r6, lr, r12, r6\n"
 __asm__(
     "    .syntax unified\n"
     "    .thumb\n"
@@ -459,14 +474,12 @@ __asm__(
     "td_mm_row1:\n"
     "    push {r4-r8, lr}\n"
     "    mov r6, r1\n"
-    "1:  ldmia r2!, {r4, r5, r7, r12}\n" /* x0 k01, x0 k23, x1 k01, x1 k23 */
-    "    ldr lr, [r0], #4\n"
-    "    sxtb16 r8, lr\n"
-    "    smlad r1, r8, r4, r1\n"
-    "    smlad r6, r8, r7, r6\n"
-    "    sxtb16 lr, lr, ror #8\n"
-    "    smlad r1, lr, r5, r1\n"
-    "    smlad r6, lr, r12, r6\n"
+    "    lsrs r3, r3, #1\n"
+    "    bcc 1f\n"
+    "    adds r3, r3, #1\n"
+    "    b 2f\n"
+    "1:" TD_ASM_MAC_1X2_STEP
+    "2:" TD_ASM_MAC_1X2_STEP
     "    subs r3, r3, #1\n"
     "    bne 1b\n"
     "    ldr r12, [sp, #24]\n"
@@ -474,16 +487,17 @@ __asm__(
     "    str r6, [r12, #8]\n"
     "    pop {r4-r8, pc}\n"
     "    .size td_mm_row1, .-td_mm_row1\n");
+#undef TD_ASM_MAC_1X2_STEP
 #else
 /* the same arithmetic in C: the 2x2 dot product of td_internal.h (emulated intrinsics with
  * TD_EMULATE_DSP, plain C otherwise) for each pair */
-void td_mm_rows(const int8_t *rows, const td_rowpair_t *tab, uint32_t n_pairs, const int16_t *pair, uint32_t groups,
-                int32_t *acc)
+void td_mm_rows(td_rowpair_t *tab, uint32_t n_pairs, const int16_t *pair, uint32_t groups, const int8_t *rows)
 {
-    for (uint32_t r = 0; r < n_pairs; r++, acc += 4) {
+    for (uint32_t r = 0; r < n_pairs; r++) {
+        int32_t *acc = tab[r].acc;
         acc[0] = acc[2] = tab[r].b0;
         acc[1] = acc[3] = tab[r].b1;
-        td_mm_2x2(rows + tab[r].w0, rows + tab[r].w1, pair, 4u * groups, acc);
+        td_mm_2x2(TD_ROW_PTR(rows, tab[r].w0), TD_ROW_PTR(rows, tab[r].w1), pair, 4u * groups, acc);
     }
 }
 

@@ -39,14 +39,28 @@ typedef struct {
     uint16_t groups;
     uint8_t in_type, out_type, res_type;
     uint16_t row_group; /* output rows compacted at once when input channels are masked */
+    uint8_t skipped_dead; /* 1: no op reads the outputs the channel gate switches off (every reader
+                           * masks its input with the same salience): they are not written */
 } td_conv_params_t;
 
-/* One output-channel pair for td_mm_rows: its two weight rows (byte offsets from the rows'
- * base: the packed weights, or the compacted rows) and biases. 16 bytes on every target. */
+/* One output-channel pair for td_mm_rows: its two weight rows (TD_ROW_REF), biases and the
+ * pair's four accumulators after td_mm_rows: (row0, px0), (row1, px0), (row0, px1),
+ * (row1, px1). 32 bytes on every target; one pointer walks the table and the accumulators. */
 typedef struct {
     uint32_t w0, w1;
     int32_t b0, b1;
+    int32_t acc[4];
 } td_rowpair_t;
+
+/* A weight row in td_rowpair_t: its address on 32-bit targets (the assembly loads the pointer
+ * straight from the table), its byte offset from the rows' base elsewhere. */
+#if UINTPTR_MAX == 0xFFFFFFFFu
+#define TD_ROW_REF(rows, off) ((uint32_t)(uintptr_t)((rows) + (off)))
+#define TD_ROW_PTR(rows, ref) ((void)(rows), (const int8_t *)(uintptr_t)(ref))
+#else
+#define TD_ROW_REF(rows, off) ((uint32_t)(off))
+#define TD_ROW_PTR(rows, ref) ((rows) + (ref))
+#endif
 
 /* What td_conv2d_begin prepares in the scratch for the pixel loop. */
 typedef struct {
@@ -56,8 +70,7 @@ typedef struct {
     uint16_t *dst_list; /* input mask: packed position of element t of a compacted kernel row */
     uint8_t *ring;      /* input mask: k input rows, active channels only, zero padded (NULL: no ring) */
     const int8_t *rows; /* base of the current group's weight rows */
-    td_rowpair_t *tab;  /* the current group's channel pairs */
-    int32_t *acc;      /* 4 accumulators per pair: (row0, px0), (row1, px0), (row0, px1), (row1, px1) */
+    td_rowpair_t *tab;  /* the current group's channel pairs (and their accumulators) */
     int16_t *pair;     /* two im2col columns, interleaved per 4 elements */
     int8_t *wbuf;      /* compacted weight rows (input mask only) */
     uint32_t k4;       /* column length (elements, multiple of 4) */
@@ -93,10 +106,9 @@ void td_im2col_masked(const td_conv_params_t *p, const void *input, uint32_t pix
  * output pixels (oy, ox) and (oy, ox + 1) from the ring, whole words per kernel row */
 void td_conv2d_ring_fill(const td_conv_params_t *p, const void *input, td_conv_run_t *run, uint32_t oy);
 void td_im2col_ring(const td_conv_params_t *p, const td_conv_run_t *run, uint32_t ox, int two);
-/* acc[4r..4r+3] = bias + the 2x2 block of pair r against the column pair, r < n_pairs (>= 1),
- * groups (>= 1) groups of 4 elements */
-void td_mm_rows(const int8_t *rows, const td_rowpair_t *tab, uint32_t n_pairs, const int16_t *pair, uint32_t groups,
-                int32_t *acc);
+/* tab[r].acc = bias + the 2x2 block of pair r against the column pair, r < n_pairs (>= 1),
+ * groups (>= 1) groups of 4 elements; rows: the base TD_ROW_REF offsets are relative to */
+void td_mm_rows(td_rowpair_t *tab, uint32_t n_pairs, const int16_t *pair, uint32_t groups, const int8_t *rows);
 /* one weight row (an odd active count's last): acc[0] = bias + w.x0, acc[2] = bias + w.x1 */
 void td_mm_row1(const int8_t *w, int32_t bias, const int16_t *pair, uint32_t groups, int32_t *acc);
 
@@ -137,10 +149,11 @@ static inline void td_im2col_stem_col(const td_conv_params_t *p, const uint8_t *
 }
 
 /* ------------------------------------------------------------------ requantisation */
-/* Output channel co of pixels i0 (and i0 + out_c when npix is 2): accumulators a0, a1. */
+/* Output channel co of pixels i0 (and i0 + out_c when npix is 2): accumulators a0, a1; gate is
+ * the channel's salience (channel gate), the block's (read once per call) or 1. */
 static TD_ALWAYS_INLINE void td_conv2d_store(const td_conv_params_t *p, const td_quant_t *q, const td_gates_t *g,
                                               const void *residual, void *output, uint32_t co, uint32_t i0,
-                                              int32_t a0, int32_t a1, int npix)
+                                              int32_t gate, int32_t a0, int32_t a1, int npix)
 {
     const int has_res = residual != NULL;
     const uint32_t i1 = i0 + p->out_c;
@@ -158,13 +171,19 @@ static TD_ALWAYS_INLINE void td_conv2d_store(const td_conv_params_t *p, const td
             if (npix == 2) r1 = ((const int16_t *)residual)[i1];
         }
     }
-    const int32_t gate = g->channel_gate ? g->channel_gate[co] : (g->block_gate ? g->block_gate[0] : 1);
     if (q->rq != NULL) {
         const int32_t *t = q->rq + (has_res ? 4u : 2u) * co;
         const int32_t gm = (g->channel_gate || g->block_gate) ? gate * t[0] : t[0];
-        const int32_t rl = has_res ? t[1] : 0, rh = has_res ? t[2] : 0, sh = has_res ? t[3] : t[1];
-        y0 = td_sat(td_rq_high(a0, gm, r0, rl, rh, sh, has_res), lo, hi);
-        if (npix == 2) y1 = td_sat(td_rq_high(a1, gm, r1, rl, rh, sh, has_res), lo, hi);
+        const int32_t rl = has_res ? t[1] : 0, rh = has_res ? t[2] : 0;
+        if (q->rq_sh != 0) {
+            /* one shift for the layer: ADD and USAT/SSAT with its shift */
+            y0 = td_rq_round_sat(td_rq_hi(a0, gm, r0, rl, rh, has_res), q->rq_sh - 1, lo, hi);
+            if (npix == 2) y1 = td_rq_round_sat(td_rq_hi(a1, gm, r1, rl, rh, has_res), q->rq_sh - 1, lo, hi);
+        } else {
+            const int32_t sh = has_res ? t[3] : t[1];
+            y0 = td_sat(td_rq_high(a0, gm, r0, rl, rh, sh, has_res), lo, hi);
+            if (npix == 2) y1 = td_sat(td_rq_high(a1, gm, r1, rl, rh, sh, has_res), lo, hi);
+        }
     } else {
         const int32_t gm = gate * q->mult[co];
         const int64_t rm = has_res ? q->res_mult[co] : 0;
@@ -183,27 +202,46 @@ static TD_ALWAYS_INLINE void td_conv2d_store(const td_conv_params_t *p, const td
     }
 }
 
-/* The group's accumulators (pair r: rows 2r, 2r+1 at pixels pix, pix+1) to outputs. */
+/* The group's accumulators (pair r: rows 2r, 2r+1 at pixels pix, pix+1) to outputs; bg: the
+ * block gate's value (1 without one). */
 static TD_ALWAYS_INLINE void td_conv2d_requant(const td_conv_params_t *p, const td_quant_t *q, const td_gates_t *g,
-                                                const void *residual, void *output, const td_conv_run_t *run,
-                                                uint32_t g0, uint32_t gn, uint32_t pix, int npix)
+                                                int32_t bg, const void *residual, void *output,
+                                                const td_conv_run_t *run, uint32_t g0, uint32_t gn, uint32_t pix,
+                                                int npix)
 {
-    const int32_t *acc = run->acc;
+    const td_rowpair_t *t = run->tab;
     const uint32_t base = pix * p->out_c;
     if (g->channel_gate != NULL) {
+        const uint8_t *cg = g->channel_gate;
         const uint16_t *idx = run->out_idx + g0;
-        for (uint32_t r = 0; r + 1 < gn; r += 2, acc += 4, idx += 2) {
-            td_conv2d_store(p, q, g, residual, output, idx[0], base + idx[0], acc[0], acc[2], npix);
-            td_conv2d_store(p, q, g, residual, output, idx[1], base + idx[1], acc[1], acc[3], npix);
+        for (uint32_t r = 0; r + 1 < gn; r += 2, t++, idx += 2) {
+            const uint32_t c0 = idx[0], c1 = idx[1];
+            td_conv2d_store(p, q, g, residual, output, c0, base + c0, cg[c0], t->acc[0], t->acc[2], npix);
+            td_conv2d_store(p, q, g, residual, output, c1, base + c1, cg[c1], t->acc[1], t->acc[3], npix);
         }
-        if (gn & 1u) td_conv2d_store(p, q, g, residual, output, idx[0], base + idx[0], acc[0], acc[2], npix);
+        if (gn & 1u) {
+            const uint32_t c0 = idx[0];
+            td_conv2d_store(p, q, g, residual, output, c0, base + c0, cg[c0], t->acc[0], t->acc[2], npix);
+        }
     } else {
         uint32_t co = g0;
-        for (uint32_t r = 0; r + 1 < gn; r += 2, acc += 4, co += 2) {
-            td_conv2d_store(p, q, g, residual, output, co, base + co, acc[0], acc[2], npix);
-            td_conv2d_store(p, q, g, residual, output, co + 1, base + co + 1, acc[1], acc[3], npix);
+        for (uint32_t r = 0; r + 1 < gn; r += 2, t++, co += 2) {
+            td_conv2d_store(p, q, g, residual, output, co, base + co, bg, t->acc[0], t->acc[2], npix);
+            td_conv2d_store(p, q, g, residual, output, co + 1, base + co + 1, bg, t->acc[1], t->acc[3], npix);
         }
-        if (gn & 1u) td_conv2d_store(p, q, g, residual, output, co, base + co, acc[0], acc[2], npix);
+        if (gn & 1u) td_conv2d_store(p, q, g, residual, output, co, base + co, bg, t->acc[0], t->acc[2], npix);
+    }
+}
+
+/* The column pair against every active row of the group: pairs in td_mm_rows, an odd count's
+ * last row alone. */
+static TD_ALWAYS_INLINE void td_conv2d_dot(td_conv_run_t *run, uint32_t gn, uint32_t groups4)
+{
+    const uint32_t n_full = gn / 2u;
+    if (n_full) td_mm_rows(run->tab, n_full, run->pair, groups4, run->rows);
+    if (gn & 1u) {
+        td_rowpair_t *t = &run->tab[n_full];
+        td_mm_row1(TD_ROW_PTR(run->rows, t->w0), t->b0, run->pair, groups4, t->acc);
     }
 }
 
@@ -221,9 +259,9 @@ static TD_ALWAYS_INLINE void td_conv2d(td_ctx_t *ctx, const td_conv_params_t *p,
     const int stem = p->in_c < 4 && p->in_type == TD_U8;
     const int simple = p->in_type != TD_S16 && g->input_mask == NULL;
     const int masked = g->input_mask != NULL && run.n_in != p->in_c;
+    const int32_t bg = g->block_gate != NULL ? g->block_gate[0] : 1; /* read once: the conv never writes it */
     for (uint32_t g0 = 0; g0 < run.n_out; g0 += run.group) {
         const uint32_t gn = run.n_out - g0 < run.group ? run.n_out - g0 : run.group;
-        const uint32_t n_full = gn / 2u;
         (void)td_conv2d_rows(p, q, &run, g0, gn);
         if (masked && run.ring != NULL) {
             /* the input rows through the ring, pixel pairs within an output row */
@@ -233,15 +271,11 @@ static TD_ALWAYS_INLINE void td_conv2d(td_ctx_t *ctx, const td_conv_params_t *p,
                 for (uint32_t ox = 0; ox < p->out_w; ox += 2) {
                     const int two = ox + 1u < p->out_w;
                     td_im2col_ring(p, &run, ox, two);
-                    if (n_full) td_mm_rows(run.rows, run.tab, n_full, run.pair, groups4, run.acc);
-                    if (gn & 1u) {
-                        td_mm_row1(run.rows + run.tab[n_full].w0, run.tab[n_full].b0, run.pair, groups4,
-                                   run.acc + 4u * n_full);
-                    }
+                    td_conv2d_dot(&run, gn, groups4);
                     if (two) {
-                        td_conv2d_requant(p, q, g, residual, output, &run, g0, gn, oy * p->out_w + ox, 2);
+                        td_conv2d_requant(p, q, g, bg, residual, output, &run, g0, gn, oy * p->out_w + ox, 2);
                     } else {
-                        td_conv2d_requant(p, q, g, residual, output, &run, g0, gn, oy * p->out_w + ox, 1);
+                        td_conv2d_requant(p, q, g, bg, residual, output, &run, g0, gn, oy * p->out_w + ox, 1);
                     }
                 }
             }
@@ -259,14 +293,11 @@ static TD_ALWAYS_INLINE void td_conv2d(td_ctx_t *ctx, const td_conv_params_t *p,
             } else {
                 td_im2col_kxk(p, input, pix, two, &run);
             }
-            if (n_full) td_mm_rows(run.rows, run.tab, n_full, run.pair, groups4, run.acc);
-            if (gn & 1u) {
-                td_mm_row1(run.rows + run.tab[n_full].w0, run.tab[n_full].b0, run.pair, groups4, run.acc + 4u * n_full);
-            }
+            td_conv2d_dot(&run, gn, groups4);
             if (two) {
-                td_conv2d_requant(p, q, g, residual, output, &run, g0, gn, pix, 2);
+                td_conv2d_requant(p, q, g, bg, residual, output, &run, g0, gn, pix, 2);
             } else {
-                td_conv2d_requant(p, q, g, residual, output, &run, g0, gn, pix, 1);
+                td_conv2d_requant(p, q, g, bg, residual, output, &run, g0, gn, pix, 1);
             }
         }
     }

@@ -40,7 +40,7 @@ static TD_ALWAYS_INLINE void td_rescale(td_ctx_t *ctx, const td_rescale_params_t
     const int32_t lo = q->out_min, hi = q->out_max;
     for (uint32_t ch = 0; ch < c; ch++) {
         const int32_t *t = q->rq + 4u * ch;
-        const int32_t rl = t[1], rh = t[2], sh = t[3];
+        const int32_t rl = t[1], rh = t[2], sh = q->rq_sh != 0 ? q->rq_sh - 1 : t[3];
         for (uint32_t i = ch; i < hw * c; i += c) {
             int32_t r;
             if (p->in_type == TD_U8) {
@@ -50,7 +50,8 @@ static TD_ALWAYS_INLINE void td_rescale(td_ctx_t *ctx, const td_rescale_params_t
             } else {
                 r = ((const int16_t *)input)[i];
             }
-            const int32_t y = td_sat(td_rq_high(0, 0, r, rl, rh, sh, 1), lo, hi);
+            /* a layer-wide sh (rq_sh) is a constant: ADD and USAT/SSAT with its shift */
+            const int32_t y = td_rq_round_sat(td_rq_hi(0, 0, r, rl, rh, 1), sh, lo, hi);
             if (p->out_type == TD_U8) {
                 ((uint8_t *)output)[i] = (uint8_t)y;
             } else if (p->out_type == TD_S8) {
