@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(gcc libc6-dev make gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm dataset-fashion-mnist)
+APT_PACKAGES=(gcc g++ perl libc6-dev make gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm dataset-fashion-mnist)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -31,7 +31,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   quiet_pip torch==2.13.0
   quiet_pip -r requirements.txt
   quiet_pip --no-deps -e .
-  .venv/bin/python -c "import torch, brevitas, qonnx, onnx, jinja2, serial, click, tqdm, matplotlib" 
+  .venv/bin/python -c "import torch, brevitas, qonnx, onnx, jinja2, serial, click, tqdm, matplotlib, ray, stable_baselines3" 
   echo "$want" > "$stamp"
 fi
 # the Cortex-M4 cycle-model QEMU plugin (docs/CYCLES.md), built with the host gcc into .venv

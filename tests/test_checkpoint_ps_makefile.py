@@ -21,7 +21,7 @@ from tests.conftest import require_tool
 from tinydyn.hw.controller import ARCH_CFLAGS, StageHead, write_controller
 
 
-def stage(name: str, seg: int, head: int, classes: int = 10) -> StageHead:
+def stage(name: str, seg: int, last: bool, classes: int = 10) -> StageHead:
     return StageHead(
         name=name,
         bias=np.arange(classes, dtype=np.int32),
@@ -32,19 +32,20 @@ def stage(name: str, seg: int, head: int, classes: int = 10) -> StageHead:
         out_per_word=2,
         out_word_bits=48,
         in_bytes=784,
-        feat_bytes=1568 if head >= 0 else 0,
+        feat_bytes=0 if last else 1568,
         seg_macs=1000,
         head_macs=100,
         seg_partition=seg,
-        head_partition=head,
+        head_weight=None if last else np.ones((classes, 2), dtype=np.int8),
+        feat_c=0 if last else 2,
     )
 
 
 @pytest.fixture()
 def ps_dir(tmp_path: Path) -> Path:
     return write_controller(
-        tmp_path / "ps", [stage("stage0", 0, 1), stage("stage1", 2, -1)], "0123456789abcdef", "zedboard",
-        (1, 28, 28), 666_666_666,
+        tmp_path / "ps", [stage("stage0", 0, False), stage("stage1", 1, True)], "0123456789abcdef",
+        "zedboard", (1, 28, 28), 666_666_666,
     )  # fmt: skip
 
 
@@ -58,7 +59,8 @@ def make(ps_dir: Path, *args: str, env: dict[str, str] | None = None) -> subproc
 def compile_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if " -c " in line]
-    assert len(lines) == 3, proc.stdout  # td_fpga.o td_fpga_zynq.o protocol.o
+    # td_fpga.o td_fpga_zynq.o protocol.o td_zynq_mmu.o td_zynq_uart.o td_zynq_boot.o (start-up)
+    assert len(lines) == 6, proc.stdout
     return lines
 
 
@@ -89,6 +91,6 @@ def test_plain_make_builds_arm_objects(ps_dir: Path) -> None:
     require_tool("arm-none-eabi-gcc")
     proc = make(ps_dir)
     assert proc.returncode == 0, proc.stderr
-    for obj in ("td_fpga.o", "td_fpga_zynq.o", "protocol.o"):
+    for obj in ("td_fpga.o", "td_fpga_zynq.o", "protocol.o", "td_zynq_boot.o", "td_fpga_ps.elf"):
         header = (ps_dir / obj).read_bytes()[:20]
         assert header[:4] == b"\x7fELF" and header[18] == 40, obj  # e_machine 40 = EM_ARM

@@ -45,21 +45,23 @@ def boards(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     require_tool("gcc")
     out = tmp_path_factory.mktemp("boards")
     return {
-        "v1": build_board(out),
-        "v2": build_board(out, ["TD_PROTO_VERSION=2u"], name="board_host_v2"),
+        "v2": build_board(out),  # speaks v1 and v2
+        "v1": build_board(out, ["TD_PROTO_VERSION=1u"], name="board_host_v1"),  # a v1-only board
+        "v3": build_board(out, ["TD_PROTO_VERSION=3u", "TD_PROTO_VERSION_MIN=3u"], name="board_host_v3"),
+        "macs_only": build_board(out, ["STUB_BUDGET_UNITS=1u"], name="board_host_macs"),
     }
 
 
 @pytest.fixture
 def board(boards: dict[str, Path]) -> Iterator[BoardProcess]:
-    with BoardProcess([str(boards["v1"])]) as b:
+    with BoardProcess([str(boards["v2"])]) as b:
         yield b
 
 
-def expected(seq: int, image: bytes, cfg: P.Config, tag: int) -> P.Result:
+def expected(seq: int, image: bytes, cfg: P.Config, tag: int, version: int = 2) -> P.Result:
     rc, r = E.stub_infer(image, cfg)
     assert rc == 0
-    return E.expected_result(seq, r, tag, cfg.logits)
+    return E.expected_result(seq, r, tag, cfg.logits, version, cfg)
 
 
 def read_exactly(port: serial.Serial, n: int, timeout: float = 3.0) -> bytes:
@@ -79,7 +81,7 @@ def test_board_answers_vector_cases_over_pty(boards: dict[str, Path]) -> None:
     as the Python twin predicts from the state the case left (e.g. a config in force)."""
     after = P.encode_infer(500, IMG)
     for c in VECTORS["board_cases"]:
-        with BoardProcess([str(boards["v1"])]) as b, serial.Serial(b.port, 115200, timeout=0.05) as port:
+        with BoardProcess([str(boards["v2"])]) as b, serial.Serial(b.port, 115200, timeout=0.05) as port:
             port.write(bytes.fromhex(c["send"]))
             want = bytes.fromhex(c["reply"])
             assert read_exactly(port, len(want)).hex() == c["reply"], f"{c['name']}: {c['what']}"
@@ -94,8 +96,8 @@ def test_board_answers_vector_cases_over_pty(boards: dict[str, Path]) -> None:
 
 def test_config_tag_in_results_is_the_vector_default(board: BoardProcess) -> None:
     with serial.Serial(board.port, 115200, timeout=0.05) as port:
-        port.write(P.encode_infer(3, IMG))
-        want = P.encode_result(3, expected(3, IMG, P.Config(margins=(0, 0, 0)), P.SEQ_UNKNOWN))
+        port.write(P.encode_infer(3, IMG, 1))
+        want = P.encode_result(3, expected(3, IMG, P.Config(margins=(0, 0, 0)), P.SEQ_UNKNOWN, 1))
         assert read_exactly(port, len(want)) == want
 
 
@@ -134,7 +136,7 @@ def test_client_accepts_numpy_uint8(board: BoardProcess) -> None:
 
 def test_client_retries_a_dropped_reply(boards: dict[str, Path]) -> None:
     # reply 1 answers the connect ping, reply 2 (the first INFER) is never sent
-    with BoardProcess([str(boards["v1"]), "--drop-reply", "2"]) as b:
+    with BoardProcess([str(boards["v2"]), "--drop-reply", "2"]) as b:
         with BoardClient(b.port, timeout=0.3, retries=2) as client:
             t0 = time.monotonic()
             assert client.infer(5, IMG) == expected(5, IMG, P.Config(), P.SEQ_UNKNOWN)
@@ -159,7 +161,7 @@ def test_client_resends_after_line_corruption_and_drops_stale_replies(board: Boa
 
 def test_client_detects_reset_and_reconfigures(boards: dict[str, Path]) -> None:
     # frames: INFO ping, CONFIG, INFER -> then the board "resets" (config back to boot default)
-    with BoardProcess([str(boards["v1"]), "--reset-after", "3"]) as b:
+    with BoardProcess([str(boards["v2"]), "--reset-after", "3"]) as b:
         with BoardClient(b.port, timeout=1.0) as client:
             client.configure("budget", budget_macs=0)
             assert client.infer(1, IMG).exit_index == 0
@@ -169,7 +171,7 @@ def test_client_detects_reset_and_reconfigures(boards: dict[str, Path]) -> None:
 
 
 def test_client_gives_up_on_a_board_that_keeps_resetting(boards: dict[str, Path]) -> None:
-    with BoardProcess([str(boards["v1"]), "--reset-after", "3"]) as b:
+    with BoardProcess([str(boards["v2"]), "--reset-after", "3"]) as b:
         with BoardClient(b.port, timeout=1.0, max_resets=0) as client:
             client.configure("budget", budget_macs=0)
             client.infer(1, IMG)
@@ -185,11 +187,106 @@ def test_client_model_mismatch(board: BoardProcess) -> None:
 
 
 def test_client_protocol_version_mismatch(boards: dict[str, Path]) -> None:
-    with BoardProcess([str(boards["v2"])]) as b:
-        with pytest.raises(
-            ProtocolVersionError, match=r"speaks protocol v2, this host v1: rebuild the firmware"
-        ):
+    """A board that speaks only a newer version: one clear error (no version in common)."""
+    with BoardProcess([str(boards["v3"])]) as b:
+        with pytest.raises(ProtocolVersionError) as e:
             BoardClient(b.port, timeout=1.0, connect_timeout=3.0).open()
+        assert str(e.value) == (
+            f"board on {b.port} speaks protocol up to v3, this host v1..v2: rebuild the firmware with "
+            "this tinydyn version"
+        )
+    with BoardProcess([str(boards["v1"])]) as b:  # a host pinned to v2 and a v1 board
+        with pytest.raises(ProtocolVersionError, match=r"up to v1, this host v1..v2 \(pinned to v2\)"):
+            BoardClient(b.port, timeout=1.0, connect_timeout=3.0, protocol_version=2).open()
+
+
+# ---- version negotiation and budgets (protocol v2) ----
+
+
+def test_negotiation_bytes_v2_host_and_v1_board(boards: dict[str, Path]) -> None:
+    """The exact exchange: v2 INFO_REQ -> v1 board's BAD_VERSION (detail 1, in v1) -> v1 INFO_REQ
+    -> v1 INFO; a v2 board answers the v2 INFO_REQ with a v2 INFO at once."""
+    v1_info = E.Server()._handle(P.decode_frame(P.encode_info_request(2, 1)[1:-1]))
+    with BoardProcess([str(boards["v1"])]) as b, serial.Serial(b.port, 115200, timeout=0.05) as port:
+        port.write(P.encode_info_request(1, 2))
+        want = P.encode_error(1, P.ErrorCode.BAD_VERSION, 1, version=1)
+        assert read_exactly(port, len(want)) == want
+        port.write(P.encode_info_request(2, 1))
+        # the v1-only build's INFO: version 1, and its receive buffer (max_payload) is the same
+        assert read_exactly(port, len(v1_info)) == v1_info
+    with BoardProcess([str(boards["v2"])]) as b, serial.Serial(b.port, 115200, timeout=0.05) as port:
+        port.write(P.encode_info_request(1, 2))
+        want = P.encode_info(1, E.BOARD_INFO)
+        assert read_exactly(port, len(want)) == want
+
+
+def test_v2_client_with_v1_board(boards: dict[str, Path]) -> None:
+    """Negotiated down to v1: everything v1 has works; v2-only requests fail before sending."""
+    with BoardProcess([str(boards["v1"])]) as b, BoardClient(b.port, timeout=1.0) as client:
+        assert client.version == 1 and client.board_info is not None and client.board_info.units == ("macs",)
+        cfg = client.configure("budget", budget_macs=15000)
+        r = client.infer(1, IMG)
+        assert r == expected(1, IMG, cfg, r.config_tag, 1) and r.exit_index == 1 and r.policy is None
+        msg = f"board on {b.port} speaks protocol v1 only: a budget in energy needs v2; rebuild its firmware"
+        with pytest.raises(ProtocolVersionError, match=msg):
+            client.configure("budget", budget_macs=100, budget_unit="energy")
+        with pytest.raises(ProtocolVersionError, match="a per-request budget needs v2"):
+            client.infer(2, IMG, budget=100)
+        assert client.infer(3, IMG).exit_index == 1  # nothing was sent: the CONFIG still holds
+
+
+def test_v1_host_with_v2_board(board: BoardProcess) -> None:
+    """A host pinned to v1 (as an old host) gets v1 replies from a v2 board, byte for byte."""
+    with BoardClient(board.port, timeout=1.0, protocol_version=1) as client:
+        assert client.board_info is not None and client.board_info.version == 1
+        for i in range(5):
+            img = bytes((i * 31 + k) % 256 for k in range(16))
+            assert client.infer(i, img) == expected(i, img, P.Config(), P.SEQ_UNKNOWN, 1)
+        cfg = client.configure("margin", margins=[9, 5, 0])
+        r = client.infer(9, bytes([5]) + IMG[1:])
+        assert r == expected(9, bytes([5]) + IMG[1:], cfg, r.config_tag, 1) and r.exit_index == 1
+
+
+def test_per_request_budgets_in_every_unit(board: BoardProcess) -> None:
+    """A time-varying budget: each INFER carries its own; the CONFIG holds between them."""
+    with BoardClient(board.port, timeout=1.0) as client:
+        assert client.version == 2 and client.board_info is not None
+        assert client.board_info.units == ("macs", "energy", "cycles")
+        cfg = client.configure("confidence", confidence_t16=100)  # the stub: exit 0
+        schedule = [("macs", 15000, 1), ("energy", 250, 2), ("cycles", 0, 0), ("cycles", 1999, 1)]
+        for i, (unit, budget, exit_index) in enumerate(schedule):
+            r = client.infer(i, IMG, budget=budget, budget_unit=unit)
+            want_cfg = P.Config("budget", 100, cfg.margins, budget, True, True, unit)
+            assert r == expected(i, IMG, want_cfg, r.config_tag) and r.exit_index == exit_index
+            assert (r.policy, r.budget_unit, r.budget) == ("budget", unit, budget)
+            plain = client.infer(100 + i, IMG)
+            assert plain == expected(100 + i, IMG, cfg, plain.config_tag) and plain.policy == "confidence"
+        client.configure("budget", budget_macs=150, budget_unit="energy")
+        assert client.infer(7, IMG).exit_index == 1
+
+
+def test_budget_units_the_firmware_lacks(boards: dict[str, Path]) -> None:
+    """A firmware without energy/cycle costs: the client refuses before sending; a host that
+    sends anyway gets BAD_CONFIG detail 5, exactly as the twin predicts."""
+    with BoardProcess([str(boards["macs_only"])]) as b:
+        with BoardClient(b.port, timeout=1.0) as client:
+            assert client.board_info is not None and client.board_info.units == ("macs",)
+            with pytest.raises(BoardError, match=r"has no costs in cycles .* \(--cost-table\)"):
+                client.configure("budget", budget_macs=5, budget_unit="cycles")
+            with pytest.raises(BoardError, match="has no costs in energy"):
+                client.infer(1, IMG, budget=5, budget_unit="energy")
+            assert client.infer(2, IMG, budget=15000).exit_index == 1
+        twin = E.Server(budget_units=1)
+        sent = P.encode_config(5, P.Config("budget", 0, (0, 0, 0), 5, budget_unit="energy"))
+        sent += P.encode_infer(6, IMG, 2, "cycles", 5)
+        want = twin.feed(sent)
+        assert P.decode_replies(want) == [
+            P.ErrorReply(5, P.ErrorCode.BAD_CONFIG, 5),
+            P.ErrorReply(6, P.ErrorCode.BAD_CONFIG, 5),
+        ]
+        with serial.Serial(b.port, 115200, timeout=0.05) as port:
+            port.write(sent)
+            assert read_exactly(port, len(want)) == want
 
 
 def test_client_board_errors_are_one_line(board: BoardProcess) -> None:
@@ -229,7 +326,7 @@ def test_client_missing_port() -> None:
 
 def test_client_pings_until_a_late_board_answers(boards: dict[str, Path]) -> None:
     """Opening the port before the board serves (as when QEMU boots): pings are retried."""
-    with BoardProcess([str(boards["v1"]), "--drop-reply", "1"]) as b:
+    with BoardProcess([str(boards["v2"]), "--drop-reply", "1"]) as b:
         with BoardClient(b.port, timeout=0.2, connect_timeout=3.0) as client:
             assert client.board_info is not None and client.board_info.model_id == E.MODEL_ID
 

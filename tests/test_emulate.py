@@ -88,7 +88,7 @@ def test_info_reply_fields(board: QemuBoard, gated_ir: IRModel, qemu_fw: Path) -
     assert info.energy_kind == P.EnergyKind.MODELLED
     assert info.clock_hz == 25_000_000 and info.board_name == "qemu-mps2-an386"
     assert info.arena_bytes == build["arena_bytes"] and info.static_macs == build["static_macs"]
-    assert info.max_payload == 8 + 3072  # TD_SERVER_RX_CAP: header + CRC + the largest image
+    assert info.max_payload == 8 + 5 + 3072  # TD_SERVER_RX_CAP: header + CRC + v2 budget + largest image
 
 
 @pytest.mark.parametrize("kind,threshold", [("confidence", 0.3), ("budget", 0.5)])
@@ -133,7 +133,7 @@ def test_malformed_frames_get_errors_and_the_board_keeps_serving(
         (b"\x00\x05\x01\x02\x00", P.ErrorCode.BAD_FRAME, P.SEQ_UNKNOWN, 0),  # block runs past the 0x00
         (P.to_wire(bytes(bad_crc)), P.ErrorCode.BAD_CRC, P.SEQ_UNKNOWN, 0),
         (P.encode_infer(9, bytes(100)), P.ErrorCode.BAD_IMAGE_SIZE, 9, 784),
-        (P.encode_infer(10, bytes(4000)), P.ErrorCode.BAD_LENGTH, P.SEQ_UNKNOWN, 3080),
+        (P.encode_infer(10, bytes(4000)), P.ErrorCode.BAD_LENGTH, P.SEQ_UNKNOWN, 3085),
         (P.encode_frame(0x42, 11), P.ErrorCode.UNKNOWN_TYPE, 11, 0x42),
     ]
     ref = execute(gated_ir, image[None], ExitPolicy("none"))

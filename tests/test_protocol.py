@@ -75,24 +75,46 @@ def test_cobs_published_examples(decoded: str, encoded: str) -> None:
     assert P.cobs_decode(bytes.fromhex(encoded)).hex() == decoded
 
 
-def test_frame_layout_by_hand() -> None:
-    """INFO_REQ seq 0x0201: version 1, type 1, seq LE, CRC-32 LE of those 4 bytes, COBS, delimiters."""
-    head = bytes([1, 1, 0x01, 0x02])
+@pytest.mark.parametrize("version", [1, 2])
+def test_frame_layout_by_hand(version: int) -> None:
+    """INFO_REQ seq 0x0201: version, type 1, seq LE, CRC-32 LE of those 4 bytes, COBS, delimiters."""
+    head = bytes([version, 1, 0x01, 0x02])
     payload = head + struct.pack("<I", P.crc32(head))
-    assert P.build_payload(P.MsgType.INFO_REQ, 0x0201) == payload
-    assert P.encode_info_request(0x0201) == b"\x00" + P.cobs_encode(payload) + b"\x00"
-    assert b"\x00" not in P.encode_info_request(0x0201)[1:-1]
+    assert P.build_payload(P.MsgType.INFO_REQ, 0x0201, version=version) == payload
+    assert P.encode_info_request(0x0201, version) == b"\x00" + P.cobs_encode(payload) + b"\x00"
+    assert b"\x00" not in P.encode_info_request(0x0201, version)[1:-1]
 
 
 def test_info_body_offsets_by_hand() -> None:
-    """The INFO layout of docs/PROTOCOL.md, field by field."""
+    """The INFO layout of docs/PROTOCOL.md, field by field; v2 appends 6 bytes after the name."""
     frame = P.decode_frame(bytes.fromhex(MESSAGES["info_reply"]["wire"])[1:-1])
     b = frame.body
-    assert b[0] == 1 and b[1:17] == b"0123456789abcdef"
+    assert frame.version == 1 and b[0] == 1 and b[1:17] == b"0123456789abcdef"
     assert struct.unpack_from("<HHH", b, 17) == (1, 4, 4)
     assert (b[23], b[24], b[25], b[26]) == (10, 3, 0, 1)
-    assert struct.unpack_from("<IIII", b, 27) == (0, 1234, 30000, 3080)
+    assert struct.unpack_from("<IIII", b, 27) == (0, 1234, 30000, 3085)
     assert b[43] == 4 and b[44:] == b"host" and len(b) == 48
+    v2 = P.decode_frame(bytes.fromhex(MESSAGES["info_reply_v2"]["wire"])[1:-1])
+    assert v2.version == 2 and v2.body[0] == 2 and v2.body[:44] == bytes([2]) + b[1:44]
+    assert v2.body[44:48] == b"host" and len(v2.body) == 54
+    assert (v2.body[48], v2.body[49]) == (1, 7)  # min_version 1; units MACs | energy | cycles
+    assert struct.unpack_from("<I", v2.body, 50) == (0x12345678,)
+
+
+def test_v2_infer_and_result_bytes_by_hand() -> None:
+    """INFER v2: unit, budget, image; RESULT v2: the v1 body, logits, then the 18-byte extension."""
+    frame = P.decode_frame(bytes.fromhex(MESSAGES["infer_budget_energy_v2"]["wire"])[1:-1])
+    assert (frame.version, frame.type, frame.seq) == (2, 3, 12)
+    assert frame.body == bytes([2, 0xFF, 0xFF, 0xFF, 0xFF]) + bytes(range(16))
+    frame = P.decode_frame(bytes.fromhex(MESSAGES["infer_16_v2"]["wire"])[1:-1])
+    assert frame.body == bytes(5) + bytes(range(16))  # unit 0: no override
+    frame = P.decode_frame(bytes.fromhex(MESSAGES["config_energy_v2"]["wire"])[1:-1])
+    assert frame.body == struct.pack("<BBIIB3iB", 3, 3, 0, 250, 3, 0, 0, 0, 2)
+    frame = P.decode_frame(bytes.fromhex(MESSAGES["result_logits_v2"]["wire"])[1:-1])
+    assert len(frame.body) == 27 + 20 + 18 and frame.body[26] == 10
+    assert struct.unpack_from("<BBIIII", frame.body, 47) == (3, 2, 250, 245, 1_234_567, 321)
+    v1 = P.decode_frame(bytes.fromhex(MESSAGES["result_logits"]["wire"])[1:-1])
+    assert frame.body[:47] == v1.body
 
 
 # ---- Python against the vectors ----
@@ -114,6 +136,7 @@ def _config(fields: dict) -> P.Config:
         fields["budget_macs"],
         fields["gating"],
         fields["logits"],
+        fields["budget_unit"],
     )
 
 
@@ -139,33 +162,35 @@ def test_python_message_vectors(name: str) -> None:
     f = c["fields"]
     frame = P.decode_frame(wire[1:-1])
     assert wire[0] == 0 and wire[-1] == 0 and b"\x00" not in wire[1:-1]
-    assert frame.seq == f["seq"] and frame.version == P.VERSION
+    v = c["version"]
+    assert frame.seq == f["seq"] and frame.version == v
     kind = c["kind"]
     if kind == "INFO_REQ":
-        assert P.encode_info_request(f["seq"]) == wire
+        assert P.encode_info_request(f["seq"], v) == wire
         assert P.decode_request(frame) == P.InfoRequest(f["seq"])
     elif kind == "CONFIG":
         cfg = _config(f)
-        assert P.encode_config(f["seq"], cfg) == wire
+        assert P.encode_config(f["seq"], cfg, v) == wire
         assert P.decode_request(frame) == P.ConfigRequest(f["seq"], cfg)
     elif kind == "INFER":
         image = bytes.fromhex(f["image"])
-        assert P.encode_infer(f["seq"], image) == wire
-        assert P.decode_request(frame, len(image)) == P.InferRequest(f["seq"], image)
+        assert P.encode_infer(f["seq"], image, v, f["budget_unit"], f["budget"]) == wire
+        want = P.InferRequest(f["seq"], image, f["budget_unit"], f["budget"], v)
+        assert P.decode_request(frame, len(image)) == want
     elif kind == "INFO":
         info = _info({k: v for k, v in f.items() if k != "seq"} | {"seq": f["seq"]})
         assert P.encode_info(f["seq"], info) == wire
         assert P.decode_reply(frame) == info
     elif kind == "CONFIG_ACK":
-        assert P.encode_config_ack(f["seq"]) == wire
+        assert P.encode_config_ack(f["seq"], v) == wire
         assert P.decode_reply(frame) == P.ConfigAck(f["seq"])
     elif kind == "RESULT":
         res = _result(f)
-        assert P.encode_result(f["seq"], res) == wire
+        assert P.encode_result(f["seq"], res, v) == wire
         assert P.decode_reply(frame) == res
     else:
         code = P.ErrorCode[f["code"]]
-        assert P.encode_error(f["seq"], code, f["detail"]) == wire
+        assert P.encode_error(f["seq"], code, f["detail"], v) == wire
         assert P.decode_reply(frame) == P.ErrorReply(f["seq"], code, f["detail"])
 
 
@@ -187,10 +212,10 @@ def test_specific_error_outcomes() -> None:
     cases = {c["name"]: P.decode_replies(bytes.fromhex(c["reply"])) for c in VECTORS["board_cases"]}
     assert cases["bad_crc"] == [P.ErrorReply(P.SEQ_UNKNOWN, P.ErrorCode.BAD_CRC, 0)]
     assert cases["too_short"] == [P.ErrorReply(P.SEQ_UNKNOWN, P.ErrorCode.BAD_FRAME, 0)]
-    assert cases["oversized"][0] == P.ErrorReply(P.SEQ_UNKNOWN, P.ErrorCode.BAD_LENGTH, 3080)
+    assert cases["oversized"][0] == P.ErrorReply(P.SEQ_UNKNOWN, P.ErrorCode.BAD_LENGTH, 3085)
     assert cases["oversized"][1].seq == 7  # the board kept serving
     assert cases["unknown_type"] == [P.ErrorReply(4, P.ErrorCode.UNKNOWN_TYPE, 0x42)]
-    assert cases["bad_version"] == [P.ErrorReply(6, P.ErrorCode.BAD_VERSION, 1)]
+    assert cases["bad_version"] == [P.ErrorReply(6, P.ErrorCode.BAD_VERSION, 2)]  # its newest
     assert cases["image_short"] == [P.ErrorReply(10, P.ErrorCode.BAD_IMAGE_SIZE, 16)]
     assert cases["config_len_mismatch"] == [P.ErrorReply(15, P.ErrorCode.BAD_LENGTH, 23)]
     assert cases["config_bad_t16"] == [P.ErrorReply(18, P.ErrorCode.BAD_CONFIG, 3)]
@@ -206,6 +231,27 @@ def test_specific_error_outcomes() -> None:
         None,
     )
     assert cases["error_keeps_config"][2].config_tag == 25 and cases["error_keeps_config"][2].exit_index == 0
+    # version 2: replies in the request's version, budgets in every unit, per-request budgets
+    (info,) = cases["info_v2"]
+    assert (info.version, info.min_version, info.units) == (2, 1, ("macs", "energy", "cycles"))
+    assert cases["info"][0].version == 1 and cases["info"][0].units == ("macs",)
+    assert cases["infer"][0].policy is None and cases["infer_v2"][0].policy == "none"
+    ack, r = cases["config_energy_then_infer_v2"]
+    assert (r.exit_index, r.policy, r.budget_unit, r.budget, r.config_tag) == (1, "budget", "energy", 150, 30)
+    assert (r.energy_cost_nj, r.cycles_cost, r.gate_macs) == (200, 60000, 200)
+    once, after = cases["infer_override_v2"]
+    assert (once.exit_index, once.policy, once.budget_unit, once.budget) == (2, "budget", "cycles", 2500)
+    assert (after.exit_index, after.policy, after.budget) == (2, "none", 0)
+    ack, r = cases["override_over_confidence_v2"]
+    assert (r.exit_index, r.policy, r.budget, r.config_tag) == (1, "budget", 15000, 34)
+    ack, r = cases["v1_config_then_v2_infer"]
+    assert (r.exit_index, r.policy, r.budget_unit, r.budget, r.config_tag) == (1, "budget", "macs", 15000, 36)
+    assert cases["infer_v2_bad_unit"] == [P.ErrorReply(38, P.ErrorCode.BAD_CONFIG, 5)]
+    assert cases["infer_v2_budget_without_unit"] == [P.ErrorReply(39, P.ErrorCode.BAD_CONFIG, 6)]
+    assert cases["infer_v2_short"] == [P.ErrorReply(40, P.ErrorCode.BAD_LENGTH, 5)]
+    assert cases["infer_v2_image_short"] == [P.ErrorReply(41, P.ErrorCode.BAD_IMAGE_SIZE, 16)]
+    assert cases["config_v2_bad_unit"] == [P.ErrorReply(42, P.ErrorCode.BAD_CONFIG, 5)]
+    assert cases["config_v2_v1_length"] == [P.ErrorReply(43, P.ErrorCode.BAD_LENGTH, 24)]
 
 
 # ---- C against the vectors ----
@@ -227,20 +273,25 @@ def test_c_crc_and_cobs_vectors(driver: Path) -> None:
 def test_c_reply_encoders_match_vectors(driver: Path) -> None:
     lines, expected = [], []
     for c in VECTORS["messages"]:
-        f = c["fields"]
+        f, v = c["fields"], c["version"]
         if c["kind"] == "ERROR":
-            lines.append(f"enc_error {f['seq']} {int(P.ErrorCode[f['code']])} {f['detail']}")
+            lines.append(f"enc_error {v} {f['seq']} {int(P.ErrorCode[f['code']])} {f['detail']}")
         elif c["kind"] == "CONFIG_ACK":
-            lines.append(f"enc_ack {f['seq']}")
+            lines.append(f"enc_ack {v} {f['seq']}")
         elif c["kind"] == "RESULT":
             r = _result(f)
             logits = r.logits or ()
+            ext = []
+            if v >= 2:
+                ext = [P.POLICIES.index(r.policy), P.unit_code(r.budget_unit), r.budget]
+                ext += [r.energy_cost_nj, r.cycles_cost, r.gate_macs]
             lines.append(
                 " ".join(
                     map(
                         str,
                         [
                             "enc_result",
+                            v,
                             r.seq,
                             r.predicted,
                             r.exit_index,
@@ -255,6 +306,7 @@ def test_c_reply_encoders_match_vectors(driver: Path) -> None:
                             r.config_tag,
                             len(logits),
                             *logits,
+                            *ext,
                         ],
                     )
                 )
@@ -267,6 +319,7 @@ def test_c_reply_encoders_match_vectors(driver: Path) -> None:
                         str,
                         [
                             "enc_info",
+                            v,
                             i.seq,
                             i.model_id,
                             i.in_c,
@@ -280,6 +333,7 @@ def test_c_reply_encoders_match_vectors(driver: Path) -> None:
                             i.arena_bytes,
                             i.static_macs,
                             i.max_payload,
+                            *([i.min_version, i.budget_units, i.cost_model_id] if v >= 2 else []),
                             i.board_name,
                         ],
                     )
@@ -288,7 +342,7 @@ def test_c_reply_encoders_match_vectors(driver: Path) -> None:
         else:
             continue
         expected.append(c["wire"])
-    assert len(lines) >= 12
+    assert len(lines) >= 24
     assert run_driver(driver, lines) == expected
 
 
@@ -305,6 +359,8 @@ def test_c_config_decoder_matches_vectors(driver: Path) -> None:
             cfg.budget_macs,
             len(cfg.margins),
             *cfg.margins,
+            "unit",
+            P.unit_code(cfg.budget_unit),
         ]
         assert line == " ".join(map(str, want))
     bad = [c for c in VECTORS["board_cases"] if c["name"].startswith("config_") and "infer" not in c["name"]]
@@ -314,6 +370,21 @@ def test_c_config_decoder_matches_vectors(driver: Path) -> None:
     assert got["config_bad_policy"] == "err 7 1"
     assert got["config_bad_flags"] == "err 7 2"
     assert got["config_wrong_exits"].startswith("ok 2 3 0 0 2")  # the model check is the server's
+    assert got["config_v2_bad_unit"] == "err 7 5"
+    assert got["config_v2_v1_length"] == "err 3 24"
+
+
+def test_c_infer_decoder_matches_vectors(driver: Path) -> None:
+    infers = [c for c in VECTORS["messages"] if c["kind"] == "INFER"]
+    out = run_driver(driver, [f"dec_infer {c['wire']}" for c in infers])
+    for c, line in zip(infers, out, strict=True):
+        f = c["fields"]
+        unit = P.unit_code(f["budget_unit"]) if f["budget_unit"] else 0
+        assert line == f"ok {unit} {f['budget']} {len(f['image']) // 2}", c["name"]
+    cases = {c["name"]: c["send"] for c in VECTORS["board_cases"]}
+    names = ["infer_v2_bad_unit", "infer_v2_budget_without_unit", "infer_v2_short"]
+    out = run_driver(driver, [f"dec_infer {cases[n]}" for n in names])
+    assert out == ["err 7 5", "err 7 6", "err 3 5"]
 
 
 def test_c_server_board_cases(driver: Path) -> None:
@@ -334,6 +405,11 @@ def test_c_server_matches_python_twin_on_mutated_streams(driver: Path) -> None:
         P.encode_infer(4, bytes(16)),
         P.encode_frame(0x42, 5),
         P.encode_infer(6, bytes(range(40))),
+        P.encode_info_request(7, 1),
+        P.encode_infer(8, img, 1),
+        P.encode_config(9, P.Config("budget", 0, (0, 0, 0), 250, budget_unit="energy")),
+        P.encode_infer(10, img, 2, "cycles", 1500),
+        P.encode_config(11, P.Config("budget", 0, (0, 0, 0), 15000), 1),
     ]
     streams = []
     for _ in range(400):
@@ -420,13 +496,20 @@ def test_frame_reader_bounds_memory() -> None:
 
 
 def test_version_mismatch_and_error_frozen_layout() -> None:
-    v2_info = P.decode_frame(P.encode_frame(P.MsgType.INFO, 1, bytes(48), version=2)[1:-1])
+    v3_info = P.decode_frame(P.encode_frame(P.MsgType.INFO, 1, bytes(48), version=3)[1:-1])
     with pytest.raises(P.ProtocolError) as e:
-        P.decode_reply(v2_info)
-    assert e.value.code == P.ErrorCode.BAD_VERSION and "v2" in str(e.value)
-    # an ERROR from a v2 board is still readable
-    v2_err = P.decode_frame(P.encode_frame(P.MsgType.ERROR, 1, struct.pack("<BI", 5, 2), version=2)[1:-1])
-    assert P.decode_reply(v2_err) == P.ErrorReply(1, P.ErrorCode.BAD_VERSION, 2)
+        P.decode_reply(v3_info)
+    assert e.value.code == P.ErrorCode.BAD_VERSION and "v3" in str(e.value)
+    # an ERROR from a v3 board is still readable
+    v3_err = P.decode_frame(P.encode_frame(P.MsgType.ERROR, 1, struct.pack("<BI", 5, 3), version=3)[1:-1])
+    assert P.decode_reply(v3_err) == P.ErrorReply(1, P.ErrorCode.BAD_VERSION, 3)
+    # a v1 INFO with the v2 extension (or a v2 INFO without it) is refused by length
+    info_v1 = bytes.fromhex(MESSAGES["info_reply"]["wire"])
+    body = P.decode_frame(info_v1[1:-1]).body
+    for version, b in ((1, body + bytes(6)), (2, bytes([2]) + body[1:])):
+        with pytest.raises(P.ProtocolError) as e:
+            P.decode_reply(P.decode_frame(P.encode_frame(P.MsgType.INFO, 1, b, version)[1:-1]))
+        assert e.value.code == P.ErrorCode.BAD_LENGTH
 
 
 def test_host_side_validation() -> None:
@@ -436,6 +519,14 @@ def test_host_side_validation() -> None:
         P.Config("confidence", 70000)
     with pytest.raises(P.ProtocolError, match="seq 65535"):
         P.encode_info_request(0xFFFF)
+    with pytest.raises(P.ProtocolError, match="unknown budget unit 'joules'"):
+        P.Config("budget", budget_unit="joules")
+    with pytest.raises(P.ProtocolError, match="a budget in energy needs protocol v2"):
+        P.encode_config(1, P.Config("budget", budget_unit="energy"), 1)
+    with pytest.raises(P.ProtocolError, match="a per-request budget needs protocol v2"):
+        P.encode_infer(1, bytes(16), 1, "macs", 5)
+    with pytest.raises(P.ProtocolError, match="per-request budget 5 needs a unit"):
+        P.encode_infer(1, bytes(16), 2, None, 5)
 
 
 # ---- fuzzing the C parser ----

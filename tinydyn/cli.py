@@ -11,7 +11,7 @@ import click
 from tinydyn.codegen.boards import boards_that_boot_here
 from tinydyn.errors import TinydynError
 from tinydyn.models.registry import DEFAULT_FAMILY, FAMILIES, family_names
-from tinydyn.options import DEFAULT_DATASET, dataset_options, policy_options
+from tinydyn.options import DEFAULT_DATASET, budget_options, dataset_options, policy_options, schedule_option
 
 
 def int_tuple(text: str) -> tuple[int, ...]:
@@ -167,6 +167,68 @@ def cli() -> None:
     "--exits", default="0,1", show_default=True, help="Block indices followed by an early exit ('' for none)."
 )
 @click.option("--no-gates", is_flag=True, help="Train the static backbone (no L-Net/C-Net).")
+@click.option(
+    "--backbone",
+    type=click.Choice(["resnet", "vgg", "densenet"]),
+    default="resnet",
+    show_default=True,
+    help="s2dnas: the static backbone (with --backbone-from: that checkpoint's architecture); "
+    "ddi: resnet or densenet.",
+)
+@click.option(
+    "--growth-rate", type=int, default=None, help="ddi --backbone densenet: growth rate (default 12)."
+)
+@click.option(
+    "--target-skip",
+    type=float,
+    default=None,
+    help="ddi: share of the static backbone's cost (in --cost units, gates' own cost included) the "
+    "gates learn to skip; α's sign flips per batch to hold it (default 0.5).",
+)
+@click.option(
+    "--cost",
+    type=click.Choice(["macs", "energy", "profile"]),
+    default=None,
+    help="ddi: the resource E of L + α·E: executed MACs, the DDI energy model (QEMU board "
+    "coefficients), or cycles from a 'tinydyn profile' cost table given with --cost-table (default macs).",
+)
+@click.option(
+    "--cost-table", type=click.Path(path_type=Path), default=None, help="ddi --cost profile: the table."
+)
+@click.option("--alpha", type=float, default=None, help="ddi: |α|, the weight of E (default 0.5).")
+@click.option(
+    "--branch-epochs",
+    type=int,
+    default=None,
+    help="ddi: the last N epochs add the RADI branches, trained with the sum of all exit losses "
+    "(default: half of --epochs). The first --gate-open-epochs train the gates alone on the frozen "
+    "backbone toward zero skipping.",
+)
+@click.option(
+    "--groups", type=int, default=8, show_default=True, help="s2dnas: channel groups per layer (G)."
+)
+@click.option(
+    "--stages",
+    type=int,
+    default=3,
+    show_default=True,
+    help="s2dnas: stages, each with a classifier (1: static).",
+)
+@click.option(
+    "--splits", default=None, help="s2dnas: split points per resolution, e.g. 3,5/3,5/2,6 (default even)."
+)
+@click.option(
+    "--concat",
+    default=None,
+    help="s2dnas: concat indicators m12 m13 m23 per resolution, e.g. 111/101/011 (default 1s).",
+)
+@click.option(
+    "--held-out",
+    type=int,
+    default=None,
+    help="s2dnas: the last N training images are held out of training to choose the per-stage exit "
+    "thresholds (Fashion-MNIST has no validation split; default 5000).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run whose checkpoint is --out.")
 @click.option(
@@ -191,6 +253,12 @@ def cli() -> None:
     is_flag=True,
     help="With --init-from: fold the gates into constant scales and fine-tune that static model "
     "(with its exits): the model 'tinydyn fpga' builds.",
+)
+@click.option(
+    "--int-joins",
+    is_flag=True,
+    help="LC-Net without gates: one shared quantiser at each residual join, so an FPGA adds integers "
+    "(docs/FPGA.md); with --init-from it switches that checkpoint to integer joins and fine-tunes it.",
 )
 @click.option("--limit", type=int, default=None, help="Train on the first N images only.")
 @click.option(
@@ -258,12 +326,25 @@ def train(
     blocks: str,
     exits: str,
     no_gates: bool,
+    backbone: str,
+    growth_rate: int | None,
+    target_skip: float | None,
+    cost: str | None,
+    cost_table: Path | None,
+    alpha: float | None,
+    branch_epochs: int | None,
+    groups: int,
+    stages: int,
+    splits: str | None,
+    concat: str | None,
+    held_out: int | None,
     seed: int,
     resume: bool,
     stop_after: int | None,
     init_from: Path | None,
     backbone_from: Path | None,
     fold_gates: bool,
+    int_joins: bool,
     limit: int | None,
     eval_limit: int,
     device: str,
@@ -292,6 +373,25 @@ def train(
     data = load_dataset(name, "train", data_root)
     if data.note:  # e.g. CIFAR-10 training on the batches that are present
         click.echo(f"note: {data.note}", err=True)
+    held, family_options = None, {}
+    if family == "s2dnas":  # the thresholds are chosen on training images held out of training
+        from tinydyn.models.s2dnas_family import HELD_OUT_IMAGES, hold_out, s2d_options
+
+        data, held = hold_out(data, HELD_OUT_IMAGES if held_out is None else held_out)
+        family_options = {
+            "s2d": s2d_options(backbone, groups, stages, splits, concat),
+            "backbone_from": backbone_from,
+        }
+    recipe_options: dict = {}
+    if family == "ddi":
+        family_options = {"backbone": backbone, "growth_rate": growth_rate}
+        recipe_options = {
+            "target_skip": target_skip,
+            "cost": cost,
+            "cost_table": str(cost_table) if cost_table else None,
+            "alpha": alpha,
+            "branch_epochs": branch_epochs,
+        }
     if limit:
         data = data.subset(limit)
     c, h, _ = data.input_shape
@@ -306,6 +406,7 @@ def train(
         exits=int_tuple(exits),
         gates=not no_gates,
         classes=data.classes,
+        **family_options,
     )
     recipe = TrainConfig(
         epochs=epochs,
@@ -334,6 +435,7 @@ def train(
         seed=seed,
         eval_limit=eval_limit,
         stop_after=stop_after,
+        extra={k: v for k, v in recipe_options.items() if v is not None},
     )
     result = run_training(
         data,
@@ -344,9 +446,11 @@ def train(
         init_from=init_from,
         backbone_from=backbone_from,
         fold_gates=fold_gates,
+        int_joins=int_joins,
         family_name=family,
         command=shlex.join(["tinydyn", *sys.argv[1:]]),
         test_set=lambda: load_dataset(name, "test", data_root),
+        held_out=held,
     )
     if not result["main"]:
         return  # process 0 of a torchrun group reports
@@ -372,6 +476,7 @@ def train(
 @click.argument("checkpoint", type=click.Path(path_type=Path), required=False)
 @dataset_options
 @policy_options
+@budget_options
 @click.option("--limit", type=int, default=None, help="Evaluate the first N test images.")
 @click.option("--json-out", type=click.Path(path_type=Path), default=None, help="Write the summary as JSON.")
 @click.option(
@@ -386,11 +491,15 @@ def evaluate_cmd(
     limit: int | None,
     json_out: Path | None,
     no_gating: bool,
+    budget: str | None = None,
+    budget_unit: str = "macs",
+    cost_table: Path | None = None,
 ) -> None:
-    """Accuracy, executed MACs and exits of a checkpoint (Brevitas and integer reference)."""
+    """Accuracy, executed MACs and exits of a checkpoint (Brevitas and integer reference); energy
+    and cycles of the budget cost model on the QEMU board (cycles with --cost-table)."""
     from tinydyn.commands.board import load_test_set
     from tinydyn.data import load_dataset
-    from tinydyn.options import default_threshold, validation_images
+    from tinydyn.options import budget_policy, default_threshold, load_costs, validation_images
     from tinydyn.pipeline import load_ir
     from tinydyn.quantize.policy import ExitPolicy
     from tinydyn.train.evaluate import evaluate
@@ -403,10 +512,17 @@ def evaluate_cmd(
     full = data
     if limit:
         data = data.subset(limit)
+    policy, threshold = budget_policy(policy, threshold, budget, budget_unit)
+    if policy == "budget" and threshold is None and budget_unit != "macs":
+        raise click.UsageError(f"a budget in {budget_unit} needs --budget")
     chosen = default_threshold(
         policy, threshold, ir, lambda: validation_images(full, lambda: load_dataset(name, "train", data_root))
     )
-    exit_policy = ExitPolicy(policy, chosen.value, gating=not no_gating)
+    if policy == "budget" and budget_unit != "macs":
+        label = {"energy": "nJ (modelled)", "cycles": "cycles"}[budget_unit]
+        chosen = type(chosen)(chosen.value, chosen.note.replace(" MACs", f" {label}", 1))
+    costs = load_costs(ir, "qemu-mps2-an386", cost_table)
+    exit_policy = ExitPolicy(policy, chosen.value, gating=not no_gating, unit=budget_unit, costs=costs)
     # the Brevitas model has no gates-off mode: with --no-gating only the integer model is evaluated
     summary, _ = evaluate(ir, data, exit_policy, None if no_gating else model)
     summary.dataset = f"{name} test split ({source})"
@@ -437,6 +553,8 @@ def lower(checkpoint: Path | None, out: Path) -> None:
 @click.argument("checkpoint", type=click.Path(path_type=Path), required=False)
 @dataset_options
 @policy_options
+@budget_options
+@schedule_option
 @click.option("--limit", type=int, default=500, show_default=True, help="Number of test images measured.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/main"), show_default=True)
 @click.option(
@@ -459,11 +577,22 @@ def run(
     board: str,
     icount_shift: int,
     resume: bool,
+    budget: str | None = None,
+    budget_unit: str = "macs",
+    cost_table: Path | None = None,
+    budget_schedule: str | None = None,
 ) -> None:
     """The main job: checkpoint → quantize → IR → C → firmware → QEMU → measure over the pty → report."""
     from tinydyn.commands.board import run_main
+    from tinydyn.host.measure import parse_schedule
+    from tinydyn.options import budget_policy
 
-    run_main(checkpoint, dataset, data_root, policy, threshold, limit, out, board, icount_shift, resume)
+    policy, threshold = budget_policy(policy, threshold, budget, budget_unit)
+    schedule = parse_schedule(budget_schedule, budget_unit) if budget_schedule else None
+    run_main(
+        checkpoint, dataset, data_root, policy, threshold, limit, out, board, icount_shift, resume,
+        budget_unit=budget_unit, cost_table=cost_table, schedule=schedule,
+    )  # fmt: skip
 
 
 def _register_subcommands() -> None:
@@ -471,6 +600,7 @@ def _register_subcommands() -> None:
     from tinydyn.commands.board import emulate, firmware_cmd, measure_cmd
     from tinydyn.commands.build import build
     from tinydyn.commands.profile import profile_cmd
+    from tinydyn.commands.search import search_cmd
     from tinydyn.hw.commands import fpga
 
     cli.add_command(build)
@@ -479,6 +609,7 @@ def _register_subcommands() -> None:
     cli.add_command(emulate)
     cli.add_command(profile_cmd)
     cli.add_command(measure_cmd)
+    cli.add_command(search_cmd)
 
 
 _register_subcommands()

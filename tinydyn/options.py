@@ -130,6 +130,14 @@ def default_threshold(
     }
     if policy == "none":
         return Threshold(0.0, "policy none: every image runs to the final classifier")
+    exits = sorted(ir.exits(), key=lambda op: op.attrs["index"])
+    own = [op.attrs["confidence_t16"] / 65536 for op in exits if "confidence_t16" in op.attrs]
+    if policy == "confidence" and own and len(own) == len(exits) - 1:  # e.g. S2DNAS: one per stage
+        return Threshold(
+            DEFAULT_CONFIDENCE if threshold is None else threshold,
+            f"the model's own per-stage confidences {', '.join(f'{t:.4g}' for t in own)} (tuned when it "
+            f"was trained; --threshold does not apply): {rules[policy]}",
+        )
     if threshold is not None:
         unit = " MACs" if policy == "budget" else ""
         return Threshold(threshold, f"{policy} {threshold:g}{unit} (--threshold): {rules[policy]}")
@@ -147,3 +155,57 @@ def default_threshold(
         f"{where}, stays within the {target:,.0f} MACs confidence {DEFAULT_CONFIDENCE:g} spends "
         f"there): {rules[policy]}",
     )
+
+
+def budget_options(func: Any) -> Any:
+    """Hard budgets (tinydyn/cost/budget.py): ``--budget 3M --budget-unit energy``, a cost table
+    for the cycles unit, and (run/measure) a schedule of per-request budgets."""
+    func = click.option(
+        "--cost-table",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Per-layer cost table from `tinydyn profile` (cost_table.json): the cycles unit, and "
+        "the baseline term of the energy unit.",
+    )(func)
+    func = click.option(
+        "--budget-unit",
+        type=click.Choice(["macs", "energy", "cycles"]),
+        default="macs",
+        show_default=True,
+        help="Unit of --budget / --threshold under the budget policy: MACs, modelled nJ or cycles.",
+    )(func)
+    return click.option(
+        "--budget",
+        default=None,
+        help="A hard budget per image (e.g. 3M, 250k): the budget policy with this threshold.",
+    )(func)
+
+
+def schedule_option(func: Any) -> Any:
+    return click.option(
+        "--budget-schedule",
+        default=None,
+        help="Per-request budgets cycled over the images (a time-varying limit), e.g. "
+        "'3M,1M,energy:900,cycles:2M'; items without a unit are in --budget-unit.",
+    )(func)
+
+
+def budget_policy(
+    policy: str, threshold: float | None, budget: str | None, unit: str
+) -> tuple[str, float | None]:
+    """``--budget`` sets the budget policy and its threshold (``3M`` = 3,000,000 in ``unit``)."""
+    if budget is None:
+        return policy, threshold
+    from tinydyn.host.measure import parse_amount
+
+    if threshold is not None:
+        raise click.UsageError("give --budget or --threshold, not both")
+    return "budget", float(parse_amount(budget))
+
+
+def load_costs(ir: IRModel, board: str | None, cost_table: Path | None) -> Any:
+    """The budget cost model of ``ir`` on ``board`` (tinydyn.cost.budget), with ``cost_table``."""
+    from tinydyn.cost.budget import budget_costs
+    from tinydyn.cost.cost_table import read_cost_table
+
+    return budget_costs(ir, board, read_cost_table(cost_table) if cost_table else None)

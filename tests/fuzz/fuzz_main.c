@@ -32,7 +32,7 @@ static size_t make_frame(uint8_t *out, size_t cap)
     size_t body = 0, n, i;
     uint32_t crc;
     uint8_t types[] = {TD_MSG_INFO_REQ, TD_MSG_CONFIG, TD_MSG_INFER, TD_MSG_INFER, TD_MSG_RESULT, 0x42};
-    payload[0] = (rnd() % 16u) ? TD_PROTO_VERSION : (uint8_t)rnd();
+    payload[0] = (rnd() % 16u) ? ((rnd() & 1u) ? TD_PROTO_VERSION : TD_PROTO_VERSION_MIN) : (uint8_t)rnd();
     payload[1] = types[rnd() % sizeof(types)];
     payload[2] = (uint8_t)rnd();
     payload[3] = (uint8_t)rnd();

@@ -45,7 +45,7 @@ void td_serial_write(const uint8_t *data, size_t n)
     }
     for (i = 0; i < n; i++) {
         int r = td_rx_feed(&rx, data[i], &f);
-        if (r < 0 || (r == TD_RX_FRAME && (f.version != TD_PROTO_VERSION || (f.type & 0x80u) == 0))) {
+        if (r < 0 || (r == TD_RX_FRAME && (f.version < TD_PROTO_VERSION_MIN || f.version > TD_PROTO_VERSION || (f.type & 0x80u) == 0))) {
             g_bad_reply = 1;
         }
         frames += r == TD_RX_FRAME;

@@ -8,7 +8,7 @@ the vector tests fail.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tinydyn.host import protocol as P
 
@@ -17,8 +17,11 @@ MODEL_ID = "0123456789abcdef"
 IN_C, IN_H, IN_W = 1, 4, 4
 NUM_CLASSES, NUM_EXITS = 10, 3
 ARENA_BYTES, STATIC_MACS = 1234, 30000
-MAX_PAYLOAD = 8 + 3072  # TD_PROTO_OVERHEAD + TD_MAX_IMAGE_BYTES default
+MAX_PAYLOAD = 8 + 5 + 3072  # TD_PROTO_OVERHEAD + TD_INFER2_PREFIX + TD_MAX_IMAGE_BYTES default
 PJ_PER_MAC = 10
+BUDGET_UNITS = 7  # stub_model.c's STUB_BUDGET_UNITS: MACs, energy and cycles
+COST_MODEL_ID = 0x12345678
+UNIT_STEP = {"macs": 10000, "energy": 100, "cycles": 1000}  # the stub's budget per exit
 
 BOARD_INFO = P.BoardInfo(
     P.VERSION,
@@ -35,6 +38,9 @@ BOARD_INFO = P.BoardInfo(
     STATIC_MACS,
     MAX_PAYLOAD,
     "host",
+    min_version=1,
+    budget_units=BUDGET_UNITS,
+    cost_model_id=COST_MODEL_ID,
 )
 
 
@@ -54,7 +60,7 @@ def stub_infer(image: bytes, cfg: P.Config) -> tuple[int, dict[str, int | list[i
     elif cfg.policy == "margin":
         exit_index = next((i for i in range(last) if cfg.margins[i] <= image[0]), last)
     elif cfg.policy == "budget":
-        exit_index = min(cfg.budget_macs // 10000, last)
+        exit_index = min(cfg.budget_macs // UNIT_STEP[cfg.budget_unit], last)
     else:
         exit_index = last
     macs = 10000 * (exit_index + 1)
@@ -65,6 +71,9 @@ def stub_infer(image: bytes, cfg: P.Config) -> tuple[int, dict[str, int | list[i
         "macs": macs,
         "skipped_blocks": image[0] % 3,
         "skipped_channels": 2 * image[1],
+        "energy_cost_nj": macs // 100,
+        "cycles_cost": 3 * macs,
+        "gate_macs": 100 * (exit_index + 1),
     }
 
 
@@ -122,6 +131,7 @@ class Server:
     rx: Rx = field(default_factory=Rx)
     config: P.Config = field(default_factory=lambda: P.Config(margins=(0,) * NUM_EXITS))
     config_tag: int = P.SEQ_UNKNOWN
+    budget_units: int = BUDGET_UNITS
 
     def feed(self, data: bytes) -> bytes:
         out = bytearray()
@@ -131,34 +141,61 @@ class Server:
                 continue
             if isinstance(item, P.ErrorCode):
                 detail = MAX_PAYLOAD if item == P.ErrorCode.BAD_LENGTH else 0
-                out += P.encode_error(P.SEQ_UNKNOWN, item, detail)
+                out += P.encode_error(P.SEQ_UNKNOWN, item, detail, P.VERSION)
                 continue
             out += self._handle(item)
         return bytes(out)
 
+    def _supported(self, unit: str) -> bool:
+        return unit == "macs" or bool(self.budget_units & (1 << P.BUDGET_UNITS.index(unit)))
+
     def _handle(self, f: P.Frame) -> bytes:
+        v = f.version
         try:
             req = P.decode_request(f)
         except P.ProtocolError as e:
-            return P.encode_error(f.seq, e.code, e.detail)
+            version = P.VERSION if e.code == P.ErrorCode.BAD_VERSION else v
+            return P.encode_error(f.seq, e.code, e.detail, version)
         if isinstance(req, P.InfoRequest):
-            return P.encode_info(f.seq, BOARD_INFO)
+            info = replace(BOARD_INFO, version=v, budget_units=self.budget_units)
+            return P.encode_info(f.seq, info)
         if isinstance(req, P.ConfigRequest):
             if len(req.config.margins) != NUM_EXITS:
-                return P.encode_error(f.seq, P.ErrorCode.BAD_CONFIG, 4)
+                return P.encode_error(f.seq, P.ErrorCode.BAD_CONFIG, 4, v)
+            if not self._supported(req.config.budget_unit):
+                return P.encode_error(f.seq, P.ErrorCode.BAD_CONFIG, P.BadConfigDetail.UNIT, v)
             self.config, self.config_tag = req.config, f.seq
-            return P.encode_config_ack(f.seq)
+            return P.encode_config_ack(f.seq, v)
         image = req.image
         if len(image) != IN_C * IN_H * IN_W:
-            return P.encode_error(f.seq, P.ErrorCode.BAD_IMAGE_SIZE, IN_C * IN_H * IN_W)
-        rc, r = stub_infer(image, self.config)
+            return P.encode_error(f.seq, P.ErrorCode.BAD_IMAGE_SIZE, IN_C * IN_H * IN_W, v)
+        cfg = self.config
+        if req.budget_unit is not None:
+            if not self._supported(req.budget_unit):
+                return P.encode_error(f.seq, P.ErrorCode.BAD_CONFIG, P.BadConfigDetail.UNIT, v)
+            cfg = replace(cfg, policy="budget", budget_unit=req.budget_unit, budget_macs=req.budget)
+        rc, r = stub_infer(image, cfg)
         if rc != 0:
-            return P.encode_error(f.seq, P.ErrorCode.INFER_FAILED, rc & 0xFFFFFFFF)
-        return P.encode_result(f.seq, expected_result(f.seq, r, self.config_tag, self.config.logits))
+            return P.encode_error(f.seq, P.ErrorCode.INFER_FAILED, rc & 0xFFFFFFFF, v)
+        return P.encode_result(f.seq, expected_result(f.seq, r, self.config_tag, cfg.logits, v, cfg), v)
 
 
-def expected_result(seq: int, r: dict, config_tag: int, logits: bool = True) -> P.Result:
+def expected_result(
+    seq: int, r: dict, config_tag: int, logits: bool = True, version: int = 1, cfg: P.Config | None = None
+) -> P.Result:
+    """The RESULT the stub board sends; in v2 with the policy and budget of ``cfg``."""
     macs = int(r["macs"])
+    ext = {}
+    if version >= 2:
+        cfg = cfg or P.Config(margins=(0,) * NUM_EXITS)
+        ext = {
+            "policy": cfg.policy,
+            "budget_unit": cfg.budget_unit,
+            "budget": cfg.budget_macs if cfg.policy == "budget" else 0,
+            "energy_cost_nj": int(r["energy_cost_nj"]),
+            "cycles_cost": int(r["cycles_cost"]),
+            "gate_macs": int(r["gate_macs"]),
+        }
     return P.Result(
         seq,
         int(r["predicted"]),
@@ -173,11 +210,15 @@ def expected_result(seq: int, r: dict, config_tag: int, logits: bool = True) -> 
         0,
         config_tag,
         tuple(r["logits"]) if logits else None,
+        **ext,
     )
 
 
-def raw_config_body(policy: int, flags: int, t16: int, budget: int, margins: list[int]) -> bytes:
-    """A CONFIG body without the host-side validation of P.Config (to send invalid configs)."""
-    return struct.pack("<BBIIB", policy, flags, t16, budget, len(margins)) + struct.pack(
-        f"<{len(margins)}i", *margins
-    )
+def raw_config_body(
+    policy: int, flags: int, t16: int, budget: int, margins: list[int], unit: int | None = None
+) -> bytes:
+    """A CONFIG body without the host-side validation of P.Config (to send invalid configs);
+    ``unit`` appends a v2 budget unit byte."""
+    body = struct.pack("<BBIIB", policy, flags, t16, budget, len(margins))
+    body += struct.pack(f"<{len(margins)}i", *margins)
+    return body + (bytes([unit]) if unit is not None else b"")

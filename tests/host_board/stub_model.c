@@ -9,7 +9,12 @@
 #define STUB_IN_W 4
 #endif
 
-const td_model_info_t td_model_info = {"0123456789abcdef", STUB_IN_C, STUB_IN_H, STUB_IN_W, 10, 3, 1234u, 30000u};
+#ifndef STUB_BUDGET_UNITS /* every unit; the vector tests also build a board with MACs only (1) */
+#define STUB_BUDGET_UNITS 7u
+#endif
+
+const td_model_info_t td_model_info = {"0123456789abcdef", STUB_IN_C, STUB_IN_H, STUB_IN_W, 10, 3, 1234u, 30000u,
+                                       STUB_BUDGET_UNITS, 0x12345678u};
 
 int td_infer(const uint8_t *image, const td_config_t *cfg, td_result_t *result)
 {
@@ -43,9 +48,11 @@ int td_infer(const uint8_t *image, const td_config_t *cfg, td_result_t *result)
             }
         }
         break;
-    case 3: /* budget */
-        result->exit_index = (uint8_t)(cfg->budget_macs / 10000u < last ? cfg->budget_macs / 10000u : last);
+    case 3: { /* budget: 10000 MACs, 100 nJ or 1000 cycles per exit, so tests see the unit */
+        const uint32_t step = cfg->budget_unit == 2 ? 100u : (cfg->budget_unit == 3 ? 1000u : 10000u);
+        result->exit_index = (uint8_t)(cfg->budget / step < last ? cfg->budget / step : last);
         break;
+    }
     default:
         result->exit_index = (uint8_t)last;
         break;
@@ -53,5 +60,8 @@ int td_infer(const uint8_t *image, const td_config_t *cfg, td_result_t *result)
     result->macs = 10000u * (result->exit_index + 1u);
     result->skipped_blocks = (uint16_t)(image[0] % 3u);
     result->skipped_channels = (uint16_t)(2u * image[1]);
+    result->energy_cost_nj = result->macs / 100u;
+    result->cycles_cost = 3u * result->macs;
+    result->gate_macs = 100u * (result->exit_index + 1u);
     return 0;
 }

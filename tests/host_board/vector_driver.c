@@ -4,11 +4,14 @@
  *   cobs_enc HEX                  -> encoded hex
  *   cobs_dec HEX                  -> "ok HEX" or "err CODE"
  *   serve HEX                     -> wire bytes a fresh server replies to these wire bytes
- *   dec_config HEX                -> "ok policy flags t16 budget n m0 m1 ..." or "err CODE DETAIL"
- *   enc_info seq id c h w classes exits ck ek clock arena macs maxp name
- *   enc_result seq pred exit ck ek macs counter sb sc energy power tag n l0 ... l(n-1)
- *   enc_error seq code detail
- *   enc_ack seq
+ *   dec_config HEX                -> "ok policy flags t16 budget n m0 m1 ... unit U" or "err CODE DETAIL"
+ *   dec_infer HEX                 -> "ok unit budget image_len" or "err CODE DETAIL"
+ *   enc_info V seq id c h w classes exits ck ek clock arena macs maxp [min units cost_id] name
+ *   enc_result V seq pred exit ck ek macs counter sb sc energy power tag n l0 ... l(n-1)
+ *              [policy unit budget energy_cost cycles_cost gate_macs]
+ *   enc_error V seq code detail
+ *   enc_ack V seq
+ * V is the protocol version; the bracketed v2 fields are given when V >= 2.
  *   ring SIZE OPS                 -> OPS is a string of 'p' (push the next counter byte) and
  *                                    'o' (pop); prints popped bytes as hex ("--" for empty),
  *                                    then " dropped N"
@@ -132,11 +135,12 @@ int main(void)
                 }
             }
             printf(" dropped %u\n", (unsigned)ring.dropped);
-        } else if (strcmp(cmd, "dec_config") == 0) {
+        } else if (strcmp(cmd, "dec_config") == 0 || strcmp(cmd, "dec_infer") == 0) {
             static uint8_t rxbuf[MAXB];
             td_rx_t rx;
             td_frame_t f;
             td_msg_config_t m;
+            td_msg_infer_t q;
             uint32_t detail = 0;
             int r = 0, err;
             size_t i;
@@ -151,6 +155,15 @@ int main(void)
                 printf("err %d 0\n", r < 0 ? -r : 0);
                 continue;
             }
+            if (strcmp(cmd, "dec_infer") == 0) {
+                err = td_decode_infer(&f, &q, &detail);
+                if (err) {
+                    printf("err %d %lu\n", err, (unsigned long)detail);
+                } else {
+                    printf("ok %u %lu %lu\n", q.budget_unit, (unsigned long)q.budget, (unsigned long)q.image_len);
+                }
+                continue;
+            }
             err = td_decode_config(&f, &m, &detail);
             if (err) {
                 printf("err %d %lu\n", err, (unsigned long)detail);
@@ -161,20 +174,21 @@ int main(void)
             for (i = 0; i < m.n_margins; i++) {
                 printf(" %ld", (long)m.margin[i]);
             }
-            printf("\n");
+            printf(" unit %u\n", m.budget_unit);
         } else if (strcmp(cmd, "enc_error") == 0 || strcmp(cmd, "enc_ack") == 0 || strcmp(cmd, "enc_result") == 0 ||
                    strcmp(cmd, "enc_info") == 0) {
-            /* numeric arguments: arg is the first one */
-            unsigned long v[64];
+            /* numeric arguments: arg (the protocol version) is the first one, then the seq */
+            unsigned long v[300];
             char *tok = arg, *name = NULL, *id = NULL;
             int k = 0;
             size_t len = 0;
             int16_t logits[256];
-            while (tok != NULL && k < 64) {
-                if (strcmp(cmd, "enc_info") == 0 && k == 1 && id == NULL) {
+            const int info = strcmp(cmd, "enc_info") == 0;
+            while (tok != NULL && k < 300) {
+                if (info && k == 2 && id == NULL) {
                     id = tok; /* model id is a string */
-                } else if (strcmp(cmd, "enc_info") == 0 && k == 13) {
-                    name = tok;
+                } else if (info && k == (v[0] >= 2 ? 17 : 14)) {
+                    name = tok; /* the board name is the last argument */
                     break;
                 } else {
                     v[k] = strtoul(tok, NULL, 0);
@@ -183,48 +197,60 @@ int main(void)
                 tok = strtok(NULL, " \n");
             }
             if (strcmp(cmd, "enc_error") == 0) {
-                len = td_encode_error(pay, sizeof(pay), (uint16_t)v[0], (uint8_t)v[1], (uint32_t)v[2]);
+                len = td_encode_error_v(pay, sizeof(pay), (uint8_t)v[0], (uint16_t)v[1], (uint8_t)v[2], (uint32_t)v[3]);
             } else if (strcmp(cmd, "enc_ack") == 0) {
-                len = td_encode_config_ack(pay, sizeof(pay), (uint16_t)v[0]);
+                len = td_encode_config_ack_v(pay, sizeof(pay), (uint8_t)v[0], (uint16_t)v[1]);
             } else if (strcmp(cmd, "enc_result") == 0) {
                 td_msg_result_t m;
-                int i;
-                m.predicted = (uint8_t)v[1];
-                m.exit_index = (uint8_t)v[2];
-                m.counter_kind = (uint8_t)v[3];
-                m.energy_kind = (uint8_t)v[4];
-                m.macs = (uint32_t)v[5];
-                m.counter = (uint32_t)v[6];
-                m.skipped_blocks = (uint16_t)v[7];
-                m.skipped_channels = (uint16_t)v[8];
-                m.energy_nj = (uint32_t)v[9];
-                m.power_uw = (uint32_t)v[10];
-                m.config_tag = (uint16_t)v[11];
-                m.n_logits = (uint8_t)v[12];
+                td_msg_result2_t e;
+                int i, x;
+                m.predicted = (uint8_t)v[2];
+                m.exit_index = (uint8_t)v[3];
+                m.counter_kind = (uint8_t)v[4];
+                m.energy_kind = (uint8_t)v[5];
+                m.macs = (uint32_t)v[6];
+                m.counter = (uint32_t)v[7];
+                m.skipped_blocks = (uint16_t)v[8];
+                m.skipped_channels = (uint16_t)v[9];
+                m.energy_nj = (uint32_t)v[10];
+                m.power_uw = (uint32_t)v[11];
+                m.config_tag = (uint16_t)v[12];
+                m.n_logits = (uint8_t)v[13];
                 memset(logits, 0, sizeof(logits));
                 /* logits follow n; strtoul wrapped negative values, the cast restores them */
-                for (i = 0; i < m.n_logits && 13 + i < k; i++) {
-                    logits[i] = (int16_t)(long)v[13 + i];
+                for (i = 0; i < m.n_logits && 14 + i < k; i++) {
+                    logits[i] = (int16_t)(long)v[14 + i];
                 }
                 m.logits = logits;
-                len = td_encode_result(pay, sizeof(pay), (uint16_t)v[0], &m);
+                x = 14 + m.n_logits; /* v2: policy unit budget energy cycles gate_macs */
+                e.policy = (uint8_t)v[x];
+                e.budget_unit = (uint8_t)v[x + 1];
+                e.budget = (uint32_t)v[x + 2];
+                e.energy_cost_nj = (uint32_t)v[x + 3];
+                e.cycles_cost = (uint32_t)v[x + 4];
+                e.gate_macs = (uint32_t)v[x + 5];
+                len = td_encode_result_v(pay, sizeof(pay), (uint8_t)v[0], (uint16_t)v[1], &m, v[0] >= 2 ? &e : NULL);
             } else {
                 td_msg_info_t m;
+                td_msg_info2_t e;
                 memset(&m, 0, sizeof(m));
                 memcpy(m.model_id, id ? id : "", id ? strlen(id) < 16 ? strlen(id) : 16 : 0);
-                m.in_c = (uint16_t)v[2];
-                m.in_h = (uint16_t)v[3];
-                m.in_w = (uint16_t)v[4];
-                m.num_classes = (uint8_t)v[5];
-                m.num_exits = (uint8_t)v[6];
-                m.counter_kind = (uint8_t)v[7];
-                m.energy_kind = (uint8_t)v[8];
-                m.clock_hz = (uint32_t)v[9];
-                m.arena_bytes = (uint32_t)v[10];
-                m.static_macs = (uint32_t)v[11];
-                m.max_payload = (uint32_t)v[12];
+                m.in_c = (uint16_t)v[3];
+                m.in_h = (uint16_t)v[4];
+                m.in_w = (uint16_t)v[5];
+                m.num_classes = (uint8_t)v[6];
+                m.num_exits = (uint8_t)v[7];
+                m.counter_kind = (uint8_t)v[8];
+                m.energy_kind = (uint8_t)v[9];
+                m.clock_hz = (uint32_t)v[10];
+                m.arena_bytes = (uint32_t)v[11];
+                m.static_macs = (uint32_t)v[12];
+                m.max_payload = (uint32_t)v[13];
                 m.board_name = name;
-                len = td_encode_info(pay, sizeof(pay), (uint16_t)v[0], &m);
+                e.min_version = (uint8_t)v[14]; /* v2: min_version budget_units cost_model_id */
+                e.budget_units = (uint8_t)v[15];
+                e.cost_model_id = (uint32_t)v[16];
+                len = td_encode_info_v(pay, sizeof(pay), (uint8_t)v[0], (uint16_t)v[1], &m, v[0] >= 2 ? &e : NULL);
             }
             print_wire(pay, len);
         } else {

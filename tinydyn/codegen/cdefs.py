@@ -28,7 +28,8 @@ C_RESERVED = {
     "short", "signed", "sizeof", "static", "struct", "switch", "typedef", "union", "unsigned", "void",
     "volatile", "while", "main", "ctx", "result", "cfg", "image", "p", "q", "g",
     # what model.c.j2 itself defines or calls
-    "finish", "exit_head_runs", "exit_leaves", "exp_lut", "lut_mult", "offsetof", "errno", "assert",
+    "finish", "exit_head_runs", "exit_leaves", "exp_lut", "lut_mult", "exit_t16", "offsetof", "errno",
+    "assert",
 }  # fmt: skip
 # Identifiers C and its headers reserve or commonly take (C99 7.1.3, 7.26): a layer named like
 # one gets the 'l_' prefix, so no IR name can shadow or redefine a library symbol or macro.

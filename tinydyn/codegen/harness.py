@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tinydyn.codegen.errors import CodegenError
+from tinydyn.cost.budget import UNIT_CODES
 from tinydyn.ir import IRModel
 from tinydyn.quantize.policy import ExitPolicy
 
@@ -41,6 +42,13 @@ class HarnessResults:
     skipped_blocks: np.ndarray
     skipped_channels: np.ndarray
     counter: np.ndarray  # board counter delta around td_infer (QEMU: timer ticks)
+    budget_units: int = 0  # bit (code - 1) per budget unit the firmware offers
+    cost_model_id: int = 0  # CRC-32 of its baked budget cost model (BudgetCosts.cost_model_id)
+    # per image, from the baked cost model (tinydyn/cost/budget.py): modelled energy (nJ) and
+    # cycles of what ran, and the gates' own MACs
+    energy_cost_nj: np.ndarray | None = None
+    cycles_cost: np.ndarray | None = None
+    gate_macs: np.ndarray | None = None
     # QEMU with the cycle model (tinydyn.host.cycles): MODELLED Cortex-M4 cycles of each td_infer
     # call, and the instructions the plugin counted in it; None without the model
     cycles_modelled: np.ndarray | None = None
@@ -50,14 +58,15 @@ class HarnessResults:
 def encode_input(ir: IRModel, images: np.ndarray, policy: ExitPolicy) -> bytes:
     ip = policy.to_integer(ir)
     if ip.budget >= 2**32:
-        raise CodegenError(f"budget {ip.budget} MACs does not fit the firmware's uint32 budget")
+        raise CodegenError(f"budget {ip.budget} {ip.budget_unit} does not fit the firmware's uint32 budget")
     margins = (list(ip.margins) + [0] * HARNESS_MARGINS)[:HARNESS_MARGINS]
     margins = [max(min(m, 2**31 - 1), -(2**31)) for m in margins]
-    header = b"TDH1" + struct.pack(
-        f"<IBB2xII{HARNESS_MARGINS}i",
+    header = b"TDH2" + struct.pack(
+        f"<IBBBxII{HARNESS_MARGINS}i",
         len(images),
         POLICY_CODES[ip.kind],
         0 if ip.gating else 1,
+        UNIT_CODES[ip.budget_unit],
         ip.confidence_t16,
         ip.budget,
         *margins,
@@ -66,10 +75,10 @@ def encode_input(ir: IRModel, images: np.ndarray, policy: ExitPolicy) -> bytes:
 
 
 def decode_output(data: bytes) -> HarnessResults:
-    if data[:4] != b"TDR1":
+    if data[:4] != b"TDR2":
         raise CodegenError("harness output is missing or truncated: the firmware did not run to the end")
     model_id = data[4:20].decode()
-    arena, static, nc, kind = struct.unpack_from("<IIBB", data, 20)
+    arena, static, nc, kind, units, cost_id = struct.unpack_from("<IIBBBxI", data, 20)
     record = np.dtype(
         [
             ("logits", "<i2", (nc,)),
@@ -79,9 +88,12 @@ def decode_output(data: bytes) -> HarnessResults:
             ("sc", "<u2"),
             ("macs", "<u4"),
             ("counter", "<u4"),
+            ("energy", "<u4"),
+            ("cycles", "<u4"),
+            ("gate_macs", "<u4"),
         ]
     )
-    rec = np.frombuffer(data, dtype=record, offset=32)
+    rec = np.frombuffer(data, dtype=record, offset=36)
     return HarnessResults(
         model_id,
         arena,
@@ -94,6 +106,11 @@ def decode_output(data: bytes) -> HarnessResults:
         rec["sb"].astype(np.int64),
         rec["sc"].astype(np.int64),
         rec["counter"].astype(np.int64),
+        units,
+        cost_id,
+        rec["energy"].astype(np.int64),
+        rec["cycles"].astype(np.int64),
+        rec["gate_macs"].astype(np.int64),
     )
 
 

@@ -56,6 +56,7 @@ def describe(ir: IRModel) -> ModelDesc:
                 "final": bool(op.attrs.get("final")),
                 "next_cost_max": int(op.attrs.get("next_cost_max", 0)),
                 "lut_mult": lut_multiplier(scale),
+                "own_t16": op.attrs.get("confidence_t16"),  # None: the run-time threshold
             }
         )
     return desc

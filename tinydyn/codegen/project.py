@@ -14,10 +14,12 @@ from typing import Any
 import numpy as np
 
 from tinydyn.codegen.boards import Board, get_board
+from tinydyn.codegen.budget_tables import budget_context
 from tinydyn.codegen.errors import CodegenError
 from tinydyn.codegen.layers import C_TYPES, ModelDesc, c_name, describe, hwc
 from tinydyn.codegen.planner import MemoryPlan, plan_memory
 from tinydyn.codegen.render import c_array_text, render, trusted_fields
+from tinydyn.cost.budget import BudgetCosts, budget_costs
 from tinydyn.ir import IRModel, Op, validate
 from tinydyn.ops import op_kind
 from tinydyn.quantize.executor import static_macs as ir_static_macs
@@ -66,7 +68,9 @@ def plan(ir: IRModel, desc: ModelDesc) -> MemoryPlan:
             spare = (first.lower_bound - live) * quarters // 4
             size = op_kind(layer["kind"]).plan_scratch(layer, spare)
             if size is not None:
-                scratch[name], groups[name] = size, layer.get("row_group")
+                # what plan_scratch chose with this size (a masked conv's row group, a ring)
+                scratch[name] = size
+                groups[name] = {key: layer[key] for key in ("row_group", "ring") if key in layer}
         mem = plan_memory(ir, desc.tensor_bytes, scratch, exclude)
         if best is None or mem.arena_bytes < best[0].arena_bytes:
             best = (mem, scratch, groups)
@@ -74,8 +78,8 @@ def plan(ir: IRModel, desc: ModelDesc) -> MemoryPlan:
             break
     mem, scratch, groups = best
     desc.scratch.update(scratch)
-    for name, rows in groups.items():
-        desc.layers[name]["row_group"] = rows
+    for name, fields in groups.items():
+        desc.layers[name].update(fields)
     return mem
 
 
@@ -90,9 +94,15 @@ def max_macs(ir: IRModel) -> int:
 
 
 def build_project(
-    ir: IRModel, board: str, out_dir: Path, compile: bool = False, extra_cflags: str = ""
+    ir: IRModel,
+    board: str,
+    out_dir: Path,
+    compile: bool = False,
+    extra_cflags: str = "",
+    costs: BudgetCosts | None = None,
 ) -> BuildReport:
-    """Render a firmware project for ``board`` into ``out_dir`` (and build it if asked)."""
+    """Render a firmware project for ``board`` into ``out_dir`` (and build it if asked). ``costs``:
+    the per-op budget cost model to bake in (default: ``board``'s energy model, no cycles)."""
     target = get_board(board)
     out_dir = Path(out_dir)
     validate(ir)  # an IR built in memory gets the same schema check as one loaded from a file
@@ -156,6 +166,7 @@ def build_project(
         "arrays": desc.arrays,
         "weight_bytes": weight_bytes,
         "board": trusted_fields(target),
+        **budget_context(ir, desc, costs if costs is not None else budget_costs(ir, board)),
     }
     files = [
         render("model.c.j2", out_dir / "model.c", **context),

@@ -17,7 +17,17 @@ from tinydyn.codegen.boards import boards_that_boot_here, boards_with_firmware
 from tinydyn.data import Dataset
 from tinydyn.errors import TinydynError
 from tinydyn.ir import IRModel
-from tinydyn.options import Threshold, dataset_options, default_threshold, policy_options, validation_images
+from tinydyn.options import (
+    Threshold,
+    budget_options,
+    budget_policy,
+    dataset_options,
+    default_threshold,
+    load_costs,
+    policy_options,
+    schedule_option,
+    validation_images,
+)
 from tinydyn.pipeline import load_ir
 from tinydyn.quantize.executor import Results
 from tinydyn.quantize.policy import ExitPolicy
@@ -71,6 +81,8 @@ class MeasureRequest:
     threshold_note: str = ""  # what the threshold means and where it came from, for the summary
     dataset_note: str = ""  # why this dataset (--dataset, or the model's own)
     cycles: Any = None  # tinydyn.host.cycles.CycleLog of a QEMU board: modelled cycles per image
+    schedule: list[tuple[str, int]] | None = None  # per-request budgets (tinydyn.host.measure)
+    cost_table: Any = None  # tinydyn.cost.cost_table.CostTable the firmware was built with
 
 
 def measure_and_report(
@@ -81,7 +93,13 @@ def measure_and_report(
     written by then)."""
     from tinydyn.data import load_dataset
     from tinydyn.host.client import BoardClient
-    from tinydyn.host.measure import ReferenceMismatchError, measure, summarize, summary_lines
+    from tinydyn.host.measure import (
+        ReferenceMismatchError,
+        measure,
+        reference_under_schedule,
+        summarize,
+        summary_lines,
+    )
     from tinydyn.host.report import plot_accuracy_vs_macs, plot_cost_vs_macs, plot_exit_histogram, write_json
     from tinydyn.host.sweep import probe, sweep, sweep_policies
     from tinydyn.quantize.executor import execute
@@ -91,7 +109,13 @@ def measure_and_report(
         data = data.subset(req.limit)
     ir = req.ir
     t0 = time.perf_counter()
-    reference = execute(ir, data.images, req.policy)  # the spec: what every board answer must equal
+    # the spec: what every board answer must equal (measure() redoes it if the board's cost model
+    # turns out to be needed)
+    reference = (
+        reference_under_schedule(ir, data.images, req.policy, req.schedule)
+        if req.schedule
+        else execute(ir, data.images, req.policy)
+    )
     pr = probe(ir, data.images)  # every head of every image: the threshold sweep from one pass
     echo(
         f"  integer reference for {len(data)} images and the threshold sweep "
@@ -120,6 +144,8 @@ def measure_and_report(
             reference=reference,
             log=echo,
             cycles=req.cycles,
+            schedule=req.schedule,
+            cost_table=req.cost_table,
         )
     finally:
         client.close()
@@ -167,8 +193,13 @@ def policy_from(
     gating: bool = True,
     data: Dataset | None = None,
     data_root: Path | None = None,
+    unit: str = "macs",
+    costs: Any = None,
 ) -> tuple[ExitPolicy, Threshold]:
-    """The exit policy to measure with; a default budget is tuned on validation images of ``data``."""
+    """The exit policy to measure with; a default budget is tuned on validation images of ``data``
+    (in MACs: a budget in energy or cycles needs --budget)."""
+    if policy == "budget" and threshold is None and unit != "macs":
+        raise click.UsageError(f"a budget in {unit} needs --budget (e.g. --budget 900 for 900 nJ)")
 
     def validation() -> tuple[Any, str]:
         from tinydyn.data import load_dataset
@@ -177,7 +208,10 @@ def policy_from(
         return validation_images(data, lambda: load_dataset(data.name, "train", data_root))
 
     chosen = default_threshold(policy, threshold, ir, validation if data is not None else None)
-    return ExitPolicy(policy, chosen.value, gating=gating), chosen
+    if policy == "budget" and unit != "macs":
+        label = {"energy": "nJ (modelled)", "cycles": "cycles"}[unit]
+        chosen = Threshold(chosen.value, chosen.note.replace(" MACs", f" {label}", 1))
+    return ExitPolicy(policy, chosen.value, gating=gating, unit=unit, costs=costs), chosen
 
 
 # ---------------------------------------------------------------------------- commands
@@ -267,6 +301,8 @@ def _sigterm_as_interrupt() -> None:
 )
 @dataset_options
 @policy_options
+@budget_options
+@schedule_option
 @click.option("--limit", type=int, default=200, show_default=True, help="Measure the first N test images.")
 @click.option(
     "--out",
@@ -327,16 +363,24 @@ def measure_cmd(
     no_gating: bool,
     model_id: str | None,
     cycle_log: Path | None,
+    budget: str | None = None,
+    budget_unit: str = "macs",
+    cost_table: Path | None = None,
+    budget_schedule: str | None = None,
 ) -> None:
     """Stream test images to a board, check every answer against the integer reference, report."""
+    from tinydyn.cost.cost_table import read_cost_table
+    from tinydyn.host.measure import parse_schedule
+
     if resume and overwrite:
         raise click.UsageError("give --resume or --overwrite, not both")
     loaded = load_ir(checkpoint, ir_dir)
     ir = loaded.ir
     name, source = loaded.dataset(dataset)
     data = load_test_set(ir, name, data_root, loaded.what)
+    policy, threshold = budget_policy(policy, threshold, budget, budget_unit)
     exit_policy, chosen = policy_from(
-        policy, threshold, ir, gating=not no_gating, data=data, data_root=data_root
+        policy, threshold, ir, gating=not no_gating, data=data, data_root=data_root, unit=budget_unit
     )
     req = MeasureRequest(
         port=port,
@@ -358,6 +402,8 @@ def measure_cmd(
         data=data,
         threshold_note=chosen.note,
         dataset_note=f"{name} test split ({source})",
+        schedule=parse_schedule(budget_schedule, budget_unit) if budget_schedule else None,
+        cost_table=read_cost_table(cost_table) if cost_table else None,
     )
     if cycle_log is not None:
         from tinydyn.host.cycles import CycleLog, CycleModel
@@ -392,6 +438,9 @@ def run_main(
     icount_shift: int = 6,
     resume: bool = False,
     echo: Callable[[str], None] = click.echo,
+    budget_unit: str = "macs",
+    cost_table: Path | None = None,
+    schedule: list[tuple[str, int]] | None = None,
 ) -> dict[str, Any]:
     """checkpoint → quantize → IR → C → firmware → boot (QEMU or host pty) → measure → summary + plots."""
     from tinydyn.host.boardproc import BoardProcess
@@ -423,7 +472,10 @@ def run_main(
     data_name, source = loaded.dataset(dataset)
     data = load_test_set(ir, data_name, data_root, loaded.what)
     echo(f"      dataset {data_name} ({source})")
-    exit_policy, chosen = policy_from(policy, threshold, ir, data=data, data_root=data_root)
+    costs = load_costs(ir, board, cost_table)  # baked into the firmware: budgets in every unit it has
+    exit_policy, chosen = policy_from(
+        policy, threshold, ir, data=data, data_root=data_root, unit=budget_unit, costs=costs
+    )
     echo(f"      exit rule: {chosen.note}")
     stage("quantize", t)
     out.mkdir(parents=True, exist_ok=True)
@@ -436,7 +488,7 @@ def run_main(
     stage("ir", t)
     t = time.perf_counter()
     echo(f"[3/6] generating C and building the serial firmware for {board} ...")
-    fw = build_firmware(ir, board, out / "firmware", icount_shift=icount_shift)
+    fw = build_firmware(ir, board, out / "firmware", icount_shift=icount_shift, costs=costs)
     build = json.loads((out / "firmware" / "build.json").read_text())
     echo(f"      {fw} (arena {build['arena_bytes']:,} B, weights {build['weight_bytes']:,} B)")
     stage("build", t)
@@ -467,6 +519,7 @@ def run_main(
             threshold_note=chosen.note,
             dataset_note=f"{data_name} test split ({source})",
             cycles=getattr(proc, "cycles", None),  # QEMU: the Cortex-M4 cycle model (modelled)
+            schedule=schedule,
         )
         summary, reference, mismatch = measure_and_report(req, echo=echo)
         stage("measure", t)

@@ -1,4 +1,4 @@
-/* tinydyn serial protocol v1, board side. See protocol.h and docs/PROTOCOL.md. */
+/* tinydyn serial protocol v1 and v2, board side. See protocol.h and docs/PROTOCOL.md. */
 #include "protocol.h"
 
 #include <string.h>
@@ -261,13 +261,14 @@ int td_ring_pop(td_ring_t *r)
 
 /* ---- reply encoders ---- */
 
-static size_t finish_payload(uint8_t *out, size_t cap, uint8_t type, uint16_t seq, size_t body_len)
+static size_t finish_payload(uint8_t *out, size_t cap, uint8_t version, uint8_t type, uint16_t seq,
+                             size_t body_len)
 {
     size_t n = TD_PROTO_HEADER_LEN + body_len;
     if (cap < n + TD_PROTO_CRC_LEN) {
         return 0;
     }
-    out[0] = (uint8_t)TD_PROTO_VERSION;
+    out[0] = version;
     out[1] = type;
     put_u16(out + 2, seq);
     put_u32(out + n, td_crc32(0, out, n));
@@ -276,18 +277,24 @@ static size_t finish_payload(uint8_t *out, size_t cap, uint8_t type, uint16_t se
 
 size_t td_encode_info(uint8_t *out, size_t cap, uint16_t seq, const td_msg_info_t *m)
 {
-    size_t name_len = 0, body_len;
+    return td_encode_info_v(out, cap, TD_PROTO_V1, seq, m, NULL);
+}
+
+size_t td_encode_info_v(uint8_t *out, size_t cap, uint8_t version, uint16_t seq, const td_msg_info_t *m,
+                        const td_msg_info2_t *ext)
+{
+    size_t name_len = 0, body_len, ext_len = (version >= TD_PROTO_V2 && ext != NULL) ? TD_INFO2_EXT_LEN : 0u;
     uint8_t *b = out + TD_PROTO_HEADER_LEN;
     if (m->board_name != NULL) {
         while (name_len < TD_BOARD_NAME_MAX && m->board_name[name_len] != '\0') {
             name_len++;
         }
     }
-    body_len = TD_INFO_BODY_FIXED + name_len;
+    body_len = TD_INFO_BODY_FIXED + name_len + ext_len;
     if (cap < TD_PROTO_OVERHEAD + body_len) {
         return 0;
     }
-    b[0] = (uint8_t)TD_PROTO_VERSION;
+    b[0] = version;
     memcpy(b + 1, m->model_id, TD_MODEL_ID_LEN);
     put_u16(b + 17, m->in_c);
     put_u16(b + 19, m->in_h);
@@ -304,17 +311,36 @@ size_t td_encode_info(uint8_t *out, size_t cap, uint16_t seq, const td_msg_info_
     if (name_len > 0) {
         memcpy(b + 44, m->board_name, name_len);
     }
-    return finish_payload(out, cap, TD_MSG_INFO, seq, body_len);
+    if (ext_len > 0) {
+        uint8_t *e = b + TD_INFO_BODY_FIXED + name_len;
+        e[0] = ext->min_version;
+        e[1] = ext->budget_units;
+        put_u32(e + 2, ext->cost_model_id);
+    }
+    return finish_payload(out, cap, version, TD_MSG_INFO, seq, body_len);
 }
 
 size_t td_encode_config_ack(uint8_t *out, size_t cap, uint16_t seq)
 {
-    return finish_payload(out, cap, TD_MSG_CONFIG_ACK, seq, 0);
+    return td_encode_config_ack_v(out, cap, TD_PROTO_V1, seq);
+}
+
+size_t td_encode_config_ack_v(uint8_t *out, size_t cap, uint8_t version, uint16_t seq)
+{
+    return finish_payload(out, cap, version, TD_MSG_CONFIG_ACK, seq, 0);
 }
 
 size_t td_encode_result(uint8_t *out, size_t cap, uint16_t seq, const td_msg_result_t *m)
 {
-    size_t body_len = TD_RESULT_BODY_FIXED + 2u * (size_t)m->n_logits, i;
+    return td_encode_result_v(out, cap, TD_PROTO_V1, seq, m, NULL);
+}
+
+size_t td_encode_result_v(uint8_t *out, size_t cap, uint8_t version, uint16_t seq, const td_msg_result_t *m,
+                          const td_msg_result2_t *ext)
+{
+    size_t ext_len = (version >= TD_PROTO_V2 && ext != NULL) ? TD_RESULT2_EXT_LEN : 0u;
+    size_t logits_len = 2u * (size_t)m->n_logits, i;
+    size_t body_len = TD_RESULT_BODY_FIXED + logits_len + ext_len;
     uint8_t *b = out + TD_PROTO_HEADER_LEN;
     if (cap < TD_PROTO_OVERHEAD + body_len) {
         return 0;
@@ -334,26 +360,45 @@ size_t td_encode_result(uint8_t *out, size_t cap, uint16_t seq, const td_msg_res
     for (i = 0; i < m->n_logits; i++) {
         put_u16(b + TD_RESULT_BODY_FIXED + 2u * i, (uint16_t)m->logits[i]);
     }
-    return finish_payload(out, cap, TD_MSG_RESULT, seq, body_len);
+    if (ext_len > 0) {
+        uint8_t *e = b + TD_RESULT_BODY_FIXED + logits_len;
+        e[0] = ext->policy;
+        e[1] = ext->budget_unit;
+        put_u32(e + 2, ext->budget);
+        put_u32(e + 6, ext->energy_cost_nj);
+        put_u32(e + 10, ext->cycles_cost);
+        put_u32(e + 14, ext->gate_macs);
+    }
+    return finish_payload(out, cap, version, TD_MSG_RESULT, seq, body_len);
 }
 
 size_t td_encode_error(uint8_t *out, size_t cap, uint16_t seq, uint8_t code, uint32_t detail)
+{
+    return td_encode_error_v(out, cap, TD_PROTO_V1, seq, code, detail);
+}
+
+size_t td_encode_error_v(uint8_t *out, size_t cap, uint8_t version, uint16_t seq, uint8_t code, uint32_t detail)
 {
     if (cap < TD_PROTO_OVERHEAD + TD_ERROR_BODY_LEN) {
         return 0;
     }
     out[TD_PROTO_HEADER_LEN] = code;
     put_u32(out + TD_PROTO_HEADER_LEN + 1, detail);
-    return finish_payload(out, cap, TD_MSG_ERROR, seq, TD_ERROR_BODY_LEN);
+    return finish_payload(out, cap, version, TD_MSG_ERROR, seq, TD_ERROR_BODY_LEN);
 }
 
 /* ---- request decoders ---- */
 
 int td_check_request(const td_frame_t *f, uint32_t *detail)
 {
+    return td_check_request_v(f, TD_PROTO_V1, TD_PROTO_V1, detail);
+}
+
+int td_check_request_v(const td_frame_t *f, uint8_t min_version, uint8_t max_version, uint32_t *detail)
+{
     *detail = 0;
-    if (f->version != TD_PROTO_VERSION) {
-        *detail = TD_PROTO_VERSION;
+    if (f->version < min_version || f->version > max_version) {
+        *detail = max_version;
         return TD_ERR_BAD_VERSION;
     }
     switch (f->type) {
@@ -374,15 +419,16 @@ int td_check_request(const td_frame_t *f, uint32_t *detail)
 int td_decode_config(const td_frame_t *f, td_msg_config_t *m, uint32_t *detail)
 {
     const uint8_t *b = f->body;
+    const uint32_t ext = f->version >= TD_PROTO_V2 ? 1u : 0u; /* v2: a trailing budget_unit */
     uint8_t n, i;
     *detail = 0;
-    if (f->body_len < TD_CONFIG_BODY_LEN(0)) {
-        *detail = TD_CONFIG_BODY_LEN(0);
+    if (f->body_len < TD_CONFIG_BODY_LEN(0) + ext) {
+        *detail = TD_CONFIG_BODY_LEN(0) + ext;
         return TD_ERR_BAD_LENGTH;
     }
     n = b[10];
-    if (f->body_len != TD_CONFIG_BODY_LEN((size_t)n)) {
-        *detail = TD_CONFIG_BODY_LEN((uint32_t)n);
+    if (f->body_len != TD_CONFIG_BODY_LEN((size_t)n) + ext) {
+        *detail = TD_CONFIG_BODY_LEN((uint32_t)n) + ext;
         return TD_ERR_BAD_LENGTH;
     }
     m->policy = b[0];
@@ -390,7 +436,9 @@ int td_decode_config(const td_frame_t *f, td_msg_config_t *m, uint32_t *detail)
     m->confidence_t16 = get_u32(b + 2);
     m->budget_macs = get_u32(b + 6);
     m->n_margins = n;
-    /* detail names the offending field: 1 policy, 2 flags, 3 confidence_t16, 4 margin count */
+    m->budget_unit = ext ? b[TD_CONFIG_BODY_LEN((size_t)n)] : (uint8_t)TD_UNIT_MACS;
+    /* detail names the offending field: 1 policy, 2 flags, 3 confidence_t16, 4 margin count,
+     * 5 budget unit */
     if (m->policy > TD_POLICY_BUDGET) {
         *detail = 1;
         return TD_ERR_BAD_CONFIG;
@@ -407,8 +455,41 @@ int td_decode_config(const td_frame_t *f, td_msg_config_t *m, uint32_t *detail)
         *detail = 4;
         return TD_ERR_BAD_CONFIG;
     }
+    if (m->budget_unit < TD_UNIT_MACS || m->budget_unit > TD_UNIT_CYCLES) {
+        *detail = TD_BAD_CONFIG_UNIT;
+        return TD_ERR_BAD_CONFIG;
+    }
     for (i = 0; i < n; i++) {
         m->margin[i] = (int32_t)get_u32(b + 11u + 4u * i);
+    }
+    return TD_ERR_NONE;
+}
+
+int td_decode_infer(const td_frame_t *f, td_msg_infer_t *m, uint32_t *detail)
+{
+    *detail = 0;
+    m->budget_unit = 0;
+    m->budget = 0;
+    m->image = f->body;
+    m->image_len = f->body_len;
+    if (f->version < TD_PROTO_V2) {
+        return TD_ERR_NONE; /* v1: the body is the image */
+    }
+    if (f->body_len < TD_INFER2_PREFIX) {
+        *detail = TD_INFER2_PREFIX;
+        return TD_ERR_BAD_LENGTH;
+    }
+    m->budget_unit = f->body[0];
+    m->budget = get_u32(f->body + 1);
+    m->image = f->body + TD_INFER2_PREFIX;
+    m->image_len = f->body_len - TD_INFER2_PREFIX;
+    if (m->budget_unit > TD_UNIT_CYCLES) {
+        *detail = TD_BAD_CONFIG_UNIT;
+        return TD_ERR_BAD_CONFIG;
+    }
+    if (m->budget_unit == 0 && m->budget != 0) {
+        *detail = TD_BAD_CONFIG_OVERRIDE;
+        return TD_ERR_BAD_CONFIG;
     }
     return TD_ERR_NONE;
 }

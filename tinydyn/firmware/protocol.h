@@ -1,4 +1,4 @@
-/* tinydyn serial protocol v1, board side: framing (COBS + CRC-32), byte-at-a-time receiver,
+/* tinydyn serial protocol v1 and v2, board side: framing (COBS + CRC-32), byte-at-a-time receiver,
  * reply encoders and request decoders. C99, no malloc, every buffer is the caller's.
  * The wire format is specified in docs/PROTOCOL.md; tests/vectors/protocol_vectors.json holds
  * exact bytes that this file and tinydyn/host/protocol.py are both tested against. */
@@ -12,9 +12,16 @@
 extern "C" {
 #endif
 
-#ifndef TD_PROTO_VERSION /* overridable only to build mismatched boards for tests */
-#define TD_PROTO_VERSION 1u
+/* A board speaks every version from TD_PROTO_VERSION_MIN to TD_PROTO_VERSION and answers each
+ * request in the request's version. Overridable only to build mismatched boards for tests. */
+#ifndef TD_PROTO_VERSION
+#define TD_PROTO_VERSION 2u
 #endif
+#ifndef TD_PROTO_VERSION_MIN
+#define TD_PROTO_VERSION_MIN 1u
+#endif
+#define TD_PROTO_V1 1u
+#define TD_PROTO_V2 2u
 #define TD_PROTO_HEADER_LEN 4u   /* version, type, seq:u16 */
 #define TD_PROTO_CRC_LEN 4u      /* CRC-32/ISO-HDLC, little-endian, after the body */
 #define TD_PROTO_OVERHEAD (TD_PROTO_HEADER_LEN + TD_PROTO_CRC_LEN)
@@ -30,11 +37,15 @@ extern "C" {
 /* Bytes on the wire for a payload of n bytes: COBS overhead plus the two delimiters. */
 #define TD_WIRE_MAX(n) ((n) + (n) / 254u + 1u + 2u)
 
-/* Body lengths. */
+/* Body lengths (v1; v2 appends or prepends the extensions below). */
 #define TD_CONFIG_BODY_LEN(n) (11u + 4u * (n))
 #define TD_INFO_BODY_FIXED 44u
 #define TD_RESULT_BODY_FIXED 27u
 #define TD_ERROR_BODY_LEN 5u
+#define TD_CONFIG2_BODY_LEN(n) (TD_CONFIG_BODY_LEN(n) + 1u) /* + budget_unit:u8 */
+#define TD_INFO2_EXT_LEN 6u    /* after the name: min_version:u8 budget_units:u8 cost_model_id:u32 */
+#define TD_RESULT2_EXT_LEN 18u /* after the logits: policy budget_unit budget energy cycles gate_macs */
+#define TD_INFER2_PREFIX 5u    /* before the image: budget_unit:u8 budget:u32 (unit 0: no override) */
 
 enum td_msg_type {
     TD_MSG_INFO_REQ = 0x01,
@@ -58,10 +69,23 @@ enum td_error_code {
     TD_ERR_INFER_FAILED = 8
 };
 
+/* BAD_CONFIG details (docs/PROTOCOL.md) */
+#define TD_BAD_CONFIG_POLICY 1u
+#define TD_BAD_CONFIG_FLAGS 2u
+#define TD_BAD_CONFIG_T16 3u
+#define TD_BAD_CONFIG_EXITS 4u
+#define TD_BAD_CONFIG_UNIT 5u     /* v2: budget unit unknown, or this firmware has no costs for it */
+#define TD_BAD_CONFIG_OVERRIDE 6u /* v2 INFER: no override (unit 0) but a non-zero budget */
+
 /* Also defined by tinydyn_model.h; the guard lets both headers share a translation unit. */
 #ifndef TD_POLICY_ENUM_DEFINED
 #define TD_POLICY_ENUM_DEFINED
 enum td_policy { TD_POLICY_NONE = 0, TD_POLICY_CONFIDENCE = 1, TD_POLICY_MARGIN = 2, TD_POLICY_BUDGET = 3 };
+#endif
+
+#ifndef TD_BUDGET_UNIT_ENUM_DEFINED
+#define TD_BUDGET_UNIT_ENUM_DEFINED
+enum td_budget_unit { TD_UNIT_MACS = 1, TD_UNIT_ENERGY = 2, TD_UNIT_CYCLES = 3 };
 #endif
 
 #define TD_CFG_FLAG_GATING 0x01u
@@ -153,12 +177,35 @@ typedef struct {
     const char *board_name; /* NUL-terminated; truncated to TD_BOARD_NAME_MAX */
 } td_msg_info_t;
 
+/* INFO v2 fields after the name */
+typedef struct {
+    uint8_t min_version;    /* the oldest version the board speaks (the newest is the header's) */
+    uint8_t budget_units;   /* bit (unit - 1) for each budget unit the firmware has costs for */
+    uint32_t cost_model_id; /* CRC-32 of its per-op budget cost model */
+} td_msg_info2_t;
+
 typedef struct {
     uint8_t policy, flags;
-    uint32_t confidence_t16, budget_macs;
+    uint32_t confidence_t16, budget_macs; /* budget_macs: the budget, in budget_unit */
     uint8_t n_margins;
     int32_t margin[TD_PROTO_MAX_EXITS];
+    uint8_t budget_unit; /* TD_UNIT_MACS in a v1 CONFIG */
 } td_msg_config_t;
+
+/* INFER: the image, and in v2 a per-request budget (budget_unit 0: the CONFIG applies) */
+typedef struct {
+    uint8_t budget_unit;
+    uint32_t budget;
+    const uint8_t *image;
+    size_t image_len;
+} td_msg_infer_t;
+
+/* RESULT v2 fields after the logits */
+typedef struct {
+    uint8_t policy, budget_unit; /* what decided this image's exit (a per-request budget included) */
+    uint32_t budget;
+    uint32_t energy_cost_nj, cycles_cost, gate_macs;
+} td_msg_result2_t;
 
 typedef struct {
     uint8_t predicted, exit_index, counter_kind, energy_kind;
@@ -171,16 +218,28 @@ typedef struct {
 } td_msg_result_t;
 
 /* Reply encoders: write a whole payload (header, body, CRC) into out. Return its length, or 0
- * if it does not fit in cap. */
+ * if it does not fit in cap. The plain ones write version 1; the _v ones the version given
+ * (the request's), with the v2 extension where the version is 2 (ignored, may be NULL, in v1). */
 size_t td_encode_info(uint8_t *out, size_t cap, uint16_t seq, const td_msg_info_t *m);
 size_t td_encode_config_ack(uint8_t *out, size_t cap, uint16_t seq);
 size_t td_encode_result(uint8_t *out, size_t cap, uint16_t seq, const td_msg_result_t *m);
 size_t td_encode_error(uint8_t *out, size_t cap, uint16_t seq, uint8_t code, uint32_t detail);
+size_t td_encode_info_v(uint8_t *out, size_t cap, uint8_t version, uint16_t seq, const td_msg_info_t *m,
+                        const td_msg_info2_t *ext);
+size_t td_encode_config_ack_v(uint8_t *out, size_t cap, uint8_t version, uint16_t seq);
+size_t td_encode_result_v(uint8_t *out, size_t cap, uint8_t version, uint16_t seq, const td_msg_result_t *m,
+                          const td_msg_result2_t *ext);
+size_t td_encode_error_v(uint8_t *out, size_t cap, uint8_t version, uint16_t seq, uint8_t code,
+                         uint32_t detail);
 
 /* Request checks and decoders. Each returns TD_ERR_NONE or an error code, with *detail set to
- * the ERROR detail (see docs/PROTOCOL.md). */
+ * the ERROR detail (see docs/PROTOCOL.md). td_check_request accepts version 1 only (a v1
+ * server); td_check_request_v any version in [min_version, max_version] (BAD_VERSION detail =
+ * max_version). The decoders read the frame's own version. */
 int td_check_request(const td_frame_t *f, uint32_t *detail); /* version and type */
+int td_check_request_v(const td_frame_t *f, uint8_t min_version, uint8_t max_version, uint32_t *detail);
 int td_decode_config(const td_frame_t *f, td_msg_config_t *m, uint32_t *detail);
+int td_decode_infer(const td_frame_t *f, td_msg_infer_t *m, uint32_t *detail);
 
 #ifdef __cplusplus
 }

@@ -22,6 +22,7 @@ void td_server_init(td_server_t *s)
 {
     memset(&s->cfg, 0, sizeof(s->cfg));
     s->cfg.policy = TD_POLICY_NONE;
+    s->cfg.budget_unit = TD_UNIT_MACS;
     s->flags = TD_CFG_FLAG_GATING | TD_CFG_FLAG_LOGITS;
     s->config_tag = TD_SEQ_UNKNOWN;
     td_rx_init(&s->rx, s->rx_buf, sizeof(s->rx_buf));
@@ -39,10 +40,19 @@ static void send_payload(td_server_t *s, size_t n)
     }
 }
 
-static int send_error(td_server_t *s, uint16_t seq, int code, uint32_t detail)
+/* version: the request's (TD_PROTO_VERSION, the newest, when the header cannot be trusted or
+ * names a version this board does not speak) */
+static int send_error(td_server_t *s, uint8_t version, uint16_t seq, int code, uint32_t detail)
 {
-    send_payload(s, td_encode_error(s->tx, sizeof(s->tx), seq, (uint8_t)code, detail));
+    send_payload(s, td_encode_error_v(s->tx, sizeof(s->tx), version, seq, (uint8_t)code, detail));
     return code;
+}
+
+/* whether this firmware has costs for a budget unit (MACs always) */
+static int unit_supported(uint8_t unit)
+{
+    return unit >= TD_UNIT_MACS && unit <= TD_UNIT_CYCLES &&
+           (unit == TD_UNIT_MACS || (td_model_info.budget_units & TD_UNIT_BIT(unit)) != 0u);
 }
 
 static uint8_t counter_kind(void)
@@ -67,9 +77,10 @@ static uint32_t counter_value(uint32_t delta)
     return td_board_counter_kind == TD_BOARD_COUNTER_NONE ? 0u : delta;
 }
 
-static int handle_info(td_server_t *s, uint16_t seq)
+static int handle_info(td_server_t *s, uint8_t version, uint16_t seq)
 {
     td_msg_info_t m;
+    td_msg_info2_t ext;
     size_t i;
     const char *id = td_model_info.model_id;
     /* model_id is exactly 16 characters on the wire; a shorter id is padded with '0'. */
@@ -91,7 +102,10 @@ static int handle_info(td_server_t *s, uint16_t seq)
     m.static_macs = td_model_info.static_macs;
     m.max_payload = (uint32_t)sizeof(s->rx_buf);
     m.board_name = td_serial_board.name;
-    send_payload(s, td_encode_info(s->tx, sizeof(s->tx), seq, &m));
+    ext.min_version = TD_PROTO_VERSION_MIN;
+    ext.budget_units = (uint8_t)(td_model_info.budget_units | TD_UNIT_BIT(TD_UNIT_MACS));
+    ext.cost_model_id = td_model_info.cost_model_id;
+    send_payload(s, td_encode_info_v(s->tx, sizeof(s->tx), version, seq, &m, &ext));
     return TD_ERR_NONE;
 }
 
@@ -102,22 +116,26 @@ static int handle_config(td_server_t *s, const td_frame_t *f)
     uint8_t i;
     int err = td_decode_config(f, &m, &detail);
     if (err != TD_ERR_NONE) {
-        return send_error(s, f->seq, err, detail);
+        return send_error(s, f->version, f->seq, err, detail);
     }
     if (m.n_margins != td_model_info.num_exits || m.n_margins > TD_MAX_EXITS) {
-        return send_error(s, f->seq, TD_ERR_BAD_CONFIG, 4);
+        return send_error(s, f->version, f->seq, TD_ERR_BAD_CONFIG, TD_BAD_CONFIG_EXITS);
+    }
+    if (!unit_supported(m.budget_unit)) {
+        return send_error(s, f->version, f->seq, TD_ERR_BAD_CONFIG, TD_BAD_CONFIG_UNIT);
     }
     memset(&s->cfg, 0, sizeof(s->cfg));
     s->cfg.policy = m.policy;
     s->cfg.confidence_t16 = m.confidence_t16;
-    s->cfg.budget_macs = m.budget_macs;
+    s->cfg.budget = m.budget_macs;
+    s->cfg.budget_unit = m.budget_unit;
     for (i = 0; i < m.n_margins; i++) {
         s->cfg.margin[i] = m.margin[i];
     }
     s->cfg.gates_off = (uint8_t)((m.flags & TD_CFG_FLAG_GATING) == 0u);
     s->flags = m.flags;
     s->config_tag = f->seq;
-    send_payload(s, td_encode_config_ack(s->tx, sizeof(s->tx), f->seq));
+    send_payload(s, td_encode_config_ack_v(s->tx, sizeof(s->tx), f->version, f->seq));
     return TD_ERR_NONE;
 }
 
@@ -125,18 +143,32 @@ static int handle_infer(td_server_t *s, const td_frame_t *f)
 {
     td_result_t r;
     td_msg_result_t m;
+    td_msg_result2_t ext;
+    td_msg_infer_t req;
+    td_config_t cfg = s->cfg; /* a v2 INFER may carry its own budget: this image's config */
     uint32_t expected = (uint32_t)td_model_info.in_c * td_model_info.in_h * td_model_info.in_w;
-    uint32_t counter, start;
-    int rc;
-    if (f->body_len != expected) {
-        return send_error(s, f->seq, TD_ERR_BAD_IMAGE_SIZE, expected);
+    uint32_t counter, start, detail;
+    int rc = td_decode_infer(f, &req, &detail);
+    if (rc != TD_ERR_NONE) {
+        return send_error(s, f->version, f->seq, rc, detail);
+    }
+    if (req.image_len != expected) {
+        return send_error(s, f->version, f->seq, TD_ERR_BAD_IMAGE_SIZE, expected);
+    }
+    if (req.budget_unit != 0) {
+        if (!unit_supported(req.budget_unit)) {
+            return send_error(s, f->version, f->seq, TD_ERR_BAD_CONFIG, TD_BAD_CONFIG_UNIT);
+        }
+        cfg.policy = TD_POLICY_BUDGET;
+        cfg.budget_unit = req.budget_unit;
+        cfg.budget = req.budget;
     }
     memset(&r, 0, sizeof(r));
     start = td_board_counter();
-    rc = td_infer(f->body, &s->cfg, &r);
+    rc = td_infer(req.image, &cfg, &r);
     counter = counter_value(td_board_counter() - start); /* unsigned: wrap-safe */
     if (rc != 0) {
-        return send_error(s, f->seq, TD_ERR_INFER_FAILED, (uint32_t)rc);
+        return send_error(s, f->version, f->seq, TD_ERR_INFER_FAILED, (uint32_t)rc);
     }
     m.predicted = r.predicted;
     m.exit_index = r.exit_index;
@@ -153,7 +185,13 @@ static int handle_infer(td_server_t *s, const td_frame_t *f)
         m.n_logits = td_model_info.num_classes <= TD_MAX_CLASSES ? td_model_info.num_classes : TD_MAX_CLASSES;
     }
     m.logits = r.logits;
-    send_payload(s, td_encode_result(s->tx, sizeof(s->tx), f->seq, &m));
+    ext.policy = cfg.policy;
+    ext.budget_unit = cfg.budget_unit;
+    ext.budget = cfg.policy == TD_POLICY_BUDGET ? cfg.budget : 0u;
+    ext.energy_cost_nj = r.energy_cost_nj;
+    ext.cycles_cost = r.cycles_cost;
+    ext.gate_macs = r.gate_macs;
+    send_payload(s, td_encode_result_v(s->tx, sizeof(s->tx), f->version, f->seq, &m, &ext));
     return TD_ERR_NONE;
 }
 
@@ -168,15 +206,16 @@ int td_server_feed(td_server_t *s, uint8_t byte)
     }
     if (r < 0) {
         /* Broken frame: its header cannot be trusted, so the seq is unknown. */
-        return send_error(s, TD_SEQ_UNKNOWN, -r, r == -TD_ERR_BAD_LENGTH ? (uint32_t)sizeof(s->rx_buf) : 0u);
+        return send_error(s, TD_PROTO_VERSION, TD_SEQ_UNKNOWN, -r,
+                          r == -TD_ERR_BAD_LENGTH ? (uint32_t)sizeof(s->rx_buf) : 0u);
     }
-    err = td_check_request(&f, &detail);
+    err = td_check_request_v(&f, TD_PROTO_VERSION_MIN, TD_PROTO_VERSION, &detail);
     if (err != TD_ERR_NONE) {
-        return send_error(s, f.seq, err, detail);
+        return send_error(s, err == TD_ERR_BAD_VERSION ? (uint8_t)TD_PROTO_VERSION : f.version, f.seq, err, detail);
     }
     switch (f.type) {
     case TD_MSG_INFO_REQ:
-        return handle_info(s, f.seq);
+        return handle_info(s, f.version, f.seq);
     case TD_MSG_CONFIG:
         return handle_config(s, &f);
     default:

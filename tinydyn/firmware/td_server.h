@@ -15,12 +15,16 @@
 #error "TD_MAX_EXITS exceeds TD_PROTO_MAX_EXITS: raise TD_PROTO_MAX_EXITS"
 #endif
 
-#define TD_SERVER_RX_BODY_MAX \
-    (TD_MAX_IMAGE_BYTES > TD_CONFIG_BODY_LEN(TD_MAX_EXITS) ? TD_MAX_IMAGE_BYTES : TD_CONFIG_BODY_LEN(TD_MAX_EXITS))
+/* the largest request: a v2 INFER (budget prefix + image) or a v2 CONFIG */
+#define TD_SERVER_RX_BODY_MAX                                                                         \
+    (TD_INFER2_PREFIX + TD_MAX_IMAGE_BYTES > TD_CONFIG2_BODY_LEN(TD_MAX_EXITS)                       \
+         ? TD_INFER2_PREFIX + TD_MAX_IMAGE_BYTES                                                      \
+         : TD_CONFIG2_BODY_LEN(TD_MAX_EXITS))
 #define TD_SERVER_RX_CAP (TD_PROTO_OVERHEAD + TD_SERVER_RX_BODY_MAX)
-/* Upper bound of the largest reply (INFO with a 32-character name, or RESULT with logits). */
-#define TD_SERVER_TX_CAP \
-    (TD_PROTO_OVERHEAD + TD_INFO_BODY_FIXED + TD_BOARD_NAME_MAX + TD_RESULT_BODY_FIXED + 2u * TD_MAX_CLASSES)
+/* Upper bound of the largest reply (v2 INFO with a 32-character name, or v2 RESULT with logits). */
+#define TD_SERVER_TX_CAP                                                                              \
+    (TD_PROTO_OVERHEAD + TD_INFO_BODY_FIXED + TD_BOARD_NAME_MAX + TD_INFO2_EXT_LEN + TD_RESULT_BODY_FIXED + \
+     2u * TD_MAX_CLASSES + TD_RESULT2_EXT_LEN)
 
 typedef struct {
     td_rx_t rx;
@@ -32,7 +36,7 @@ typedef struct {
     uint8_t wire[TD_WIRE_MAX(TD_SERVER_TX_CAP)];
 } td_server_t;
 
-/* Boot state: policy none, gating on, logits on, config tag 0xFFFF. */
+/* Boot state: policy none, gating on, logits on, budget unit MACs, config tag 0xFFFF. */
 void td_server_init(td_server_t *s);
 
 /* Feed one received byte. When it completes a frame the reply is sent with td_serial_write.

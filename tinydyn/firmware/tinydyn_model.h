@@ -25,12 +25,21 @@ extern "C" {
 enum td_policy { TD_POLICY_NONE = 0, TD_POLICY_CONFIDENCE = 1, TD_POLICY_MARGIN = 2, TD_POLICY_BUDGET = 3 };
 #endif
 
+/* Units of a budget (tinydyn/cost/budget.py; the same codes on the wire, docs/PROTOCOL.md).
+ * 0 reads as MACs, so a zeroed config keeps the version-1 meaning. */
+#ifndef TD_BUDGET_UNIT_ENUM_DEFINED
+#define TD_BUDGET_UNIT_ENUM_DEFINED
+enum td_budget_unit { TD_UNIT_MACS = 1, TD_UNIT_ENERGY = 2, TD_UNIT_CYCLES = 3 };
+#endif
+#define TD_UNIT_BIT(unit) (1u << ((unit) - 1u)) /* td_model_info.budget_units */
+
 /* Integer policy parameters, as tinydyn.quantize.policy.ExitPolicy.to_integer(ir) gives them. */
 typedef struct {
     uint8_t policy;                /* enum td_policy */
     uint32_t confidence_t16;       /* leave when top-1 softmax >= t16 / 65536 */
     int32_t margin[TD_MAX_EXITS];  /* leave exit i when top1 - top2 >= margin[i] (integer logits) */
-    uint32_t budget_macs;          /* leave when the next exit could break this MAC budget */
+    uint32_t budget;               /* leave when the next exit could break this budget ... */
+    uint8_t budget_unit;           /* ... in this unit: enum td_budget_unit (MACs, nJ, cycles) */
     uint8_t gates_off;             /* 1: gate FCs not run, every salience 255 (the static network) */
 } td_config_t;
 
@@ -41,6 +50,9 @@ typedef struct {
     uint32_t macs;                  /* multiply-accumulates executed (gates and heads included) */
     uint16_t skipped_blocks;
     uint16_t skipped_channels;
+    uint32_t energy_cost_nj;        /* modelled energy of what ran (the budget's cost model) */
+    uint32_t cycles_cost;           /* modelled cycles of what ran (cost table; 0 without one) */
+    uint32_t gate_macs;             /* of macs: those the gates executed */
 } td_result_t;
 
 typedef struct {
@@ -48,13 +60,15 @@ typedef struct {
     uint16_t in_c, in_h, in_w;
     uint8_t num_classes, num_exits;
     uint32_t arena_bytes, static_macs;
+    uint8_t budget_units;   /* TD_UNIT_BIT of each unit a budget can be given in */
+    uint32_t cost_model_id; /* CRC-32 of the per-op cost model (BudgetCosts.cost_model_id) */
 } td_model_info_t;
 
 extern const td_model_info_t td_model_info;
 
 #define TD_OK 0
 #define TD_ERR_ARGS 1   /* a NULL pointer */
-#define TD_ERR_POLICY 2 /* unknown policy */
+#define TD_ERR_POLICY 2 /* unknown policy, or a budget unit this model has no costs for */
 
 /* Run one image (C*H*W uint8, CHW order). Returns TD_OK and fills *result. Not reentrant:
  * every activation lives in one static arena. */

@@ -3,6 +3,12 @@
     with BoardClient("/dev/ttyACM0", expected_model_id="0123456789abcdef") as board:
         board.configure(policy="confidence", confidence_t16=58982, margins=[0, 0, 0])
         result = board.infer(seq=0, image=image_bytes)
+        tight = board.infer(seq=1, image=image_bytes, budget=2_000_000, budget_unit="cycles")
+
+Version negotiation (docs/PROTOCOL.md): the client asks INFO in its newest version; a board that
+speaks only older ones answers BAD_VERSION naming its newest, and the client continues in that
+one. A v1 board then serves everything v1 has; a budget in energy or cycles, or a per-request
+budget, is refused with one clear error before anything is sent.
 
 Robustness rules (docs/PROTOCOL.md, "Host behaviour"): connect by pinging INFO until answered
 (never wait for a banner: output sent before the host opened the port is lost); resend a
@@ -53,7 +59,8 @@ _TRANSIENT = (P.ErrorCode.BAD_FRAME, P.ErrorCode.BAD_CRC, P.ErrorCode.BAD_LENGTH
 
 _FIX = {
     P.ErrorCode.BAD_IMAGE_SIZE: "send images of the model's input shape (see INFO)",
-    P.ErrorCode.BAD_CONFIG: "give one margin per exit, a known policy and confidence_t16 <= 65536",
+    P.ErrorCode.BAD_CONFIG: "give one margin per exit, a known policy, confidence_t16 <= 65536 and a "
+    "budget unit the firmware has costs for (INFO lists them)",
     P.ErrorCode.UNKNOWN_TYPE: "update the firmware or tinydyn so that both speak the same protocol",
     P.ErrorCode.INFER_FAILED: "the model code failed on this image; rebuild the firmware and check its log",
 }
@@ -80,7 +87,9 @@ class BoardClient:
         connect_timeout: float = 10.0,
         expected_model_id: str | None = None,
         max_resets: int = 3,
+        protocol_version: int | None = None,
     ) -> None:
+        """``protocol_version`` pins the version (default: negotiate, newest first)."""
         self.port = port
         self.baudrate = baudrate
         self.timeout = timeout
@@ -88,6 +97,12 @@ class BoardClient:
         self.connect_timeout = connect_timeout
         self.expected_model_id = expected_model_id
         self.max_resets = max_resets
+        if protocol_version is not None and not P.MIN_VERSION <= protocol_version <= P.VERSION:
+            raise ProtocolVersionError(
+                f"protocol v{protocol_version} is not one this host speaks (v{P.MIN_VERSION}..v{P.VERSION})"
+            )
+        self.version = protocol_version or P.VERSION  # the version in use; negotiation may lower it
+        self._pinned = protocol_version is not None
         self.board_info: P.BoardInfo | None = None
         self.stats = {"retries": 0, "garbage": 0, "stale": 0, "resets": 0}
         self._config: P.Config | None = None
@@ -112,13 +127,15 @@ class BoardClient:
         deadline = time.monotonic() + self.connect_timeout
         while True:
             seq = self._take_seq()
-            self._write(P.encode_info_request(seq))
+            self._write(P.encode_info_request(seq, self.version))
             # Ping often: a board that boots while we wait answers the next ping without delay.
             reply = self._await(seq, min(deadline, time.monotonic() + min(self.timeout, 0.5)))
             if isinstance(reply, P.BoardInfo):
                 self._check_info(reply)
                 return reply
             if isinstance(reply, P.ErrorReply) and reply.seq == seq:
+                if reply.code == P.ErrorCode.BAD_VERSION and self._fall_back(reply.detail):
+                    continue  # ask again, at once, in the board's newest version
                 self._raise_board_error(reply, "INFO", seq)
             if time.monotonic() >= deadline:
                 raise BoardNotAnsweringError(
@@ -143,7 +160,7 @@ class BoardClient:
     def info(self) -> P.BoardInfo:
         """Ask INFO again and check it against the expected (and previously seen) model."""
         seq = self._take_seq()
-        reply = self._transact(lambda: P.encode_info_request(seq), seq, "INFO")
+        reply = self._transact(lambda: P.encode_info_request(seq, self.version), seq, "INFO")
         if not isinstance(reply, P.BoardInfo):
             raise BoardNotAnsweringError(f"board on {self.port} answered INFO with {type(reply).__name__}")
         self._check_info(reply)
@@ -157,8 +174,10 @@ class BoardClient:
         budget_macs: int = 0,
         gating: bool = True,
         logits: bool = True,
+        budget_unit: str = "macs",
     ) -> P.Config:
-        """Send CONFIG; margins default to 0 for every exit of the connected model."""
+        """Send CONFIG; margins default to 0 for every exit of the connected model. The budget
+        (``budget_macs``) is in ``budget_unit``: MACs, nJ (modelled energy) or cycles."""
         info = self._require_info()
         cfg = P.Config(
             policy,
@@ -167,7 +186,9 @@ class BoardClient:
             budget_macs,
             gating,
             logits,
+            budget_unit,
         )
+        self._check_unit(budget_unit, "a budget in " + budget_unit)
         if len(cfg.margins) != info.num_exits:
             raise P.ProtocolError(
                 P.ErrorCode.BAD_CONFIG,
@@ -177,9 +198,18 @@ class BoardClient:
         self._send_config(cfg)
         return cfg
 
-    def infer(self, seq: int, image: Any) -> P.Result:
-        """Run one image; the Result carries the caller's seq (any int >= 0)."""
+    def infer(self, seq: int, image: Any, budget: int | None = None, budget_unit: str = "macs") -> P.Result:
+        """Run one image; the Result carries the caller's seq (any int >= 0). With ``budget``
+        this image alone runs under the budget policy with that budget in ``budget_unit``
+        (a time-varying resource limit; the CONFIG stays in force for the next images)."""
         info = self._require_info()
+        if budget is not None:
+            self._check_unit(budget_unit, "a per-request budget")
+            if not 0 <= budget <= P.U32_MAX:
+                raise P.ProtocolError(
+                    P.ErrorCode.BAD_CONFIG,
+                    f"budget {budget} {budget_unit} does not fit the firmware's uint32",
+                )
         data = _image_bytes(image)
         if len(data) != info.image_bytes:
             raise P.ProtocolError(
@@ -189,7 +219,9 @@ class BoardClient:
                 info.image_bytes,
             )
         wire_seq = seq % P.SEQ_MODULUS
-        frame = P.encode_infer(wire_seq, data)
+        frame = P.encode_infer(
+            wire_seq, data, self.version, budget_unit if budget is not None else None, budget or 0
+        )
         resets = 0
         while True:
             reply = self._transact(lambda: frame, wire_seq, "INFER")
@@ -223,18 +255,48 @@ class BoardClient:
         self._next_seq = (self._next_seq + 1) % P.SEQ_MODULUS
         return seq
 
+    def _fall_back(self, board_newest: int) -> bool:
+        """After BAD_VERSION naming the board's newest version: speak it, if this host can."""
+        if self._pinned or not P.MIN_VERSION <= board_newest < self.version:
+            return False
+        self.version = board_newest
+        return True
+
+    def _check_unit(self, unit: str, what: str) -> None:
+        """Refuse, before sending, what the connected board cannot do: one clear error."""
+        info = self._require_info()
+        if unit == "macs" and what.startswith("a budget"):
+            return
+        if self.version < 2:
+            raise ProtocolVersionError(
+                f"board on {self.port} speaks protocol v{self.version} only: {what} needs v2; "
+                "rebuild its firmware with this tinydyn (`tinydyn firmware`)"
+            )
+        if unit not in info.units:
+            fix = (
+                "build the firmware with a cost table from `tinydyn profile` (--cost-table)"
+                if unit == "cycles"
+                else "build the firmware for a board with an energy model (docs/ENERGY.md)"
+            )
+            raise BoardError(
+                f"the firmware on {self.port} has no costs in {unit} "
+                f"(it offers {', '.join(info.units)}): {fix}",
+                P.ErrorCode.BAD_CONFIG,
+                P.BadConfigDetail.UNIT,
+            )
+
     def _send_config(self, cfg: P.Config) -> None:
         seq = self._take_seq()
-        frame = P.encode_config(seq, cfg)
+        frame = P.encode_config(seq, cfg, self.version)
         reply = self._transact(lambda: frame, seq, "CONFIG")
         if not isinstance(reply, P.ConfigAck):
             raise BoardNotAnsweringError(f"board on {self.port} answered CONFIG with {type(reply).__name__}")
         self._config, self._config_tag = cfg, seq
 
     def _check_info(self, info: P.BoardInfo) -> None:
-        if info.version != P.VERSION:
+        if info.version != self.version:
             raise ProtocolVersionError(
-                f"board on {self.port} reports protocol v{info.version}, this host speaks v{P.VERSION}: "
+                f"board on {self.port} answered protocol v{self.version} with v{info.version}: "
                 "rebuild the firmware with this tinydyn version"
             )
         expected = self.expected_model_id or (self.board_info.model_id if self.board_info else None)
@@ -267,8 +329,10 @@ class BoardClient:
     def _raise_board_error(self, reply: P.ErrorReply, what: str, seq: int) -> None:
         if reply.code == P.ErrorCode.BAD_VERSION:
             raise ProtocolVersionError(
-                f"board on {self.port} speaks protocol v{reply.detail}, this host v{P.VERSION}: "
-                "rebuild the firmware with this tinydyn version"
+                f"board on {self.port} speaks protocol up to v{reply.detail}, this host "
+                f"v{P.MIN_VERSION}..v{P.VERSION}"
+                + (f" (pinned to v{self.version})" if self._pinned else "")
+                + ": rebuild the firmware with this tinydyn version"
             )
         fix = (
             _FIX.get(reply.code, "see docs/PROTOCOL.md")
@@ -317,8 +381,8 @@ class BoardClient:
         except P.ProtocolError as e:
             if e.code == P.ErrorCode.BAD_VERSION:
                 raise ProtocolVersionError(
-                    f"board on {self.port} speaks protocol v{e.detail}, this host v{P.VERSION}: "
-                    "rebuild the firmware with this tinydyn version"
+                    f"board on {self.port} speaks protocol v{e.detail}, this host "
+                    f"v{P.MIN_VERSION}..v{P.VERSION}: rebuild the firmware with this tinydyn version"
                 ) from None
             self.stats["garbage"] += 1
             return None

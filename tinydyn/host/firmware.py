@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from tinydyn.cost.budget import BudgetCosts
 from tinydyn.errors import TinydynError
 from tinydyn.ir import IRModel
 
@@ -24,12 +25,19 @@ class FirmwareBuildError(TinydynError):
 
 
 def build_firmware(
-    ir: IRModel, board: str, out_dir: Path, icount_shift: int = DEFAULT_ICOUNT_SHIFT, extra_cflags: str = ""
+    ir: IRModel,
+    board: str,
+    out_dir: Path,
+    icount_shift: int = DEFAULT_ICOUNT_SHIFT,
+    extra_cflags: str = "",
+    costs: BudgetCosts | None = None,
 ) -> Path:
     """Render the project for ``board`` into ``out_dir`` and build its serial firmware.
 
     Returns the firmware file (``firmware.elf`` on Cortex-M boards, ``board_host`` on the host).
     ``icount_shift`` must equal QEMU's ``-icount shift`` (``tinydyn emulate`` reads it back).
+    ``costs``: the budget cost model to bake in (tinydyn/cost/budget.py; default: the board's
+    energy model, no cycles unit).
     """
     from tinydyn.codegen.boards import get_board
     from tinydyn.codegen.project import build_project
@@ -44,7 +52,7 @@ def build_firmware(
     if not 0 <= icount_shift <= 10:
         raise FirmwareBuildError(f"icount shift {icount_shift} is outside 0..10: use e.g. 6")
     out_dir = Path(out_dir)
-    build_project(ir, board, out_dir)
+    build_project(ir, board, out_dir, costs=costs)
     write_energy_header(ir, board, out_dir / "board")
     firmware = out_dir / target.firmware
     for stale in (firmware, out_dir / "firmware.bin"):

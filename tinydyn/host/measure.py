@@ -11,6 +11,13 @@ and policy; every other record is one image, keyed by ``seq`` = its index in the
 resumed run checks that header, skips the seqs already recorded and appends the rest, so a host
 killed at any moment loses and duplicates nothing.
 
+Budgets (protocol v2): a budget in MACs, modelled energy (nJ) or cycles, set in CONFIG, and a
+*schedule* of per-request budgets (``schedule``: image i runs under ``schedule[i % len]``, DDI's
+time-varying resource limit) sent with each INFER. The reference runs each image under its own
+budget, so every exit decision is checked; so are the board's modelled energy and cycles of what
+ran and the gates' own MACs (RESULT v2), against the cost model the firmware was built with
+(tinydyn/cost/budget.py; INFO v2 reports its id, which must match the host's).
+
 On the QEMU board with the cycle model (``cycles=board.cycles``, tinydyn/host/cycles.py) each image
 record also gets ``cycles_modelled`` (Cortex-M4 cycles of td_infer, MODELLED by the plugin) and
 ``cycle_model_insns`` (the instructions the plugin counted in the same region); the run header
@@ -24,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,12 +40,28 @@ from tinydyn.host import protocol as P
 from tinydyn.host.client import BoardClient
 from tinydyn.host.cycles import CycleLog
 from tinydyn.host.results import ResultsWriter, load_records
+from tinydyn.host.skips import skip_lines, skip_summary
+
+if TYPE_CHECKING:
+    from tinydyn.cost.cost_table import CostTable
 from tinydyn.ir import IRModel
 from tinydyn.quantize.executor import Results, execute
 from tinydyn.quantize.policy import ExitPolicy
 
-RUN_KEYS = ("model_id", "board", "dataset", "policy", "threshold", "gating", "logits")
+RUN_KEYS = (
+    "model_id",
+    "board",
+    "dataset",
+    "policy",
+    "threshold",
+    "gating",
+    "logits",
+    "budget_unit",
+    "schedule",
+)
 CHECKED = ("class", "exit", "macs", "skipped_blocks", "skipped_channels", "logits")
+COST_CHECKED = ("energy_cost_nj", "cycles_cost", "gate_macs")  # RESULT v2, against the cost model
+Schedule = list[tuple[str, int]]  # per-request budgets: (unit, budget), cycled over the images
 
 
 class MeasureError(TinydynError):
@@ -91,7 +114,12 @@ class Outcome:
 
 
 def run_header(
-    ir: IRModel, info: P.BoardInfo, dataset: str, policy: ExitPolicy, logits: bool
+    ir: IRModel,
+    info: P.BoardInfo,
+    dataset: str,
+    policy: ExitPolicy,
+    logits: bool,
+    schedule: Schedule | None = None,
 ) -> dict[str, Any]:
     return {
         "kind": "run",
@@ -103,6 +131,11 @@ def run_header(
         "threshold": policy.threshold,
         "gating": policy.gating,
         "logits": logits,
+        "budget_unit": policy.unit,
+        "schedule": [list(x) for x in schedule] if schedule else None,
+        "protocol_version": info.version,
+        "cost_model": None if policy.costs is None else f"{policy.costs.cost_model_id:08x}",
+        "cycles_unit": policy.costs is not None and "cycles" in policy.costs.units,
         "info": info.to_dict(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -124,6 +157,9 @@ def compare(result: P.Result, ref: Results, i: int) -> dict[str, list[Any]]:
         "skipped_blocks": int(ref.skipped_blocks[i]),
         "skipped_channels": int(ref.skipped_channels[i]),
     }
+    for key in COST_CHECKED:  # v2 results, where the reference has the same cost model
+        if getattr(result, key) is not None and key in ref.extra:
+            got[key], want[key] = getattr(result, key), int(ref.extra[key][i])
     diff = {k: [got[k], want[k]] for k in got if got[k] != want[k]}
     if result.logits is not None:
         ref_logits = [int(v) for v in ref.logits[i]]
@@ -181,6 +217,9 @@ def record_of(
     if cycles is not None:  # a tinydyn.host.cycles.CycleRecord: modelled, never measured
         rec["cycles_modelled"] = cycles.cycles
         rec["cycle_model_insns"] = cycles.insns
+    if r.policy is not None:  # v2: what decided the exit, and the modelled costs of what ran
+        rec.update(policy=r.policy, budget_unit=r.budget_unit, budget=r.budget)
+        rec.update(energy_cost_nj=r.energy_cost_nj, cycles_cost=r.cycles_cost, gate_macs=r.gate_macs)
     if r.logits is not None:
         rec["logits"] = list(r.logits)
     if diff:
@@ -220,6 +259,89 @@ def prepare_file(out: Path, resume: bool, overwrite: bool) -> list[dict[str, Any
     return records
 
 
+def parse_schedule(text: str, unit: str) -> Schedule:
+    """``--budget-schedule``: comma-separated budgets (``3M``, ``250k``, ``1500``), each optionally
+    ``unit:value`` (``energy:900,cycles:2M``); the rest are in ``unit``."""
+    out: Schedule = []
+    for item in text.split(","):
+        item = item.strip()
+        u, _, value = item.rpartition(":")
+        out.append((u or unit, parse_amount(value)))
+        if out[-1][0] not in P.BUDGET_UNITS:
+            raise MeasureError(
+                f"budget schedule item '{item}': unknown unit '{out[-1][0]}', use {', '.join(P.BUDGET_UNITS)}"
+            )
+    if not out:
+        raise MeasureError("empty budget schedule: give budgets such as 1M,2M,500k")
+    return out
+
+
+def parse_amount(text: str) -> int:
+    """``3M`` = 3,000,000, ``250k``, ``1.5G``, plain integers; refused beyond uint32."""
+    t = text.strip().replace("_", "")
+    scale = {"k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9}.get(t[-1:], 1)
+    try:
+        value = float(t[:-1] if scale > 1 else t) * scale
+    except ValueError:
+        raise MeasureError(f"budget '{text}' is not a number: give e.g. 3M, 250k or 1500") from None
+    if not 0 <= value <= P.U32_MAX or value != value:
+        raise MeasureError(f"budget '{text}' is outside 0..4294967295 (the firmware's uint32)")
+    return int(value)
+
+
+def reference_under_schedule(
+    ir: IRModel, images: np.ndarray, policy: ExitPolicy, schedule: Schedule
+) -> Results:
+    """The reference with image i under ``schedule[i % len]`` (one pass per distinct budget)."""
+    slot = np.arange(len(images)) % len(schedule)
+    groups = []
+    for unit, budget in sorted(set(schedule)):
+        members = np.flatnonzero(
+            np.isin(slot, [k for k, item in enumerate(schedule) if item == (unit, budget)])
+        )
+        if len(members):
+            groups.append((members, execute(ir, images[members], policy.with_budget(budget, unit))))
+    if not groups:
+        return execute(ir, images, policy)
+    order = np.concatenate([m for m, _ in groups])
+    merged = Results.concat([r for _, r in groups])
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    names = ("logits", "predictions", "exits", "macs", "skipped_blocks", "skipped_channels")
+    return Results(
+        **{k: getattr(merged, k)[inverse] for k in names},
+        extra={k: v[inverse] for k, v in merged.extra.items()},
+    )
+
+
+def _board_costs(
+    ir: IRModel, info: P.BoardInfo, policy: ExitPolicy, table: CostTable | None = None
+) -> ExitPolicy:
+    """The policy with the cost model the firmware was built with: the policy's own (checked
+    against INFO's id), or, when none was given, the board's energy model with ``table`` if its
+    id matches; a v1 board reports none."""
+    from tinydyn.cost.budget import budget_costs
+
+    if info.version < 2:
+        return policy
+    if policy.costs is not None:
+        if policy.costs.cost_model_id != info.cost_model_id:
+            raise MeasureError(
+                f"the firmware's budget cost model ({info.cost_model_id:08x}) is not the host's "
+                f"({policy.costs.cost_model_id:08x}): give the --cost-table the firmware was built with"
+            )
+        return policy
+    default = budget_costs(ir, info.board_name, table)
+    if default.cost_model_id == info.cost_model_id:
+        return ExitPolicy(policy.kind, policy.threshold, policy.gating, policy.unit, default)
+    if table is not None or policy.unit != "macs":
+        raise MeasureError(
+            f"the firmware's budget cost model ({info.cost_model_id:08x}) is not the host's "
+            f"({default.cost_model_id:08x}): give the --cost-table the firmware was built with"
+        )
+    return policy  # built with a cost table the host was not given: costs are not checked
+
+
 def measure(
     client: BoardClient,
     ir: IRModel,
@@ -236,21 +358,30 @@ def measure(
     log: Callable[[str], None] = print,
     max_reported: int = 5,
     cycles: CycleLog | None = None,
+    schedule: Schedule | None = None,
+    cost_table: CostTable | None = None,
 ) -> Outcome:
     """Measure ``images`` (uint8, N×C×H×W; seq = index) on the board behind ``client``; with
-    ``cycles`` (a QEMU board's cycle model) each record also gets the modelled cycles."""
+    ``cycles`` (a QEMU board's cycle model) each record also gets the modelled cycles; with
+    ``schedule`` image i carries the per-request budget ``schedule[i % len(schedule)]``."""
     out = Path(out)
     previous = prepare_file(out, resume, overwrite)
-    if reference is None:
-        reference = execute(ir, images, policy)
-    ip = policy.to_integer(ir)
-    if ip.budget >= 2**32:
+    if policy.kind == "budget" and policy.threshold >= 2**32:
         raise MeasureError(
-            f"budget {ip.budget} MACs does not fit the firmware's uint32: give a smaller --threshold"
+            f"budget {policy.threshold:.0f} {policy.unit} does not fit the firmware's uint32: "
+            "give a smaller budget"
         )
     info = client.open()
     _check_info(info, ir, tuple(images.shape[1:]), client.port)
-    header = run_header(ir, info, dataset, policy, logits)
+    checked = _board_costs(ir, info, policy, cost_table)
+    if reference is None or checked.costs is not policy.costs:
+        policy = checked
+        reference = (
+            reference_under_schedule(ir, images, policy, schedule)
+            if schedule
+            else execute(ir, images, policy)
+        )
+    header = run_header(ir, info, dataset, policy, logits, schedule)
     if cycles is not None:
         header["cycle_model"] = cycles.model.to_json()
     if previous:
@@ -268,6 +399,7 @@ def measure(
                 f"cannot resume {out}: its modelled cycles used another cycle model "
                 f"({old_model} -> {new_model}); use the same parameters or another --out"
             )
+    ip = policy.to_integer(ir)
     config = P.Config.from_policy(ip, info.num_exits, gating=ip.gating, logits=logits)
     client.configure(
         config.policy,
@@ -276,6 +408,7 @@ def measure(
         config.budget_macs,
         gating=config.gating,
         logits=logits,
+        budget_unit=config.budget_unit,
     )
 
     energy_check = EnergyCheck(ir, info.board_name)
@@ -296,7 +429,8 @@ def measure(
             for i in todo:
                 image = np.ascontiguousarray(images[i], dtype=np.uint8).tobytes()
                 t0 = time.perf_counter()
-                r = client.infer(i, image)
+                unit, budget = schedule[i % len(schedule)] if schedule else ("macs", None)
+                r = client.infer(i, image, budget=budget, budget_unit=unit)
                 seconds = time.perf_counter() - t0
                 diff = compare(r, reference, i)
                 c = cycles.take() if cycles is not None else None
@@ -311,7 +445,15 @@ def measure(
                 writer.write(rec)  # on disk before the next image is sent
                 session.images += 1
                 session.payload_bytes += len(image)
-                session.wire_bytes_out += len(P.encode_infer(i % P.SEQ_MODULUS, image))
+                session.wire_bytes_out += len(
+                    P.encode_infer(
+                        i % P.SEQ_MODULUS,
+                        image,
+                        client.version,
+                        unit if budget is not None else None,
+                        budget or 0,
+                    )
+                )
                 session.wire_bytes_in += len(P.encode_result(i % P.SEQ_MODULUS, r))
                 if diff:
                     mismatches.append(rec)
@@ -391,6 +533,7 @@ def summarize(outcome: Outcome, ir: IRModel) -> dict[str, Any]:
         "dataset": outcome.header.get("dataset"),
         "policy": outcome.header.get("policy"),
         "threshold": outcome.header.get("threshold"),
+        "budget_unit": outcome.header.get("budget_unit", "macs"),
         "images": n,
         "accuracy": float((cls == labels).mean()),
         "reference_accuracy": float((ref.predictions[seqs] == labels).mean()),
@@ -431,7 +574,43 @@ def summarize(outcome: Outcome, ir: IRModel) -> dict[str, Any]:
         )
         summary["counter_per_mac"] = float(counter.sum() / max(macs.sum(), 1.0))
     summary.update(modelled_cycles_summary(recs, clock, outcome.header.get("cycle_model")))
+    v2 = all(r.get("gate_macs") is not None for r in recs)
+    summary.update(
+        skip_summary(
+            ref,
+            seqs,
+            np.array([r["gate_macs"] for r in recs], dtype=np.int64) if v2 else None,
+            macs.astype(np.int64),
+            cycles_unit=bool(outcome.header.get("cycles_unit")),
+        )
+    )
+    schedule = outcome.header.get("schedule")
+    if schedule:
+        summary["per_budget"] = per_budget_summary(recs, labels, schedule)
     return summary
+
+
+def per_budget_summary(
+    recs: list[dict[str, Any]], labels: np.ndarray, schedule: list[list[Any]]
+) -> list[dict[str, Any]]:
+    """Accuracy, mean MACs and exits of the images run under each budget of a schedule."""
+    out = []
+    for unit, budget in sorted({(u, int(b)) for u, b in schedule}):
+        slots = {k for k, (u, b) in enumerate(schedule) if (u, int(b)) == (unit, budget)}
+        rows = [j for j, r in enumerate(recs) if int(r["seq"]) % len(schedule) in slots]
+        if not rows:
+            continue
+        out.append(
+            {
+                "budget_unit": unit,
+                "budget": budget,
+                "images": len(rows),
+                "accuracy": float(np.mean([recs[j]["class"] == labels[j] for j in rows])),
+                "mean_macs": float(np.mean([recs[j]["macs"] for j in rows])),
+                "exit_histogram": np.bincount([recs[j]["exit"] for j in rows]).tolist(),
+            }
+        )
+    return out
 
 
 def modelled_cycles_summary(
@@ -469,7 +648,8 @@ def modelled_cycles_summary(
 def summary_lines(s: dict[str, Any]) -> list[str]:
     hist = " ".join(f"exit{i}:{k}" for i, k in enumerate(s["exit_histogram"]))
     ref_hist = " ".join(f"exit{i}:{k}" for i, k in enumerate(s["reference_exit_histogram"]))
-    threshold = f"{s['threshold']:,.0f} MACs" if s["policy"] == "budget" else f"{s['threshold']:g}"
+    unit = {"macs": "MACs", "energy": "nJ (modelled)", "cycles": "cycles"}.get(s.get("budget_unit") or "macs")
+    threshold = f"{s['threshold']:,.0f} {unit}" if s["policy"] == "budget" else f"{s['threshold']:g}"
     lines = [
         f"board                  {s['board']}  (model {s['model']} {s['model_id']})",
         *([f"dataset                {s['dataset_note']}"] if s.get("dataset_note") else []),
@@ -510,6 +690,13 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
                 f"latency (modelled)     {s['mean_latency_modelled_ms']:.2f} ms   "
                 f"(modelled cycles at {s['clock_hz'] / 1e6:g} MHz)"
             )
+    if "layer_skip_ratio" in s:
+        lines += skip_lines(s)
+    for b in s.get("per_budget", []):
+        lines.append(
+            f"budget {b['budget']:>12,} {b['budget_unit']:<6} {b['images']} images, accuracy "
+            f"{100 * b['accuracy']:.2f}%, mean MACs {b['mean_macs']:,.0f}, exits {b['exit_histogram']}"
+        )
     if s["energy_kind"] != "none":
         check = s.get("energy_model_agreement")
         lines.append(

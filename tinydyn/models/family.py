@@ -3,7 +3,7 @@ in its own module; the training loop, checkpoints, commands and the FPGA flow ca
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -23,6 +23,15 @@ class TrainOutputs:
 
     logits: list[torch.Tensor]
     penalty: torch.Tensor
+    shown: dict[str, float] = field(default_factory=dict)  # figures for the progress bar (e.g. skip ratio)
+
+
+@dataclass
+class StepPlan:
+    """A family's own schedule for one optimizer step (:meth:`ModelFamily.step_plan`)."""
+
+    frozen: list[nn.Parameter]  # parameters whose gradients are dropped this step
+    coefficient: float  # what multiplies TrainOutputs.penalty in the loss (instead of --l1's ramp)
 
 
 @dataclass
@@ -80,12 +89,36 @@ class ModelFamily:
         The training loop builds its loss (label smoothing, distillation) from these."""
         raise NotImplementedError
 
+    def start_training(self, model: nn.Module, cfg: Any, steps_per_epoch: int, total_steps: int) -> None:
+        """Called once before the first step of a run (a resumed one too) with the recipe
+        (``cfg.extra`` holds the family's own options): check them, fix the family's schedule."""
+
+    def step_plan(self, model: nn.Module, step: int) -> StepPlan | None:
+        """The family's own schedule at global ``step`` (frozen parameters, penalty coefficient),
+        or None for the loop's gate schedule (gates held open, then --l1 ramped)."""
+        return None
+
     def open_gates(self, model: nn.Module) -> None:
         """Set every gate to pass everything, whatever the input (a dynamic model then computes
         exactly its static backbone): how a model warm-started from a static backbone begins.
         A family without gates does nothing."""
         if self.has_gates(model):
             raise NotImplementedError
+
+    # training images a run holds out (the last ones) for after_training to tune on; 0: none
+    held_out_images: ClassVar[int] = 0
+
+    def warm_start(self, model: nn.Module, source: dict[str, Any], images: np.ndarray) -> bool:
+        """Start ``model`` from another checkpoint's payload (--backbone-from) the family's own
+        way (S2DNAS: the static-to-dynamic transformation); False leaves it to the training
+        loop's default (tensors copied by name and shape, then open_gates)."""
+        return False
+
+    def after_training(self, model: nn.Module, held_out: Any) -> dict[str, Any] | None:
+        """Called once the last epoch is trained, before its checkpoint is written, with the
+        held-out training images (a Dataset, or None): what the family tunes on data (S2DNAS:
+        per-stage exit thresholds, written into the config). Returns a JSON record or None."""
+        return None
 
     def parameter_groups(self, model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(backbone parameters, gate parameters): gates train at their own learning rate."""

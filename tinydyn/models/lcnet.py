@@ -100,6 +100,9 @@ def parameter_count(cfg: LCNetConfig) -> int:
     return total + sum((c + 1) * cfg.num_classes for c in heads)
 
 
+OPTIONAL_CONFIG_KEYS = ("int_joins",)  # added later: checkpoints without it keep the default
+
+
 class Int16ActPerTensorFloat(Int8ActPerTensorFloat):
     """Logits keep 16 bits so that close classes stay distinguishable."""
 
@@ -120,6 +123,9 @@ class LCNetConfig:
     gates: bool = True  # L-Net and C-Net on every block
     leak: float = 0.01  # slope of the leaky ReLU-1 used in training
     classes: tuple[str, ...] = field(default_factory=lambda: tuple(str(i) for i in range(10)))
+    # one shared int8 quantiser requantises branch and shortcut at each residual join, so FINN maps
+    # the add to integer hardware (docs/FPGA.md); gate-free models only
+    int_joins: bool = False
 
     def __post_init__(self) -> None:
         # types and bounds first: a checkpoint is untrusted, and nothing is built from it before this
@@ -141,6 +147,15 @@ class LCNetConfig:
         self.exits = _ints("exits", self.exits, 0, 10**6, "name blocks by their index, e.g. --exits 0,1")
         if not isinstance(self.gates, bool):
             raise ConfigError(f"gates must be true or false, got {_shown(self.gates)}", "retrain the model")
+        if not isinstance(self.int_joins, bool):
+            raise ConfigError(
+                f"int_joins must be true or false, got {_shown(self.int_joins)}", "retrain the model"
+            )
+        if self.int_joins and self.gates:
+            raise ConfigError(
+                "integer residual joins are for gate-free models",
+                "train with --no-gates or fold the gates first",
+            )
         leak = self.leak
         if isinstance(leak, bool) or not isinstance(leak, int | float) or not 0.0 <= leak <= 1.0:
             raise ConfigError(f"leak must be a number in 0..1, got {_shown(leak)}", "retrain the model")
@@ -185,7 +200,10 @@ class LCNetConfig:
             )
 
     def to_json(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if not self.int_joins:  # as before the option existed: checkpoints and IR fingerprints unchanged
+            del out["int_joins"]
+        return out
 
     @staticmethod
     def from_json(data: Any) -> LCNetConfig:
@@ -198,7 +216,7 @@ class LCNetConfig:
             raise ConfigError(
                 f"unknown model config keys {sorted(unknown)[:5]}", "checkpoint from another version?"
             )
-        missing = [k for k in known if k not in data]
+        missing = [k for k in known if k not in data and k not in OPTIONAL_CONFIG_KEYS]
         if missing:
             raise ConfigError(f"model config lacks {missing}", "checkpoint from another version?")
         return LCNetConfig(**data)
@@ -272,7 +290,9 @@ class ExitHead(nn.Module):
 class LCBlock(nn.Module):
     """A ResNet basic block with L-Net (block salience) and C-Net (channel salience)."""
 
-    def __init__(self, cin: int, cout: int, stride: int, gates: bool, leak: float) -> None:
+    def __init__(
+        self, cin: int, cout: int, stride: int, gates: bool, leak: float, int_joins: bool = False
+    ) -> None:
         super().__init__()
         self.conv1, self.bn1, self.relu1 = conv3x3(cin, cout, stride), nn.BatchNorm2d(cout), uint8_relu()
         self.conv2, self.bn2 = conv3x3(cout, cout, 1), nn.BatchNorm2d(cout)
@@ -287,7 +307,11 @@ class LCBlock(nn.Module):
                 cin, cout, 1, stride=stride, bias=False, weight_quant=Int8WeightPerChannelFloat
             )
             self.short_bn = nn.BatchNorm2d(cout)
-            self.short_quant = qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat)
+            if not int_joins:  # with integer joins the shared join quantiser takes its place
+                self.short_quant = qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat)
+        self.int_joins = int_joins
+        if int_joins:  # shared by branch and shortcut
+            self.join_quant = qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat)
 
     def forward(
         self, x: torch.Tensor, x_scale: torch.Tensor
@@ -301,8 +325,15 @@ class LCBlock(nn.Module):
         f = self.bn2(self.conv2(self.relu1(h)))
         if s_block is not None:
             f = f * s_block[:, :, None, None]
+        if self.int_joins:
+            return self.out_relu(self.join(x, f)), s_block, s_channels
         short = self.short_quant(self.short_bn(self.short_conv(x))) if self.projection else x
         return self.out_relu(short + f), s_block, s_channels
+
+    def join(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        """Integer residual join: shortcut and branch requantised by the one shared quantiser."""
+        short = self.short_bn(self.short_conv(x)) if self.projection else x
+        return self.join_quant(short) + self.join_quant(f)
 
 
 @dataclass
@@ -326,7 +357,7 @@ class LCNet(nn.Module):
         for stage, (width, count) in enumerate(zip(config.widths, config.blocks, strict=True)):
             for i in range(count):
                 stride = 2 if stage > 0 and i == 0 else 1
-                blocks.append(LCBlock(cin, width, stride, config.gates, config.leak))
+                blocks.append(LCBlock(cin, width, stride, config.gates, config.leak, config.int_joins))
                 cin = width
         self.blocks = nn.ModuleList(blocks)
         self.exit_heads = nn.ModuleDict(

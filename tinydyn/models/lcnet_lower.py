@@ -13,6 +13,7 @@ from tinydyn.ir import SALIENCE_ONE, IRModel, Op, validate
 from tinydyn.models.lcnet import ExitHead, Gate, LCBlock, LCNet, ReLU1
 from tinydyn.quantize.builder import (
     INPUT_SCALE,
+    Folded,
     IRBuilder,
     act_scale,
     check_supported,
@@ -20,6 +21,7 @@ from tinydyn.quantize.builder import (
     ir_model_name,
     set_next_costs,
 )
+from tinydyn.quantize.requant import multipliers, scaled
 
 SUPPORTED_MODULES: tuple[type, ...] = (
     LCNet,
@@ -128,6 +130,8 @@ def lower_block(b: IRBuilder, block: LCBlock, p: str, x: str, x_scale: float) ->
         cnet = b.weighted(
             "linear", f"{p}.cnet", pool, s_chan, f, f.acc_scale * SALIENCE_ONE, {"role": "gate"}
         )
+    if block.int_joins:
+        return out, out_scale, lower_int_join(b, block, p, x, x_scale, h_scale, out, out_scale)
     if block.projection:
         short_scale = float(act_scale(block.short_quant))
         short = b.tensor(f"{p}.short", (cout, ho, wo), "int8", short_scale)
@@ -168,6 +172,48 @@ def lower_block(b: IRBuilder, block: LCBlock, p: str, x: str, x_scale: float) ->
     b.arrays[f"{p}.skip.shift"] = b.arrays[f"{p}.conv2.shift"]
     ops.append(Op("guard", f"{p}.guard", attrs={"gate": s_block}, then=[cnet, conv1, conv2], orelse=[skip]))
     return out, out_scale, ops
+
+
+def lower_int_join(
+    b: IRBuilder, block: LCBlock, p: str, x: str, x_scale: float, h_scale: float, out: str, out_scale: float
+) -> list[Op]:
+    """A gate-free block whose join requantises branch and shortcut with one shared int8 quantiser
+    (scale s_j): conv2 -> int8 branch on s_j; the shortcut -> int8 on s_j (its 1x1 conv, or a
+    rescale of the input); the join is the integer sum requantised to the output grid, written as
+    a depthwise 1x1 conv2d with unit weights on the branch and the shortcut as its residual, both
+    with the same multiplier: exactly round((branch + short) * s_j / s_out)."""
+    cout, ho, wo = b.tensors[out].shape
+    j_scale = float(act_scale(block.join_quant))
+    branch = b.tensor(f"{p}.branch", (cout, ho, wo), "int8", j_scale)
+    short = b.tensor(f"{p}.short", (cout, ho, wo), "int8", j_scale)
+    ops = []
+    if block.projection:
+        f = fold(block.short_conv, x_scale, block.short_bn, f"{p}.short")
+        ops.append(
+            b.weighted(
+                "conv2d", f"{p}.short", x, short, f, f.acc_scale / j_scale, conv_attrs(block.short_conv)
+            )
+        )
+    else:
+        _, shift = multipliers(np.full(cout, x_scale / j_scale), f"{p}.short")
+        b.arrays[f"{p}.short.res_mult"] = scaled(np.full(cout, x_scale / j_scale), shift)
+        b.arrays[f"{p}.short.shift"] = shift
+        ops.append(Op("rescale", f"{p}.short", {"x": x}, short, {"out_range": [-128, 127]}))
+    f1 = fold(block.conv1, x_scale, block.bn1, f"{p}.conv1")
+    ops.append(
+        b.weighted("conv2d", f"{p}.conv1", x, f"{p}.h", f1, f1.acc_scale / h_scale, conv_attrs(block.conv1))
+    )
+    f2 = fold(block.conv2, h_scale, block.bn2, f"{p}.conv2")
+    ops.append(
+        b.weighted(
+            "conv2d", f"{p}.conv2", f"{p}.h", branch, f2, f2.acc_scale / j_scale, conv_attrs(block.conv2)
+        )
+    )
+    unit = Folded(np.ones((cout, 1, 1, 1), np.int8), np.zeros(cout, np.int32), np.full(cout, j_scale))
+    ratio = np.full(cout, j_scale / out_scale)
+    attrs = {"stride": 1, "padding": 0, "groups": cout, "role": "backbone"}
+    ops.append(b.weighted("conv2d", f"{p}.join", branch, out, unit, ratio, attrs, short, ratio))
+    return ops
 
 
 def lower_exit(

@@ -34,6 +34,16 @@ FAMILIES: dict[str, FamilyEntry] = {
         "LCNET",
         "LC-Net: residual blocks skipped by an L-Net salience, channels by a C-Net, early exits",
     ),
+    "s2dnas": FamilyEntry(
+        "tinydyn.models.s2dnas_family",
+        "S2DNAS",
+        "S2DNAS: a static ResNet/VGG split along its channels into stages, each with an exit",
+    ),
+    "ddi": FamilyEntry(
+        "tinydyn.models.ddi_family",
+        "DDI",
+        "DDI: ResNet/DenseNet units skipped by an LSTM layer gate, channels by a CNN gate, RADI branches",
+    ),
 }
 
 

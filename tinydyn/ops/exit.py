@@ -1,6 +1,11 @@
 """``exit``: an early-exit point. Its ``then`` ops (the head) compute the int16 tensor named by
 attr ``logits``; the run-time policy decides whether inference stops here (attrs ``index``,
-``final``, ``next_cost_max``). The last exit is the final classifier."""
+``final``, ``next_cost_max``). The last exit is the final classifier.
+
+Under a budget (DDI §III-B) an image leaves at a non-final exit when its cost so far plus the
+most the way to the next exit's decision can cost exceeds the budget, in the budget's unit:
+``next_cost_max`` for MACs, the cost model's ``next_energy_pj`` / ``next_cycles`` for modelled
+energy and cycles (tinydyn/cost/budget.py); the head runs only for images that leave."""
 
 from __future__ import annotations
 
@@ -27,6 +32,10 @@ class Exit(OpKind):
         "final": Field(lambda v: isinstance(v, bool), "true or false"),
         "logits": Field(safe_name, "a tensor name", True),
         "next_cost_max": Field(lambda v: is_int(v) and 0 <= v < 2**40, "a non-negative integer"),
+        # the exit's own confidence threshold (t16 = round(t * 65536)): a model tuned per exit
+        # (S2DNAS, one per stage) leaves here under the confidence policy when top-1 >= it,
+        # whatever the run-time threshold, which still applies to exits without one
+        "confidence_t16": Field(lambda v: is_int(v) and 0 <= v <= 65536, "an integer in 0..65536"),
     }
     blocks = ("then",)
 
@@ -65,7 +74,7 @@ class Exit(OpKind):
         elif run.policy.kind == "budget":
             # exit now if the work up to the next exit's decision could break the budget;
             # the head runs only for images that leave here
-            leaving = live & (run.macs + int(op.attrs["next_cost_max"]) > run.policy.budget)
+            leaving = live & run.policy.over_budget(run, op)
         else:
             leaving = None
         head_live = leaving if leaving is not None else live
@@ -74,6 +83,7 @@ class Exit(OpKind):
         run.run_ops(op.then, head_live)
         logits = run.env[op.attrs["logits"]]
         run.exit_logits[index], run.exit_macs[index] = logits.copy(), run.macs.copy()
+        run.meter.snapshot(index)
         if leaving is None:
             leaving = live & run.policy.decide(logits, index)
         run.logits[leaving] = logits[leaving]

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tinydyn.cost.budget import CostMeter
 from tinydyn.errors import TinydynError
 from tinydyn.ir import DTYPE_RANGES, SALIENCE_ONE, IRModel, Op
 from tinydyn.ops import op_kind
@@ -60,7 +61,8 @@ class Results:
     @staticmethod
     def concat(parts: list[Results]) -> Results:
         names = ("logits", "predictions", "exits", "macs", "skipped_blocks", "skipped_channels")
-        return Results(**{n: np.concatenate([getattr(p, n) for p in parts]) for n in names})
+        extra = {k: np.concatenate([p.extra[k] for p in parts]) for k in parts[0].extra}
+        return Results(**{n: np.concatenate([getattr(p, n) for p in parts]) for n in names}, extra=extra)
 
 
 # ----------------------------------------------------------------------------- executor
@@ -82,6 +84,8 @@ class Run:
         # per exit index whose head ran: its logits and the MACs counted when it decided
         self.exit_logits: dict[int, np.ndarray] = {}
         self.exit_macs: dict[int, np.ndarray] = {}
+        # budget-unit costs, gate/head MACs, skip-ratio denominators (tinydyn/cost/budget.py)
+        self.meter = CostMeter(model, policy.costs, n)
 
     # each op runs for the whole batch; `live` marks images that really execute it
     def run_ops(self, ops: list[Op], live: np.ndarray) -> None:
@@ -89,12 +93,15 @@ class Run:
             kind = op_kind(op.kind)
             if not self.policy.gating and kind.is_gate(op):
                 # gating off: the gate is not computed and reads as fully open
-                n, size = len(self.running), self.model.tensors[op.output].size
-                self.env[op.output] = np.full((n, size), SALIENCE_ONE, dtype=np.int64)
+                # (in its own shape: a gate's conv feeds a gap, e.g. DDI's channel gates)
+                n, shape = len(self.running), self.model.tensors[op.output].shape
+                self.env[op.output] = np.full((n, *shape), SALIENCE_ONE, dtype=np.int64)
                 for name in kind.writes(op)[1:]:  # anything else a gate writes reads as 0
                     self.env[name] = np.zeros((n, *self.model.tensors[name].shape), dtype=np.int64)
                 continue
-            kind.execute(self, op, live & self.running)
+            executed, before = live & self.running, self.macs.copy()
+            kind.execute(self, op, executed)
+            self.meter.charge(op, executed, self.macs - before)
 
     def gate_of(self, op: Op, key: str) -> np.ndarray | None:
         """The salience tensor an attr names, as (N, channels), or None."""
@@ -144,6 +151,8 @@ class Trace:
     tensors: dict[str, np.ndarray]
     exit_logits: dict[int, np.ndarray]
     exit_macs: dict[int, np.ndarray]
+    # per exit index whose head ran: (pJ, cycles) of the cost model when it decided
+    exit_costs: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 def every_head() -> ExitPolicy:
@@ -173,7 +182,15 @@ def trace(
         parts.append(run)
     results = Results.concat(
         [
-            Results(r.logits, top1(r.logits), r.exits, r.macs, r.skipped_blocks, r.skipped_channels)
+            Results(
+                r.logits,
+                top1(r.logits),
+                r.exits,
+                r.macs,
+                r.skipped_blocks,
+                r.skipped_channels,
+                r.meter.results(),
+            )
             for r in parts
         ]
     )
@@ -182,7 +199,13 @@ def trace(
         maps = [getattr(r, key) for r in parts]
         return {k: np.concatenate([m[k] for m in maps]) for k in maps[0] if all(k in m for m in maps)}
 
-    return Trace(results, joined("env"), joined("exit_logits"), joined("exit_macs"))
+    costs = [r.meter.exit_costs for r in parts]
+    exit_costs = {
+        k: (np.concatenate([c[k][0] for c in costs]), np.concatenate([c[k][1] for c in costs]))
+        for k in costs[0]
+        if all(k in c for c in costs)
+    }
+    return Trace(results, joined("env"), joined("exit_logits"), joined("exit_macs"), exit_costs)
 
 
 def top1(logits: np.ndarray) -> np.ndarray:

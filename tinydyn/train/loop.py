@@ -133,7 +133,10 @@ class TrainConfig:
             raise TinydynError("; ".join(problems))
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "extra"}
+        recorded = {k: v for k, v in asdict(self).items() if k != "extra"}
+        if self.extra:  # a family's own options (e.g. DDI's --target-skip), recorded with the recipe
+            recorded["family_options"] = dict(self.extra)
+        return recorded
 
 
 def to_float(images: np.ndarray) -> torch.Tensor:
@@ -191,13 +194,16 @@ def train(
     family_name: str = DEFAULT_FAMILY,
     command: str | None = None,
     test_set: Callable[[], Dataset] | None = None,
+    held_out: Dataset | None = None,
+    int_joins: bool = False,
 ) -> dict[str, Any]:
     """Train (or resume, or fine-tune from ``init_from``) and write a checkpoint per epoch.
 
     ``fold_gates``: fine-tune the gate-free model of ``init_from`` (its L-Net/C-Net saliences
     folded into constant scales, the family's ``static_for_fpga``): the model an FPGA builds.
     ``command``: the command line, recorded. ``test_set``: loads the images evaluated when
-    training ends (the first ``cfg.eval_limit``)."""
+    training ends (the first ``cfg.eval_limit``). ``held_out``: training images kept out of
+    training for the family's ``after_training`` (S2DNAS's per-stage thresholds)."""
     cfg = cfg or TrainConfig()
     where = distributed.launched()
     device = distributed.pick_device(cfg.device, where)
@@ -208,7 +214,7 @@ def train(
     try:
         return _train(
             train_set, out_path, model_config, cfg, resume, init_from, progress, backbone_from,
-            fold_gates, family_name, command, test_set, where, device,
+            fold_gates, family_name, command, test_set, where, device, held_out, int_joins,
         )  # fmt: skip
     finally:
         distributed.stop(where)
@@ -229,6 +235,8 @@ def _train(
     test_set: Callable[[], Dataset] | None,
     where: distributed.Dist,
     device: torch.device,
+    held_out: Dataset | None = None,
+    int_joins: bool = False,
 ) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     start_epoch, history, commands = 0, [], []
@@ -245,6 +253,8 @@ def _train(
     if state is not None:
         model_config = family.config_from_json(state["config"])
     model_config = model_config if model_config is not None else family.config_from_options()
+    if int_joins:  # LC-Net's shared join quantisers (integer adds on the FPGA): also on a fine-tuned model
+        model_config = family.config_from_json({**model_config.to_json(), "int_joins": True})
     expected = family.input_shape(model_config)
     if tuple(train_set.input_shape) != expected:
         raise TinydynError(
@@ -282,8 +292,10 @@ def _train(
             recorded = state.get("train", {}).get("commands")
             commands = list(recorded) if isinstance(recorded, list) else []
     elif backbone_from is not None:
-        copy_backbone(model, read_checkpoint(backbone_from)["state_dict"], train_set)
-        family.open_gates(model)  # the dynamic model starts as exactly the static backbone
+        source = read_checkpoint(backbone_from)
+        if not family.warm_start(model, source, train_set.images):
+            copy_backbone(model, source["state_dict"], train_set)
+            family.open_gates(model)  # the dynamic model starts as exactly the static backbone
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -303,8 +315,10 @@ def _train(
     _, gate_params = family.parameter_groups(model)
     net: nn.Module = model
     if where.active:
+        # find_unused_parameters: a family's phases may leave parts unused for a while (DDI's
+        # branches before its DDI phase); without it DDP stalls waiting for their gradients
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device] if device.type == "cuda" else None
+            model, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=True
         )
 
     images_all = torch.from_numpy(train_set.images).to(device)  # uint8 stays uint8: 47 MB for MNIST
@@ -318,6 +332,7 @@ def _train(
     open_steps = round(cfg.gate_open_epochs * steps_per_epoch)
     ramp_steps = round(cfg.l1_ramp_epochs * steps_per_epoch)
     qat_from = cfg.epochs - cfg.qat_last_epochs if cfg.qat_last_epochs else 0
+    family.start_training(model, cfg, steps_per_epoch, total_steps)  # e.g. DDI's phases and cost table
     last_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start_epoch + cfg.stop_after)
     # a gate-free model made from a gated one (here or in the run it continues): 'tinydyn fpga' says so
     folded_from = str(init_from) if fold_gates else (state or {}).get("train", {}).get("folded_from")
@@ -347,6 +362,8 @@ def _train(
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * factor
             frozen, l1_factor = gate_phase(step, open_steps, ramp_steps)
+            plan = family.step_plan(model, step)  # a family's own schedule replaces the gate schedule
+            coefficient = cfg.l1 * l1_factor if plan is None else plan.coefficient
             positions = mine[step_in_epoch * per_process : (step_in_epoch + 1) * per_process]
             parts = [positions[j :: cfg.micro_batches] for j in range(cfg.micro_batches)]
             parts = [p for p in parts if len(p)]
@@ -368,12 +385,14 @@ def _train(
                         out.logits, labels_all[idx], cfg.exit_weight, cfg.label_smoothing, target,
                         cfg.kd_weight, cfg.kd_temperature,
                     )  # fmt: skip
-                    loss = ce + (cfg.l1 * l1_factor) * out.penalty
+                    loss = ce + coefficient * out.penalty
                     (loss * (len(part) / len(positions))).backward()
                 sums += torch.stack(
                     [ce.detach() * len(part), out.penalty.detach() * len(part), ce.new_tensor(len(part))]
                 ).double()
-            if frozen:
+            for p in plan.frozen if plan is not None else []:
+                p.grad = None
+            if frozen and plan is None:
                 for p in gate_params:
                     p.grad = None  # SGD and AdamW skip a parameter without a gradient
             optimizer.step()
@@ -382,7 +401,10 @@ def _train(
                 distributed.broadcast_module(model, where)
             if show and step_in_epoch % 20 == 0:
                 ce_mean, pen_mean = (sums[:2] / sums[2].clamp(min=1)).tolist()
-                bar.set_postfix(loss=f"{ce_mean:.3f}", l1=f"{pen_mean:.3f}", lr=f"{factor * cfg.lr:.3g}")
+                shown = {k: f"{v:.3f}" for k, v in out.shown.items()}
+                bar.set_postfix(
+                    loss=f"{ce_mean:.3f}", l1=f"{pen_mean:.3f}", lr=f"{factor * cfg.lr:.3g}", **shown
+                )
         sums = distributed.all_sum(sums, where)
         distributed.broadcast_module(model, where)
         seconds = time.perf_counter() - started
@@ -402,6 +424,11 @@ def _train(
         model.eval()
         if where.main:
             done = epoch + 1 == cfg.epochs
+            tuned = None
+            if done:  # e.g. S2DNAS's thresholds: into the config the checkpoint records
+                on_cpu = _cpu(model)
+                tuned = family.after_training(on_cpu, held_out)
+                model.config = on_cpu.config  # type: ignore[union-attr]
             evaluation = (
                 evaluate_end(family, model, out_path.stem, test_set, cfg.eval_limit) if done else None
             )
@@ -415,6 +442,8 @@ def _train(
             }
             if folded_from:
                 train_info["folded_from"] = folded_from
+            if tuned is not None:
+                train_info["tuned"] = tuned
             # the dataset is recorded: eval, run and measure default to it and refuse another
             extra: dict[str, Any] = {"train": train_info, "dataset": train_set.name, "recipe": cfg.to_json()}
             if command:

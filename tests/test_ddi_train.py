@@ -1,0 +1,148 @@
+"""DDI's training: the cost model equals what the integer model executes, α's sign follows the
+batch's skip ratio, the phases freeze what the paper freezes, and `tinydyn train` refuses bad
+DDI options in one line."""
+
+from __future__ import annotations
+
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from tinydyn.models import ddi_train
+from tinydyn.models.ddi import DDINet
+from tinydyn.models.ddi_family import DDI
+from tinydyn.models.ddi_lower import lower
+from tinydyn.quantize.executor import execute
+
+from .test_ddi_models import make_ddi, small_config
+
+
+def _recipe(**extra) -> SimpleNamespace:
+    return SimpleNamespace(l1=0.0, extra=extra, epochs=4, gate_open_epochs=1.0)
+
+
+@pytest.mark.parametrize("backbone", ["resnet", "densenet"])
+def test_mac_cost_model_equals_the_integer_models_macs(backbone, fashion_test):
+    """E with the integer model's own decisions is exactly the MACs the executor counts."""
+    model = make_ddi(small_config(backbone), fashion_test.images, seed=4)
+    images = fashion_test.images[:64]
+    costs = ddi_train.cost_model(model, "macs", None)
+    ir = lower(model, "m")
+    assert costs.static == ir.meta["static_backbone_macs"]
+    from tinydyn.quantize.executor import trace
+
+    run = trace(ir, images)
+    layer = [
+        None if g is None else torch.from_numpy(run.tensors[f"u{i}.s_layer"][:, 0] > 0).double()
+        for i, g in enumerate(model(torch.zeros(1, 1, 28, 28)).layer_gates)
+    ]
+    masks = [torch.from_numpy(run.tensors[f"u{i}.s_chan"] > 0).double() for i in range(len(layer))]
+    expected = costs.expected(layer, masks).numpy()
+    assert np.array_equal(expected, run.results.macs.astype(np.float64))
+    assert 0 < run.results.skipped_blocks.sum() and expected.min() < expected.max()
+
+
+def test_energy_cost_model_counts_traffic_too(fashion_test):
+    model = make_ddi(small_config(), fashion_test.images)
+    macs = ddi_train.cost_model(model, "macs", None)
+    energy = ddi_train.cost_model(model, "energy", None)
+    # a skipped identity block still requantises its input (SRAM traffic, no MACs)
+    assert macs.units[1].skip == 0 and energy.units[1].skip > 0
+    assert energy.static > macs.static * 1.1e-3  # 1.1 pJ per MAC alone, in nJ
+
+
+def test_alpha_sign_holds_the_target(fashion_test):
+    model = make_ddi(small_config(), fashion_test.images)
+    model.train()
+    ddi_train.start(model, _recipe(target_skip=0.3), steps_per_epoch=10, total_steps=40)
+    x = torch.from_numpy(fashion_test.images[:16].astype(np.float32) / 255)
+    plan = ddi_train.plan(model, 0)  # step 1: backbone frozen, target 0
+    assert plan.coefficient == ddi_train.DEFAULT_ALPHA
+    backbone, _ = DDI.parameter_groups(model)  # every parameter but the gates' (branches included)
+    assert {id(p) for p in plan.frozen} == {id(p) for p in backbone}
+    out = ddi_train.outputs(model, x)
+    skip = out.shown["skip"]
+    assert len(out.logits) == 1 and float(out.penalty.detach()) == pytest.approx(
+        (1 - skip) * (1 if skip < 0 else -1)
+    )
+    ddi_train.plan(model, 10)  # step 2: toward 0.3, no branches yet
+    out = ddi_train.outputs(model, x)
+    sign = 1 if out.shown["skip"] < 0.3 else -1
+    assert float(out.penalty.detach()) == pytest.approx(sign * (1 - out.shown["skip"]))
+    plan = ddi_train.plan(model, 20)  # the last half: DDI, every exit
+    assert plan.frozen == [] and len(ddi_train.outputs(model, x).logits) == 6
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--target-skip", "1.5"], "--target-skip 1.5 is outside [0, 1)"),
+        (["--cost", "profile"], "--cost profile takes the table from --cost-table FILE"),
+        (["--l1", "0.1"], "--l1 is LC-Net's salience penalty: DDI's cost weight is --alpha"),
+        (["--branch-epochs", "9"], "--branch-epochs 9 is outside 0..--epochs (1)"),
+        (["--backbone", "vgg"], "backbone must be one of resnet, densenet, got 'vgg'"),
+    ],
+)
+def test_train_refuses_bad_ddi_options(args, message, fashion_test, tmp_path, monkeypatch, capsys):
+    from tinydyn.cli import main
+
+    argv = ["tinydyn", "train", "--model", "ddi", "--widths", "4,4,4", "--limit", "8", "--epochs", "1"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--eval-limit", "0", "--out", str(tmp_path / "m.pt"), *args])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_phases_freeze_the_backbone_then_train_branches(fashion_test, tmp_path):
+    """A warm-started run: step 1 leaves every backbone tensor as the static checkpoint had it
+    and moves the gates; the DDI phase trains the branches."""
+    from tinydyn.data import load_dataset
+    from tinydyn.models.checkpoint import load_model
+    from tinydyn.train.loop import TrainConfig, train
+
+    data = load_dataset("fashion-mnist", "train").subset(96)
+    common = dict(batch_size=32, eval_limit=0, threads=1)
+    shape = dict(widths=(4, 6, 8), blocks=(1, 1, 1), stem_width=4, classes=data.classes)
+    static_cfg = small_config(gates=False, branches=False, **shape)
+    train(data, tmp_path / "static.pt", static_cfg, TrainConfig(epochs=1, **common), progress=False,
+          family_name="ddi")  # fmt: skip
+    cfg = small_config(**shape)
+    recipe = TrainConfig(
+        epochs=2, gate_open_epochs=1.0, extra={"branch_epochs": 1, "target_skip": 0.5}, **common
+    )
+    train(data, tmp_path / "ddi.pt", cfg, replace_stop(recipe, 1), progress=False, family_name="ddi",
+          backbone_from=tmp_path / "static.pt")  # fmt: skip
+    static, _ = load_model(tmp_path / "static.pt")
+    after1, payload = load_model(tmp_path / "ddi.pt")
+    assert payload["recipe"]["family_options"] == {"branch_epochs": 1, "target_skip": 0.5}
+    own = static.state_dict()
+    for name, value in after1.state_dict().items():
+        if name in own and "running" not in name and "num_batches" not in name:
+            assert torch.equal(value, own[name]), name  # frozen in step 1
+    gate = after1.units[0].channel_gate.fc.weight
+    train(data, tmp_path / "ddi.pt", cfg, recipe, resume=True, progress=False, family_name="ddi")
+    after2, _ = load_model(tmp_path / "ddi.pt")
+    assert not torch.equal(after2.units[0].channel_gate.fc.weight, gate)
+    branch = next(iter(after2.branches.values())).head.fc.weight
+    assert not torch.equal(branch, next(iter(after1.branches.values())).head.fc.weight)
+
+
+def replace_stop(cfg, stop_after: int):
+    from dataclasses import replace
+
+    return replace(cfg, stop_after=stop_after)
+
+
+def test_open_gates_make_the_static_backbone(fashion_test):
+    model = DDINet(small_config())
+    DDI.open_gates(model)
+    model.eval()
+    ir = lower(model, "open")
+    res = execute(ir, fashion_test.images[:64])
+    assert res.skipped_blocks.sum() == res.skipped_channels.sum() == 0

@@ -1,0 +1,154 @@
+"""S2DNAS's per-stage exit thresholds and its reward (paper Eq. 2 and §3.3, "Dynamic inference").
+
+Stage ``i`` exits when its top-1 softmax confidence reaches ``t_i``. The thresholds are chosen to
+maximise the reward ``ACC × COST^ω`` on held-out images, where COST is the mean MACs executed
+under dynamic inference relative to the static backbone's MACs (the ratio only rescales the
+reward by a constant, so the choice is the paper's). Everything is measured on the integer
+model: one probe pass of the reference executor computes every stage's logits and the MACs
+executed up to each decision (:func:`tinydyn.host.sweep.probe`), and the integer confidence
+test of the firmware decides each candidate threshold.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from tinydyn.data import Dataset
+from tinydyn.host.sweep import Probe, probe
+from tinydyn.ir import IRModel
+from tinydyn.quantize.policy import confident, lut_multiplier
+
+DEFAULT_OMEGA = -0.06  # the paper's ω
+# the thresholds tried per stage: dense near 1, where the confident images are told apart
+THRESHOLD_GRID = (
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.7,
+    0.75,
+    0.8,
+    0.85,
+    0.9,
+    0.925,
+    0.95,
+    0.97,
+    0.98,
+    0.99,
+    0.995,
+    0.999,
+    1.0,
+)
+MAX_EXHAUSTIVE = 20_000  # threshold combinations tried one by one; beyond: coordinate ascent
+
+
+def reward(accuracy: float, cost: float, omega: float = DEFAULT_OMEGA) -> float:
+    """ACC × COST^ω (Eq. 2); ``cost`` > 0, relative to the static model."""
+    return float(accuracy * cost**omega)
+
+
+@dataclass
+class StageChoice:
+    """Thresholds and what they give on the images they were chosen on."""
+
+    thresholds: tuple[float, ...]
+    accuracy: float
+    mean_macs: float
+    cost: float  # mean MACs / static MACs
+    reward: float
+    omega: float
+    images: int
+    exit_fractions: list[float]
+    stage_accuracy: list[float | None]  # accuracy of the images leaving at each stage
+    where: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "thresholds": list(self.thresholds),
+            "accuracy": self.accuracy,
+            "mean_macs": self.mean_macs,
+            "cost": self.cost,
+            "reward": self.reward,
+            "omega": self.omega,
+            "images": self.images,
+            "exit_fractions": self.exit_fractions,
+            "stage_accuracy": self.stage_accuracy,
+            "where": self.where,
+        }
+
+
+def outcome(pr: Probe, decisions: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(chosen logits' argmax, exit, MACs) per image given each early stage's leave decisions;
+    the confidence policy's accounting (every head up to the exit computed)."""
+    n = len(pr.logits[0])
+    exits = np.full(n, pr.num_exits - 1, dtype=np.int64)
+    running = np.ones(n, dtype=bool)
+    for k, leave in enumerate(decisions):
+        leave = leave & running
+        exits[leave] = k
+        running &= ~leave
+    logits = np.stack(pr.logits)  # (exits, N, classes)
+    macs = np.stack(pr.macs)  # (exits, N)
+    chosen = logits[exits, np.arange(n)]
+    return np.argmax(chosen, axis=1), exits, macs[exits, np.arange(n)]
+
+
+def choose(
+    pr: Probe, labels: np.ndarray, lut_mults: list[int], static_macs: int, omega: float = DEFAULT_OMEGA
+) -> StageChoice:
+    """The per-stage thresholds (from THRESHOLD_GRID) with the largest reward on the probe's images."""
+    stages = pr.num_exits
+    grid = THRESHOLD_GRID
+    # leave[k][g]: images confident enough at stage k under grid threshold g (the integer test)
+    leave = [
+        [confident(pr.logits[k], lut_mults[k], int(round(t * 65536))) for t in grid]
+        for k in range(stages - 1)
+    ]
+
+    def score(combo: tuple[int, ...]) -> tuple[float, float, float]:
+        pred, _, macs = outcome(pr, [leave[k][g] for k, g in enumerate(combo)])
+        acc, cost = float((pred == labels).mean()), float(macs.mean()) / static_macs
+        return reward(acc, cost, omega), acc, cost
+
+    if len(grid) ** (stages - 1) <= MAX_EXHAUSTIVE:
+        best = max(itertools.product(range(len(grid)), repeat=stages - 1), key=lambda c: score(c)[0])
+    else:  # coordinate ascent from the strictest thresholds, three sweeps
+        best = (len(grid) - 1,) * (stages - 1)
+        for _ in range(3):
+            for k in range(stages - 1):
+                best = max(
+                    (best[:k] + (g,) + best[k + 1 :] for g in range(len(grid))), key=lambda c: score(c)[0]
+                )
+    thresholds = tuple(grid[g] for g in best)
+    pred, exits, macs = outcome(pr, [leave[k][g] for k, g in enumerate(best)])
+    value, acc, cost = score(best)
+    fractions, stage_acc = [], []
+    for k in range(stages):
+        here = exits == k
+        fractions.append(float(here.mean()))
+        stage_acc.append(float((pred[here] == labels[here]).mean()) if here.any() else None)
+    return StageChoice(
+        thresholds, acc, float(macs.mean()), cost, value, omega, len(labels), fractions, stage_acc
+    )
+
+
+def ir_probe(ir: IRModel, images: np.ndarray) -> tuple[Probe, list[int]]:
+    """Every stage's integer logits and MACs on ``images``, and each exit's LUT multiplier."""
+    exits = sorted(ir.exits(), key=lambda op: op.attrs["index"])
+    return probe(ir, images), [lut_multiplier(ir.tensors[op.attrs["logits"]].scale) for op in exits]
+
+
+def tune_thresholds(model: Any, held_out: Dataset, omega: float = DEFAULT_OMEGA) -> StageChoice:
+    """Choose ``model``'s per-stage thresholds on ``held_out`` and write them into its config."""
+    from tinydyn.models.s2dnas_lower import lower, static_macs
+
+    ir = lower(model, "tuning")
+    pr, mults = ir_probe(ir, held_out.images)
+    choice = choose(pr, held_out.labels, mults, static_macs(model.config), omega)
+    choice.where = f"{len(held_out)} {held_out.name} {held_out.split} images held out of training"
+    model.config = replace(model.config, thresholds=choice.thresholds)
+    return choice
