@@ -10,7 +10,9 @@ shape 3x32x32, 12.5 M MACs) and the bundled Fashion-MNIST LC-Net (dynamic). Mode
 Instructions are counted exactly: QEMU runs with -icount (one instruction = 2^3 ns of
 virtual time) and the board reads its 25 MHz timer around td_infer(), so ticks x 5 = retired
 instructions (resolution 5). Every run is also checked bit for bit against the integer
-executor (logits, class, exit, MACs, skipped blocks and channels).
+executor (logits, class, exit, MACs, skipped blocks and channels). Cycles are modelled: the
+Cortex-M4 cycle-model plugin (docs/CYCLES.md, default parameters) charges each executed
+instruction of td_infer its Technical Reference Manual cost; they are labelled modelled.
 
 Savings are relative to the static mode: MAC saving = 1 - MACs/static MACs, instruction
 saving likewise, ratio = instruction saving / MAC saving (1.0: every skipped MAC is a skipped
@@ -92,7 +94,7 @@ def measure(ir: IRModel, images: np.ndarray, modes: list[str], workdir: Path) ->
     for mode in modes:
         policy = MODES[mode]
         started = time.perf_counter()
-        got = run_qemu(ir, workdir / "fw.elf", images, policy, icount_shift=ICOUNT_SHIFT)
+        got = run_qemu(ir, workdir / "fw.elf", images, policy, icount_shift=ICOUNT_SHIFT, cycle_model=True)
         wall = time.perf_counter() - started
         ref = execute(ir, images, policy)
         exact = all(
@@ -100,6 +102,7 @@ def measure(ir: IRModel, images: np.ndarray, modes: list[str], workdir: Path) ->
             for f in ("logits", "predictions", "exits", "macs", "skipped_blocks", "skipped_channels")
         )
         instr = instructions(got.counter, ICOUNT_SHIFT)
+        cycles = got.cycles_modelled
         row["runs"].append(
             {
                 "mode": mode,
@@ -114,6 +117,9 @@ def measure(ir: IRModel, images: np.ndarray, modes: list[str], workdir: Path) ->
                 "macs_mean": float(got.macs.mean()),
                 "instructions_per_mac": float(instr.sum() / max(got.macs.sum(), 1)),
                 "macs_per_instruction": float(got.macs.sum() / instr.sum()),
+                "cycles_modelled_mean": float(cycles.mean()),
+                "cycles_modelled_per_mac": float(cycles.sum() / max(got.macs.sum(), 1)),
+                "macs_per_cycle_modelled": float(got.macs.sum() / cycles.sum()),
                 "exits": np.bincount(got.exits, minlength=len(ir.exits())).tolist(),
                 "qemu_wall_s": wall,
             }
@@ -127,6 +133,9 @@ def measure(ir: IRModel, images: np.ndarray, modes: list[str], workdir: Path) ->
         run["mac_saving"] = mac_saving
         run["instruction_saving"] = instr_saving
         run["saving_ratio"] = instr_saving / mac_saving if mac_saving > 0 else None
+        cycle_saving = 1 - run["cycles_modelled_mean"] / static["cycles_modelled_mean"]
+        run["cycle_saving_modelled"] = cycle_saving
+        run["cycle_saving_ratio_modelled"] = cycle_saving / mac_saving if mac_saving > 0 else None
     return row
 
 
@@ -153,24 +162,29 @@ def main() -> None:
             data = load_dataset("fashion-mnist", "test").images[: args.images]
             rows.append(measure(ir, data, list(MODES), Path(tmp) / "lcnet"))
     header = f"{'model':<14}{'mode':<15}{'flash B':>8}{'arena B':>8}{'MACs M':>8}{'instr M':>9}"
-    header += f"{'instr/MAC':>10}{'MAC sav':>8}{'ins sav':>8}{'ratio':>7}{'exact':>6}"
+    header += (
+        f"{'instr/MAC':>10}{'cyc M*':>8}{'MAC sav':>8}{'ins sav':>8}{'ratio':>7}{'cyc r*':>7}{'exact':>6}"
+    )
     print(header)
     for row in rows:
         for run in row["runs"]:
-            ratio = run.get("saving_ratio")
+            ratio, cratio = run.get("saving_ratio"), run.get("cycle_saving_ratio_modelled")
             print(
                 f"{row['model']:<14}{run['mode']:<15}{row['flash_bytes']:>8}{row['arena_bytes']:>8}"
                 f"{run['macs_mean'] / 1e6:>8.3f}{run['instructions_mean'] / 1e6:>9.3f}"
-                f"{run['instructions_per_mac']:>10.3f}{run.get('mac_saving', 0):>8.1%}"
+                f"{run['instructions_per_mac']:>10.3f}{run['cycles_modelled_mean'] / 1e6:>8.3f}"
+                f"{run.get('mac_saving', 0):>8.1%}"
                 f"{run.get('instruction_saving', 0):>8.1%}{'' if ratio is None else f'{ratio:.3f}':>7}"
-                f"{run['bit_exact']!s:>6}"
+                f"{'' if cratio is None else f'{cratio:.3f}':>7}{run['bit_exact']!s:>6}"
             )
+    print("instructions: measured (exact under -icount); * cycles: modelled (Cortex-M4 cycle model)")
     resnet = rows[0]
     r8 = resnet["runs"][0]["instructions_mean"]
     print(
         f"ResNet-8: {r8 / 1e6:.2f} M instructions (target <= {TARGET_INSTR / 1e6:.1f} M; CMSIS-NN v7 "
         f"{CMSIS_NN_RESNET8_INSTR / 1e6:.2f} M measured earlier on the same emulator, quoted: "
-        f"{CMSIS_NN_RESNET8_INSTR / r8:.2f}x), {resnet['static_macs'] / r8:.3f} MAC/instruction, arena "
+        f"{CMSIS_NN_RESNET8_INSTR / r8:.2f}x), {resnet['static_macs'] / r8:.3f} MAC/instruction, "
+        f"{resnet['runs'][0]['cycles_modelled_mean'] / 1e6:.2f} M cycles (modelled), arena "
         f"{resnet['arena_bytes']} B (target <= {TARGET_ARENA}), flash {resnet['flash_bytes']} B "
         f"(target <= {TARGET_FLASH})"
     )

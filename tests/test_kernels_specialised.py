@@ -3,7 +3,8 @@ the host (DSP path emulated, plain DSP-less C, and the default build) and under 
 Cortex-M4 assembly, SSAT/USAT, UXTB16/PKHBT widening): few-channel stems (1, 2 and 3 input
 channels, strides 1 and 2), 1x1 with stride 1 and 2, k x k, a channel-gated conv and convs
 with masked input channels (input rows through the ring, rows compacted; odd widths, stride 2,
-5x5, 1x1 with stride 2, int8 and int16 input, several row groups per call), uint8 / int8 /
+5x5, 1x1 with stride 2, int8 and int16 input, several row groups per call), unmasked convs
+through the int16 ring (stride 2, odd widths), uint8 / int8 /
 int16 outputs, residuals of both 8-bit types and none, and extreme shifts (1, 62, per-channel
 mixes below and above 33, a gated layer whose shift forces the general requantisation).
 No instruction counts here: those are benchmark figures (benchmarks/mcu.py)."""
@@ -148,6 +149,37 @@ def masked_ir(seed: int = 7) -> IRModel:
     return ir
 
 
+def handoff_ir(seed: int = 11) -> IRModel:
+    """LC-Net's conv1 -> conv2: a channel-gated conv that writes its active channels only (compact
+    output, uint8 and int8) read by a conv masked with the same salience (compact input; an odd
+    width, stride 2)."""
+    nb = NetBuilder(np.random.default_rng(seed))
+    x = nb.tensor((3, 9, 9), "uint8", name="input")
+    ops = []
+
+    def conv(name, x, *args, **kw):
+        out, op = nb.conv(name, x, *args, **kw)
+        ops.append(op)
+        return out
+
+    a = conv("pre", x, 8, 3, 1, 1)
+    pooled, gap = nb.gap(a)
+    ops.append(gap)
+    s, cnet = nb.linear("cnet", pooled, 12, "salience", "gate")
+    ops.append(cnet)
+    b = conv("c1", a, 12, 3, 1, 1, channel_gate=s)
+    c = conv("c2", b, 8, 3, 1, 1, input_mask=s)
+    d = conv("c1_i8", c, 12, 3, 1, 1, channel_gate=s, dtype="int8")
+    e = conv("c2_s2", d, 8, 3, 2, 1, input_mask=s)
+    pooled2, gap2 = nb.gap(e)
+    ops.append(gap2)
+    logits, fc = nb.linear("final.fc", pooled2, 4, "logits", "exit_head")
+    ops.append(Op("exit", "final", attrs={"index": 0, "final": True, "logits": logits}, then=[fc]))
+    ir = IRModel("handoff", "input", nb.tensors, ops, nb.arrays, ["a", "b", "c", "d"], {})
+    validate(ir)
+    return ir
+
+
 def images_for(ir: IRModel, n: int = 24) -> np.ndarray:
     return np.random.default_rng(3).integers(0, 256, (n, *ir.input_spec.shape)).astype(np.uint8)
 
@@ -174,10 +206,27 @@ def test_paths_are_the_specialised_ones():
     assert all(paths[n]["quant"]["rq_sh"] > 0 for n in ("stem3", "pw2", "res_u8", "out_s16"))
     # "gated"'s only reader masks its input with the same salience: skipped outputs unwritten
     assert paths["gated"]["skipped_dead"] == 1 and paths["k3s2"]["skipped_dead"] == 0
+    # unmasked 8-bit convs with kernel rows of whole groups of 4 get the int16 ring where the
+    # planner has room: stride 2, a channel gate with a residual, odd widths (pixel pairs spanning
+    # two output rows), int16 output
+    from tinydyn.codegen.project import plan
+
+    ir = paths_ir()
+    desc = describe(ir)
+    plan(ir, desc)
+    assert all(desc.layers[n]["ring"] == 1 for n in ("k3s2", "gated", "res_u8", "out_s16"))
+    assert all(desc.layers[n]["out_w"] % 2 == 1 for n in ("k3s2", "gated"))
+    assert desc.layers["stem1"]["ring"] == 0 and desc.layers["pw1"]["ring"] == 0
+    # compact hand-off: "gated" has a residual (written in full), handoff_ir's convs do not
+    assert paths["gated"]["compact_out"] == 0 and paths["masked"]["compact_in"] == 0
+    handoff = describe(handoff_ir()).layers
+    assert handoff["c1"]["compact_out"] == 1 and handoff["c1_i8"]["compact_out"] == 1
+    assert handoff["c2"]["compact_in"] == 1 and handoff["c2_s2"]["compact_in"] == 1
+    assert handoff["c2"]["out_w"] % 2 == 1 and handoff["c2_s2"]["stride"] == 2
 
 
 @pytest.mark.parametrize("flags", ["", "-DTD_EMULATE_DSP", "-DTD_PORTABLE"])
-@pytest.mark.parametrize("make_ir", [paths_ir, shifts_ir, masked_ir])
+@pytest.mark.parametrize("make_ir", [paths_ir, shifts_ir, masked_ir, handoff_ir])
 def test_host_bit_exact(make_ir, flags, tmp_path: Path):
     require_tool("gcc")
     ir = make_ir()
@@ -187,7 +236,7 @@ def test_host_bit_exact(make_ir, flags, tmp_path: Path):
         assert_same(execute(ir, images, policy), run_host(ir, tmp_path / "fw", images, policy))
 
 
-@pytest.mark.parametrize("make_ir", [paths_ir, shifts_ir, masked_ir])
+@pytest.mark.parametrize("make_ir", [paths_ir, shifts_ir, masked_ir, handoff_ir])
 def test_qemu_bit_exact(make_ir, tmp_path: Path):
     require_tool("arm-none-eabi-gcc")
     require_tool("qemu-system-arm")
@@ -199,11 +248,14 @@ def test_qemu_bit_exact(make_ir, tmp_path: Path):
 
 
 def test_masked_and_gated_paths_really_skip(tmp_path: Path):
-    """Guard against a vacuous comparison: some channels are skipped and some inputs masked."""
-    ir = paths_ir()
-    ref = execute(ir, images_for(ir), ExitPolicy("none"))
-    assert ref.skipped_channels.sum() > 0
-    assert (ref.skipped_channels < 12).any()
+    """Guard against a vacuous comparison: some channels are skipped and some inputs masked (an
+    odd and an even number active: both alignments of the ring's pixels)."""
+    for ir, gated_convs in ((paths_ir(), 1), (handoff_ir(), 2)):
+        ref = execute(ir, images_for(ir), ExitPolicy("none"))
+        assert ref.skipped_channels.sum() > 0
+        assert (ref.skipped_channels < 12 * gated_convs).any()
+    active = 12 - execute(handoff_ir(), images_for(handoff_ir()), ExitPolicy("none")).skipped_channels // 2
+    assert (active % 2 == 1).any() and (active % 2 == 0).any()
 
 
 def test_masked_ir_takes_several_row_groups():
@@ -215,5 +267,5 @@ def test_masked_ir_takes_several_row_groups():
     plan(masked_ir(), desc)
     layer = desc.layers["m_wide"]
     for n_in in (15, 16, 17):
-        compacted = 3 * ((3 * n_in + 3) // 4 * 4)
+        compacted = (9 * n_in + 3) // 4 * 4
         assert 2 <= (layer["row_group"] * layer["masked_len"] // compacted) & ~1 < 64

@@ -69,13 +69,20 @@ class Conv2d(WeightedOp):
         super().check_values(model, op)
 
     def plan_scratch(self, layer: dict[str, Any], spare_bytes: int) -> int | None:
-        """A masked conv compacts the active channels' weight rows into scratch: as many rows of
-        the longest compacted length (``masked_len``) at once as fit under the peak already
-        needed elsewhere, or at least COMPACT_BYTES worth. At run time the kernel fits as many
-        rows of the call's actual length into those bytes (fewer active channels: more rows per
-        pass; each pass costs one more im2col over the input)."""
-        if layer["gates"]["input_mask"] == "NULL" or layer["groups"] != 1:
+        """An unmasked 8-bit conv whose kernel rows are whole groups of 4 takes the int16 ring of k
+        input rows (each input row widened once instead of once per window) where it fits under
+        the peak already needed elsewhere. A masked conv compacts the active channels' weight
+        rows into scratch: as many rows of the longest compacted length (``masked_len``) at once
+        as fit under the peak already needed elsewhere, or at least COMPACT_BYTES worth. At run
+        time the kernel fits as many rows of the call's actual length into those bytes (fewer
+        active channels: more rows per pass; each pass re-fills the ring from the input)."""
+        if layer["groups"] != 1:
             return None
+        if layer["gates"]["input_mask"] == "NULL":
+            # a size either way, so that the planner records the choice made with it
+            fits = layer["ring_bytes"] and layer["scratch_min"] + layer["ring_bytes"] <= spare_bytes
+            layer["ring"] = int(bool(fits))
+            return layer["scratch_min"] + layer["ring"] * layer["ring_bytes"]
         row_bytes, out_c = layer["masked_len"], layer["out_c"]
         base = layer["scratch_min"] - 2 * row_bytes
         rows = max((spare_bytes - base) // max(row_bytes, 1), COMPACT_BYTES // max(row_bytes, 1))
@@ -122,21 +129,28 @@ class Conv2d(WeightedOp):
         desc.arrays.append(CArray(f"w_{cn}", "int8_t", packed))
         quant = self.quant_fields(ir, op, desc, acc_max, high_word=groups == 1)
         masked_len = k * round4(k * cin)  # longest compacted row / column (input mask)
+        # the int16 ring (td_conv2d.c ring_rows, ring_stride): k input rows (k + stride when a pixel
+        # pair can span two output rows), each the padded row, 3 elements of slack, an even count;
+        # 8-bit input, masked or with kernel rows of whole groups of 4
+        ring_rows = k + (stride if wo % 2 else 0)
+        ring_bytes = 2 * ring_rows * (((w + 2 * pad) * cin + 4) & ~1) if x.dtype != "int16" else 0
+        if not op.attrs.get("input_mask") and (k == 1 or (k * cin) % 4):
+            ring_bytes = 0
         if groups == 1 and not op.attrs.get("input_mask"):
             # output index list, row-pair table and accumulators (16 B per pair each), two
             # im2col columns
             scratch = align(2 * cout) + 32 * ((cout + 1) // 2) + 4 * row_len
         elif groups == 1:
             # masked input channels (td_conv2d_scratch_size): + the input index list, the
-            # compaction's source (k*k*cin) and destination (k*cin) lists (uint16), for 8-bit
-            # input the ring of k input rows (active channels, zero padded, 3 bytes of slack),
-            # columns and at least two compacted rows of masked_len (the planner may grant more)
-            ring = 0 if x.dtype == "int16" else k * align((w + 2 * pad) * cin + 3)
+            # compaction's source list (one uint16 per packed byte of a row, k*k*cin rounded up to
+            # 4), for 8-bit
+            # input the int16 ring of k input rows (active channels, zero padded), columns and at
+            # least two compacted rows of masked_len (the planner may grant more)
+            ring = ring_bytes
             scratch = (
                 align(2 * cout)
                 + align(2 * cin)
-                + align(2 * k * k * cin)
-                + align(2 * k * cin)
+                + 2 * round4(k * k * cin)
                 + ring
                 + 32 * ((cout + 1) // 2)
                 + 4 * masked_len
@@ -161,6 +175,15 @@ class Conv2d(WeightedOp):
             "groups": groups,
             "row_group": 0,
             "skipped_dead": int(skipped_outputs_unread(ir, op)),
+            "compact_out": int(compact_output(ir, op)),
+            "compact_in": int(
+                any(
+                    o.kind == "conv2d" and o.output == op.inputs["x"] and compact_output(ir, o)
+                    for o in ir.walk()
+                )
+            ),
+            "ring": 0,  # an unmasked conv's ring: granted by plan_scratch
+            "ring_bytes": ring_bytes,
             "masked_len": masked_len,
             "quant": quant,
             **self.common_fields(ir, op, x, out),
@@ -188,3 +211,18 @@ def skipped_outputs_unread(ir: IRModel, op: Op) -> bool:
         and r.attrs.get("input_mask") == gate
         for r in readers
     )
+
+
+def compact_output(ir: IRModel, op: Op) -> bool:
+    """True when the conv may write its active output channels only, pixel by pixel (n_out per
+    pixel, in channel order): no one reads its switched-off outputs (skipped_outputs_unread),
+    every reader is an ungrouped conv whose input mask (the same salience) tells it the layout,
+    the output is 8-bit (its readers take the int16 ring) and there is no residual (whose index
+    would differ from the output's). The masked reader then widens whole input rows instead of
+    gathering the active channels of every pixel."""
+    if op.kind != "conv2d" or op.attrs.get("groups", 1) != 1 or "residual" in op.inputs:
+        return False
+    if ir.tensors[op.output].dtype not in ("uint8", "int8") or not skipped_outputs_unread(ir, op):
+        return False
+    readers = [r for r in ir.walk() if r is not op and r.inputs.get("x") == op.output]
+    return all(r.attrs.get("groups", 1) == 1 for r in readers)

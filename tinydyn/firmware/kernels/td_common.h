@@ -139,6 +139,30 @@ static TD_ALWAYS_INLINE int32_t td_rq_round_sat(int32_t h, int32_t sh, int32_t l
     return td_sat((h + (1 << sh)) >> (sh + 1), lo, hi);
 }
 
+/* The high-word rounding with a per-channel (run-time) sh, saturated to [lo, hi]:
+ * sat(((H >> sh) + 1) >> 1) as ASR, ADD and one USAT/SSAT with its shift (the ">> 1" folded into
+ * the saturation). (H >> sh) + 1 <= (H + 2^sh) >> sh cannot overflow (see td_rq_round_sat). */
+static TD_ALWAYS_INLINE int32_t td_rq_shift_sat(int32_t h, int32_t sh, int32_t lo, int32_t hi)
+{
+    const int32_t t = (h >> sh) + 1;
+#if defined(__ARM_FEATURE_SAT) && !defined(TD_PORTABLE)
+    int32_t y;
+    if (lo == 0 && hi == 255) {
+        __asm__("usat %0, #8, %1, asr #1" : "=r"(y) : "r"(t));
+        return y;
+    }
+    if (lo == -128 && hi == 127) {
+        __asm__("ssat %0, #8, %1, asr #1" : "=r"(y) : "r"(t));
+        return y;
+    }
+    if (lo == -32768 && hi == 32767) {
+        __asm__("ssat %0, #16, %1, asr #1" : "=r"(y) : "r"(t));
+        return y;
+    }
+#endif
+    return td_sat(t >> 1, lo, hi);
+}
+
 /* The model input: CHW uint8 image to HWC. */
 void td_chw_to_hwc(const uint8_t *chw, uint8_t *hwc, uint16_t c, uint16_t h, uint16_t w);
 

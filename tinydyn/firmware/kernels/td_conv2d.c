@@ -24,12 +24,28 @@ static uint32_t masked_len(const td_conv_params_t *p)
     return (uint32_t)p->kernel * TD_ALIGN4((uint32_t)p->kernel * p->in_c);
 }
 
-/* Bytes of one ring row for n active input channels: the padded input row, plus the 3 bytes a
- * whole-word read of the last window's kernel row may pass its end by. */
+/* int16 elements of one ring row for n active input channels: the padded input row, plus the 3
+ * elements the last window's kernel row, read as whole groups of 4, may pass its end by; even,
+ * so that every row starts on a word. */
 static uint32_t ring_stride(const td_conv_params_t *p, uint32_t n)
 {
-    return TD_ALIGN4(((uint32_t)p->in_w + 2u * p->pad) * n + 3u);
+    return (((uint32_t)p->in_w + 2u * p->pad) * n + 3u + 1u) & ~1u;
 }
+
+/* The int16 ring: masked 8-bit convs always, unmasked 8-bit ones where the planner granted it. */
+static int has_ring(const td_conv_params_t *p, const td_gates_t *g)
+{
+    return p->in_type != TD_S16 && (g->input_mask != NULL || p->ring);
+}
+
+/* k ring rows, k + stride when an output row has an odd width: then a pixel pair can end one
+ * output row and start the next, whose input rows the ring must hold at the same time */
+static uint32_t ring_rows(const td_conv_params_t *p)
+{
+    return (uint32_t)p->kernel + ((p->out_w & 1u) ? p->stride : 0u);
+}
+
+static uint32_t ring_bytes(const td_conv_params_t *p) { return 2u * ring_rows(p) * ring_stride(p, p->in_c); }
 
 /* The scratch td_conv2d carves, in its order: the active output channel list; with an input
  * mask the active input channel list, the compaction's source list (k*k*in_c uint16) and
@@ -41,10 +57,10 @@ uint32_t td_conv2d_scratch_size(const td_conv_params_t *p, const td_gates_t *g)
 {
     const uint32_t outs = TD_ALIGN4(2u * p->out_c);
     if (p->groups != 1) return outs + TD_ALIGN4(2u * p->in_c) + TD_ALIGN4(p->in_c);
-    if (g->input_mask == NULL) return outs + 32u * pairs_of(p) + 4u * p->row_len;
+    const uint32_t ring = has_ring(p, g) ? ring_bytes(p) : 0u;
+    if (g->input_mask == NULL) return outs + ring + 32u * pairs_of(p) + 4u * p->row_len;
     const uint32_t k = p->kernel, len = masked_len(p);
-    const uint32_t lists = TD_ALIGN4(2u * p->in_c) + TD_ALIGN4(2u * k * k * p->in_c) + TD_ALIGN4(2u * k * p->in_c);
-    const uint32_t ring = p->in_type == TD_S16 ? 0u : k * ring_stride(p, p->in_c);
+    const uint32_t lists = TD_ALIGN4(2u * p->in_c) + 2u * TD_ALIGN4(k * k * p->in_c);
     const uint32_t rows = p->row_group != 0 ? p->row_group : p->out_c;
     return outs + lists + ring + 32u * pairs_of(p) + 4u * len + rows * len;
 }
@@ -62,18 +78,16 @@ void td_conv2d_begin(td_ctx_t *ctx, const td_conv_params_t *p, const td_quant_t 
     run->out_idx = (uint16_t *)(void *)s;
     s += TD_ALIGN4(2u * p->out_c);
     run->in_idx = (uint16_t *)(void *)s;
-    run->src_list = run->dst_list = NULL;
+    run->src_list = NULL;
     run->ring = NULL;
     if (masked) {
         s += TD_ALIGN4(2u * p->in_c);
         run->src_list = (uint16_t *)(void *)s;
-        s += TD_ALIGN4(2u * kk * p->in_c);
-        run->dst_list = (uint16_t *)(void *)s;
-        s += TD_ALIGN4(2u * k * p->in_c);
-        if (p->in_type != TD_S16) {
-            run->ring = s;
-            s += k * ring_stride(p, p->in_c);
-        }
+        s += 2u * TD_ALIGN4(kk * p->in_c);
+    }
+    if (has_ring(p, g)) {
+        run->ring = (int16_t *)(void *)s;
+        s += ring_bytes(p);
     }
     run->tab = (td_rowpair_t *)(void *)s; /* 32 bytes per pair: rows, biases, accumulators */
     s += 32u * pairs_of(p);
@@ -84,19 +98,29 @@ void td_conv2d_begin(td_ctx_t *ctx, const td_conv_params_t *p, const td_quant_t 
     run->n_out = active_list(g->channel_gate, p->out_c, run->out_idx);
     run->n_in = masked ? active_list(g->input_mask, p->in_c, run->in_idx) : p->in_c;
     const int full = run->n_in == p->in_c;
-    run->kr = 0;
+    run->kr = (uint16_t)(k * run->n_in);
     if (!full) {
-        /* compacted layout: element (ky, kx, j) of a column or row at ky*kr + kx*n_in + j, each
-         * kernel row zero-padded to kr (a multiple of 4) so that it starts on a group of 4 */
-        const uint32_t n = run->n_in, kn = k * n;
-        run->kr = (uint16_t)TD_ALIGN4(kn);
+        /* compacted layout: element (ky, kx, j) of a column or row at (ky*k + kx)*n_in + j (the
+         * full rows' layout with the active channels only), zero-padded to a multiple of 4. The
+         * source byte of each packed weight byte: byte b holds element packed_pos(b); 0xFFFF
+         * marks the padding. */
+        const uint32_t n = run->n_in, total = kk * n;
         uint16_t *src = run->src_list;
-        for (uint32_t pos = 0; pos < kk; pos++) {
-            for (uint32_t j = 0; j < n; j++) *src++ = (uint16_t)packed_pos(pos * p->in_c + run->in_idx[j]);
+        for (uint32_t b = 0; b < TD_ALIGN4(total); b++) {
+            const uint32_t e = packed_pos(b);
+            src[b] = e < total ? (uint16_t)packed_pos(e / n * p->in_c + run->in_idx[e % n]) : 0xFFFFu;
         }
-        for (uint32_t t = 0; t < kn; t++) run->dst_list[t] = (uint16_t)packed_pos(t);
         if (n == 0) run->ring = NULL; /* no active input: the element path writes zeros */
-        if (run->ring != NULL) run->ring_stride = ring_stride(p, n);
+    }
+    if (run->ring != NULL) {
+        run->ring_stride = ring_stride(p, run->n_in);
+        run->ring_rows = ring_rows(p);
+        const uint32_t size = 2u * run->ring_rows * run->ring_stride;
+        run->copy.groups = run->kr / 4u;
+        run->copy.k = k;
+        run->copy.adv = 2u * run->ring_stride - 8u * run->copy.groups;
+        run->copy.size = size;
+        run->copy.end = (uintptr_t)run->ring + size;
     }
     ctx->macs += (uint32_t)run->n_out * run->n_in * kk * hw;
     if (g->channel_gate) {
@@ -106,7 +130,7 @@ void td_conv2d_begin(td_ctx_t *ctx, const td_conv_params_t *p, const td_quant_t 
         }
     }
     /* no active input: one group of zeros (the dot product needs at least one) */
-    run->k4 = full ? p->row_len : (run->n_in == 0 ? 4u : k * run->kr);
+    run->k4 = full ? p->row_len : (run->n_in == 0 ? 4u : TD_ALIGN4(kk * run->n_in));
     if (full || p->row_group == 0) {
         run->group = run->n_out;
     } else {
@@ -122,23 +146,27 @@ uint32_t td_conv2d_rows(const td_conv_params_t *p, const td_quant_t *q, td_conv_
                         uint32_t gn)
 {
     const int full = run->n_in == p->in_c;
-    const uint32_t k = p->kernel, k4 = run->k4, kn = k * run->n_in, kr = run->kr;
+    const uint32_t k4 = run->k4, total = (uint32_t)p->kernel * p->kernel * run->n_in;
     run->rows = full ? p->weight : run->wbuf;
     for (uint32_t r = 0; r < gn; r++) {
         const uint32_t co = run->out_idx[g0 + r];
         uint32_t row = co * p->row_len;
         if (!full) {
             /* the row with only the active input channels, in the compacted layout */
-            const int8_t *src = p->weight + row;
-            int8_t *out = run->wbuf + r * k4;
-            if (kn == 0) {
-                memset(out, 0, 4);
-            } else {
-                const uint16_t *sl = run->src_list, *dl = run->dst_list;
-                for (uint32_t ky = 0; ky < k; ky++, sl += kn, out += kr) {
-                    if (kr != kn) memset(out + kr - 4u, 0, 4); /* the kernel row's padding */
-                    for (uint32_t t = 0; t < kn; t++) out[dl[t]] = src[sl[t]];
+            const uint8_t *src = (const uint8_t *)p->weight + row;
+            uint32_t *out = (uint32_t *)(void *)(run->wbuf + r * k4);
+            const uint16_t *sl = run->src_list;
+            uint32_t b = 0;
+            for (; b + 4u <= total; b += 4u, sl += 4) { /* a packed word of 4 gathered bytes */
+                *out++ = (uint32_t)src[sl[0]] | ((uint32_t)src[sl[1]] << 8) | ((uint32_t)src[sl[2]] << 16) |
+                         ((uint32_t)src[sl[3]] << 24);
+            }
+            if (b < k4) { /* the last group, with padding (all of it without active input) */
+                uint32_t w = 0;
+                for (uint32_t i = 0; i < 4u && b + i < TD_ALIGN4(total); i++) {
+                    if (sl[i] != 0xFFFFu) w |= (uint32_t)src[sl[i]] << (8u * i);
                 }
+                *out = w;
             }
             row = r * k4;
         }
@@ -319,7 +347,7 @@ void td_im2col_1x1(const td_conv_params_t *p, const void *input, uint32_t pix, i
 void td_im2col_masked(const td_conv_params_t *p, const void *input, uint32_t pix, int two, const td_conv_run_t *run)
 {
     const int32_t kernel = p->kernel, in_h = p->in_h, in_w = p->in_w;
-    const uint32_t in_c = p->in_c, n_in = run->n_in, kn = (uint32_t)kernel * n_in, kr = run->kr;
+    const uint32_t in_c = p->in_c, n_in = run->n_in, kn = (uint32_t)kernel * n_in, total = kn * (uint32_t)kernel;
     const uint16_t *idx = run->in_idx;
     for (int j = 0; j <= two; j++, pix++) {
         int16_t *col = run->pair + 4 * j;
@@ -331,7 +359,7 @@ void td_im2col_masked(const td_conv_params_t *p, const void *input, uint32_t pix
         const int32_t iy0 = oy * p->stride - p->pad, ix0 = ox * p->stride - p->pad;
         for (int32_t ky = 0; ky < kernel; ky++) {
             const int32_t iy = iy0 + ky;
-            const uint32_t k0 = (uint32_t)ky * kr;
+            const uint32_t k0 = (uint32_t)ky * kn;
             for (int32_t kx = 0; kx < kernel; kx++) {
                 const int32_t ix = ix0 + kx;
                 const uint32_t k = k0 + (uint32_t)kx * n_in;
@@ -342,63 +370,271 @@ void td_im2col_masked(const td_conv_params_t *p, const void *input, uint32_t pix
                 const uint32_t base = ((uint32_t)iy * (uint32_t)in_w + (uint32_t)ix) * in_c;
                 for (uint32_t c = 0; c < n_in; c++) col_put(col, k + c, load_elem(input, p->in_type, base + idx[c]));
             }
-            if (kn < kr) col_zero(col, k0 + kn, kr - kn);
         }
+        if (total < run->k4) col_zero(col, total, run->k4 - total);
     }
 }
 
-/* Input row iy (zeros outside the input) into ring slot (iy + pad) mod k: the padded row's
- * pixels with their active channels only, then zeros to the end of the slot. */
+/* count 8-bit elements from src (any alignment) to int16 at dst (on a half-word): after at most
+ * one element, 8 at a time as two words (UXTB16/SXTB16 and PKHBT/PKHTB, as for a column), the
+ * rest one by one. */
+static void widen_run16(int16_t *dst, const void *src, uint32_t count, uint8_t type)
+{
+    if (((uintptr_t)dst & 3u) != 0 && count != 0) { /* one element first: dst on a word */
+        *dst++ = type == TD_S8 ? *(const int8_t *)src : *(const uint8_t *)src;
+        src = (const uint8_t *)src + 1;
+        count--;
+    }
+    uint32_t i = 0;
+    {
+        /* two words (8 elements) a step, the element type chosen once */
+        uint32_t *d = (uint32_t *)(void *)dst;
+        const uint8_t *s = (const uint8_t *)src;
+        const uint32_t n8 = count / 8u;
+        i = 8u * n8;
+        if (type == TD_S8) {
+            for (uint32_t j = 0; j < n8; j++, s += 8, d += 4) {
+                uint32_t w0, w1, a0, b0, a1, b1;
+                memcpy(&w0, s, 4);
+                memcpy(&w1, s + 4, 4);
+                TD_WIDEN_S8(w0, a0, b0);
+                TD_WIDEN_S8(w1, a1, b1);
+                d[0] = a0;
+                d[1] = b0;
+                d[2] = a1;
+                d[3] = b1;
+            }
+        } else {
+            for (uint32_t j = 0; j < n8; j++, s += 8, d += 4) {
+                uint32_t w0, w1, a0, b0, a1, b1;
+                memcpy(&w0, s, 4);
+                memcpy(&w1, s + 4, 4);
+                TD_WIDEN_U8(w0, a0, b0);
+                TD_WIDEN_U8(w1, a1, b1);
+                d[0] = a0;
+                d[1] = b0;
+                d[2] = a1;
+                d[3] = b1;
+            }
+        }
+    }
+    if (type == TD_S8) {
+        for (; i < count; i++) dst[i] = ((const int8_t *)src)[i];
+    } else {
+        for (; i < count; i++) dst[i] = ((const uint8_t *)src)[i];
+    }
+}
+
+static void zero16(int16_t *dst, int16_t *end)
+{
+    while (dst < end && ((uintptr_t)dst & 3u) != 0) *dst++ = 0;
+    for (; dst + 2 <= end; dst += 2) *(uint32_t *)(void *)dst = 0;
+    if (dst < end) *dst = 0;
+}
+
+/* The input rows output row oy reads, up to its last, into the ring (zeros outside the input):
+ * row iy into slot (iy + pad) mod ring_rows, the padded row's pixels with their active
+ * channels only, widened to int16, then zeros to the end of the slot. */
 void td_conv2d_ring_fill(const td_conv_params_t *p, const void *input, td_conv_run_t *run, uint32_t oy)
 {
     const int32_t k = p->kernel, pad = p->pad;
     const int32_t first = (int32_t)oy * p->stride - pad, last = first + k - 1;
-    const uint32_t n = run->n_in, in_c = p->in_c, stride = run->ring_stride;
+    const uint32_t n = run->n_in, in_c = p->in_c, stride = run->ring_stride, rows = run->ring_rows;
     const uint16_t *idx = run->in_idx;
     if (run->ring_next < first) run->ring_next = first; /* rows no window reads (stride > k) */
     for (; run->ring_next <= last; run->ring_next++) {
         const int32_t iy = run->ring_next;
-        uint8_t *dst = run->ring + (uint32_t)((iy + pad) % k) * stride;
-        uint32_t *end = (uint32_t *)(void *)(dst + stride);
+        int16_t *dst = run->ring + (uint32_t)(iy + pad) % rows * stride, *end = dst + stride;
         if (iy < 0 || iy >= (int32_t)p->in_h) {
-            for (uint32_t *w = (uint32_t *)(void *)dst; w < end; w++) *w = 0;
+            zero16(dst, end);
             continue;
         }
-        for (uint32_t i = 0; i < (uint32_t)pad * n; i++) *dst++ = 0;
-        const uint8_t *src = (const uint8_t *)input + (uint32_t)iy * p->in_w * in_c;
-        for (uint32_t ix = 0; ix < p->in_w; ix++, src += in_c) {
-            uint32_t j = 0;
-            for (; j + 2 <= n; j += 2, dst += 2) {
-                const uint8_t a = src[idx[j]], b = src[idx[j + 1]];
-                dst[0] = a;
-                dst[1] = b;
-            }
-            if (j < n) *dst++ = src[idx[j]];
+        zero16(dst, dst + (uint32_t)pad * n);
+        dst += (uint32_t)pad * n;
+        if (n == in_c || p->compact_in) {
+            /* every channel, or a compact input (its n active channels per pixel): one run */
+            const uint8_t *src = (const uint8_t *)input + (uint32_t)iy * p->in_w * n;
+            widen_run16(dst, src, (uint32_t)p->in_w * n, p->in_type);
+            dst += (uint32_t)p->in_w * n;
+            zero16(dst, end);
+            continue;
         }
-        while (((uintptr_t)dst & 3u) != 0) *dst++ = 0;
-        for (uint32_t *w = (uint32_t *)(void *)dst; w < end; w++) *w = 0;
+        const uint8_t *src = (const uint8_t *)input + (uint32_t)iy * p->in_w * in_c;
+        if (p->in_type == TD_S8) {
+            for (uint32_t ix = 0; ix < p->in_w; ix++, src += in_c) {
+                for (uint32_t j = 0; j < n; j++) *dst++ = (int8_t)src[idx[j]];
+            }
+        } else {
+            for (uint32_t ix = 0; ix < p->in_w; ix++, src += in_c) {
+                uint32_t j = 0;
+                for (; j + 2 <= n; j += 2, dst += 2) {
+                    const int16_t a = src[idx[j]], b = src[idx[j + 1]];
+                    dst[0] = a;
+                    dst[1] = b;
+                }
+                if (j < n) *dst++ = src[idx[j]];
+            }
+        }
+        zero16(dst, end);
     }
-    run->ring_first = (uint32_t)((first + pad) % k);
 }
 
-void td_im2col_ring(const td_conv_params_t *p, const td_conv_run_t *run, uint32_t ox, int two)
+/* The column pair from the ring: for each of c->k kernel rows, c->groups groups of 4 int16 from
+ * x0 and from x1 into the pair (x0[k..k+3], x1[k..k+3]); after a kernel row both sources move
+ * to the next ring row (c->adv bytes on from where the copy stopped, wrapping around the ring's
+ * end). */
+#if TD_WIDEN_DSP && defined(__thumb2__) && !defined(TD_EMULATE_DSP)
+/* r0 = dst, r1 = x0, r2 = x1, r3 = c ({adv, end, size, groups, k}). Word-aligned sources: two
+ * groups per LDM of each column and two STMs (3 instructions a group); otherwise LDRs, which
+ * the M4 allows unaligned (6.5 a group). An odd group count copies one group first. */
+#define TD_ASM_RING_COLS(name, one, two)                                                                       \
+    "    .global " name "\n"                                                                                   \
+    "    .type " name ", %function\n"                                                                          \
+    "    .thumb_func\n" name ":\n"                                                                             \
+    "    push {r4-r11, lr}\n"                                                                                  \
+    "    ldr lr, [r3, #16]\n"                                                                                  \
+    "0:  ldr r12, [r3, #12]\n"                                                                                 \
+    "    lsrs r12, r12, #1\n"                                                                                  \
+    "    bcc 1f\n" one "    stmia r0!, {r4-r7}\n"                                                              \
+    "1:  beq 3f\n"                                                                                             \
+    "2:" two "    stmia r0!, {r4-r7}\n"                                                                        \
+    "    stmia r0!, {r8-r11}\n"                                                                                \
+    "    subs r12, r12, #1\n"                                                                                  \
+    "    bne 2b\n"                                                                                             \
+    "3:  ldm r3, {r4, r5, r6}\n"                                                                               \
+    "    add r1, r1, r4\n"                                                                                     \
+    "    cmp r1, r5\n"                                                                                         \
+    "    it hs\n"                                                                                              \
+    "    subhs r1, r1, r6\n"                                                                                   \
+    "    add r2, r2, r4\n"                                                                                     \
+    "    cmp r2, r5\n"                                                                                         \
+    "    it hs\n"                                                                                              \
+    "    subhs r2, r2, r6\n"                                                                                   \
+    "    subs lr, lr, #1\n"                                                                                    \
+    "    bne 0b\n"                                                                                             \
+    "    pop {r4-r11, pc}\n"                                                                                   \
+    "    .size " name ", .-" name "\n"
+__asm__(
+    "    .syntax unified\n"
+    "    .thumb\n"
+    "    .text\n"
+    TD_ASM_RING_COLS("td_ring_cols_aligned",
+                     "    ldrd r4, r5, [r1], #8\n    ldrd r6, r7, [r2], #8\n",
+                     "    ldmia r1!, {r4, r5, r8, r9}\n    ldmia r2!, {r6, r7, r10, r11}\n")
+    TD_ASM_RING_COLS("td_ring_cols_any",
+                     "    ldr r4, [r1], #4\n    ldr r5, [r1], #4\n    ldr r6, [r2], #4\n    ldr r7, [r2], #4\n",
+                     "    ldr r4, [r1]\n    ldr r5, [r1, #4]\n    ldr r8, [r1, #8]\n    ldr r9, [r1, #12]\n"
+                     "    adds r1, r1, #16\n"
+                     "    ldr r6, [r2]\n    ldr r7, [r2, #4]\n    ldr r10, [r2, #8]\n    ldr r11, [r2, #12]\n"
+                     "    adds r2, r2, #16\n"));
+#undef TD_ASM_RING_COLS
+/* one kernel row: r0 = dst, r1 = x0, r2 = x1, r3 = groups (> 0) */
+#define TD_ASM_RING_ROW(name, one, two)                                                                        \
+    "    .global " name "\n"                                                                                   \
+    "    .type " name ", %function\n"                                                                          \
+    "    .thumb_func\n" name ":\n"                                                                             \
+    "    push {r4-r11}\n"                                                                                      \
+    "    lsrs r3, r3, #1\n"                                                                                    \
+    "    bcc 1f\n" one "    stmia r0!, {r4-r7}\n"                                                              \
+    "1:  beq 3f\n"                                                                                             \
+    "2:" two "    stmia r0!, {r4-r7}\n"                                                                        \
+    "    stmia r0!, {r8-r11}\n"                                                                                \
+    "    subs r3, r3, #1\n"                                                                                    \
+    "    bne 2b\n"                                                                                             \
+    "3:  pop {r4-r11}\n"                                                                                       \
+    "    bx lr\n"                                                                                              \
+    "    .size " name ", .-" name "\n"
+__asm__(
+    "    .syntax unified\n"
+    "    .thumb\n"
+    "    .text\n"
+    TD_ASM_RING_ROW("td_ring_row_aligned",
+                    "    ldrd r4, r5, [r1], #8\n    ldrd r6, r7, [r2], #8\n",
+                    "    ldmia r1!, {r4, r5, r8, r9}\n    ldmia r2!, {r6, r7, r10, r11}\n")
+    TD_ASM_RING_ROW("td_ring_row_any",
+                    "    ldr r4, [r1], #4\n    ldr r5, [r1], #4\n    ldr r6, [r2], #4\n    ldr r7, [r2], #4\n",
+                    "    ldr r4, [r1]\n    ldr r5, [r1, #4]\n    ldr r8, [r1, #8]\n    ldr r9, [r1, #12]\n"
+                    "    adds r1, r1, #16\n"
+                    "    ldr r6, [r2]\n    ldr r7, [r2, #4]\n    ldr r10, [r2, #8]\n    ldr r11, [r2, #12]\n"
+                    "    adds r2, r2, #16\n"));
+#undef TD_ASM_RING_ROW
+void td_ring_row_aligned(uint32_t *dst, const int16_t *x0, const int16_t *x1, uint32_t groups);
+void td_ring_row_any(uint32_t *dst, const int16_t *x0, const int16_t *x1, uint32_t groups);
+#else
+void td_ring_cols_any(uint32_t *dst, const int16_t *x0, const int16_t *x1, const td_ring_copy_t *c)
 {
-    const uint32_t k = p->kernel, n = run->n_in, kr = run->kr, stride = run->ring_stride;
-    for (int j = 0; j <= two; j++, ox++) {
-        /* kernel row ky: k*n bytes at the window's left edge of its ring row, widened as kr/4
-         * whole words; the (at most 3) bytes read past the row multiply zero weights */
-        const uint8_t *src = run->ring + ox * p->stride * n;
-        uint32_t *dst = (uint32_t *)(void *)(run->pair + 4 * j);
-        uint32_t slot = run->ring_first;
-        for (uint32_t ky = 0; ky < k; ky++, dst += kr) { /* kr/4 groups of 4 words */
-            const uint8_t *row = src + slot * stride;
-            if (p->in_type == TD_S8) {
-                widen_s8(dst, (const int8_t *)row, kr / 4u);
-            } else {
-                widen_u8(dst, row, kr / 4u);
-            }
-            if (++slot == k) slot = 0;
+    const uint8_t *a = (const uint8_t *)x0, *b = (const uint8_t *)x1;
+    for (uint32_t ky = 0; ky < c->k; ky++) {
+        for (uint32_t i = 0; i < c->groups; i++, dst += 4, a += 8, b += 8) {
+            memcpy(dst, a, 8);
+            memcpy(dst + 2, b, 8);
         }
+        a += c->adv;
+        b += c->adv;
+        if ((uintptr_t)a >= c->end) a -= c->size;
+        if ((uintptr_t)b >= c->end) b -= c->size;
+    }
+}
+void td_ring_cols_aligned(uint32_t *dst, const int16_t *x0, const int16_t *x1, const td_ring_copy_t *c)
+{
+    td_ring_cols_any(dst, x0, x1, c);
+}
+
+static void td_ring_row_any(uint32_t *dst, const int16_t *x0, const int16_t *x1, uint32_t groups)
+{
+    for (; groups; groups--, dst += 4, x0 += 4, x1 += 4) {
+        memcpy(dst, x0, 8);
+        memcpy(dst + 2, x1, 8);
+    }
+}
+#define td_ring_row_aligned td_ring_row_any
+#endif
+
+void td_im2col_ring_rows(const td_conv_params_t *p, const td_conv_run_t *run, uint32_t s0, uint32_t e0, uint32_t s1,
+                         uint32_t e1)
+{
+    /* kernel row ky starts at column element c0 = ky*kn, r = c0 mod 4 elements into a group:
+     * its groups are copied from r elements before the window's edge, which overwrites the last
+     * r elements of kernel row ky - 1 in that group (saved before, put back after) */
+    const uint32_t kn = run->kr, k = p->kernel, stride = run->ring_stride;
+    const int16_t *const wrap = run->ring + run->ring_rows * stride;
+    const int16_t *a = run->ring + s0 * stride + e0, *b = run->ring + s1 * stride + e1;
+    uint32_t *const dst = (uint32_t *)(void *)run->pair;
+    for (uint32_t ky = 0, c0 = 0; ky < k; ky++, c0 += kn) {
+        const uint32_t r = c0 & 3u, groups = (r + kn + 3u) >> 2;
+        uint32_t *d = dst + (c0 & ~3u); /* 4 words per group */
+        const int16_t *sa = a - r, *sb = b - r;
+        const int aligned = (((uintptr_t)sa | (uintptr_t)sb) & 3u) == 0;
+        if (r == 0) {
+            if (aligned) {
+                td_ring_row_aligned(d, sa, sb, groups);
+            } else {
+                td_ring_row_any(d, sa, sb, groups);
+            }
+        } else {
+            const uint32_t d0 = d[0], d1 = d[1], d2 = d[2], d3 = d[3];
+            if (aligned) {
+                td_ring_row_aligned(d, sa, sb, groups);
+            } else {
+                td_ring_row_any(d, sa, sb, groups);
+            }
+            if (r == 1u) {
+                d[0] = (d[0] & 0xFFFF0000u) | (d0 & 0xFFFFu);
+                d[2] = (d[2] & 0xFFFF0000u) | (d2 & 0xFFFFu);
+            } else {
+                d[0] = d0;
+                d[2] = d2;
+                if (r == 3u) {
+                    d[1] = (d[1] & 0xFFFF0000u) | (d1 & 0xFFFFu);
+                    d[3] = (d[3] & 0xFFFF0000u) | (d3 & 0xFFFFu);
+                }
+            }
+        }
+        /* the next ring row (slot + 1, wrapping around the last) */
+        a += stride;
+        b += stride;
+        if (a >= wrap) a -= run->ring_rows * stride;
+        if (b >= wrap) b -= run->ring_rows * stride;
     }
 }
 

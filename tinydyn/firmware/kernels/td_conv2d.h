@@ -4,10 +4,11 @@
  * `static const` parameters, so the compiler specialises the call for that layer (kernel size,
  * stride, channel counts, element types, residual or not, gates present, saturation range) and
  * no type or path is chosen at run time. Per pair of output pixels it
- *   1. builds the two im2col columns (td_im2col_*: whole words widened with UXTB16/SXTB16;
- *      dedicated 1x1 and few-channel stem paths; with masked input channels the columns are
- *      built from a ring of input rows holding the active channels only, each gathered once,
- *      in a compacted layout the weight rows are compacted to once per call),
+ *   1. builds the two im2col columns: from the int16 ring of input rows (each input row widened
+ *      once, the columns word copies; masked input channels always, with the active channels
+ *      only in a compacted layout the weight rows are compacted to once per call; unmasked
+ *      convs where the planner granted it), else td_im2col_* (whole words widened with
+ *      UXTB16/SXTB16; dedicated 1x1 and few-channel stem paths),
  *   2. multiplies them with every active output-channel pair in one call (td_mm_rows: the loop
  *      over pairs is inside, accumulators and biases in registers; an odd count's last row
  *      alone, td_mm_row1),
@@ -41,6 +42,12 @@ typedef struct {
     uint16_t row_group; /* output rows compacted at once when input channels are masked */
     uint8_t skipped_dead; /* 1: no op reads the outputs the channel gate switches off (every reader
                            * masks its input with the same salience): they are not written */
+    uint8_t ring;         /* 1: the planner granted an unmasked conv the int16 ring of k input rows
+                           * (8-bit input, k*in_c a multiple of 4); masked 8-bit convs always have it */
+    uint8_t compact_out;  /* 1: skipped_dead, 8-bit, no residual: the active channels only are
+                           * written, pixel by pixel (n_out per pixel, in channel order) */
+    uint8_t compact_in;   /* 1: the input was written so (compact_out) by a conv gated by the
+                           * salience that masks this one's input: n_in channels per pixel */
 } td_conv_params_t;
 
 /* One output-channel pair for td_mm_rows: its two weight rows (TD_ROW_REF), biases and the
@@ -62,23 +69,31 @@ typedef struct {
 #define TD_ROW_PTR(rows, ref) ((rows) + (ref))
 #endif
 
+/* How td_im2col_ring walks the ring (the assembly reads the fields in this order): after a
+ * kernel row's groups of 4, adv bytes on to the next ring row, minus size at or past end. */
+typedef struct {
+    uintptr_t adv, end, size;
+    uint32_t groups, k;
+} td_ring_copy_t;
+
 /* What td_conv2d_begin prepares in the scratch for the pixel loop. */
 typedef struct {
     uint16_t *out_idx; /* active output channels (all without a channel gate) */
     uint16_t *in_idx;  /* active input channels (input mask only) */
     uint16_t *src_list; /* input mask: packed source byte, within a weight row, of each compacted element */
     uint16_t *dst_list; /* input mask: packed position of element t of a compacted kernel row */
-    uint8_t *ring;      /* input mask: k input rows, active channels only, zero padded (NULL: no ring) */
+    int16_t *ring;      /* k input rows widened to int16, active channels only, zero padded (NULL: none) */
     const int8_t *rows; /* base of the current group's weight rows */
     td_rowpair_t *tab;  /* the current group's channel pairs (and their accumulators) */
     int16_t *pair;     /* two im2col columns, interleaved per 4 elements */
     int8_t *wbuf;      /* compacted weight rows (input mask only) */
     uint32_t k4;       /* column length (elements, multiple of 4) */
-    uint32_t ring_stride; /* bytes per ring row */
+    uint32_t ring_stride; /* int16 elements per ring row (even) */
     int32_t ring_next;    /* next input row the ring loads */
-    uint32_t ring_first;  /* ring slot of the current output row's first kernel row */
+    uint32_t ring_rows;   /* ring slots: k, or k + stride when a pixel pair can span two output rows */
+    td_ring_copy_t copy;  /* the column pair's walk through the ring */
     uint16_t n_out, n_in, group;
-    uint16_t kr;          /* input mask: column elements per kernel row (k * n_in rounded up to 4) */
+    uint16_t kr;          /* ring or input mask: column elements per kernel row (k * n_in rounded up to 4) */
 } td_conv_run_t;
 
 /* Bytes td_conv2d takes from ctx->scratch for these parameters and gates (only which gates are
@@ -101,16 +116,57 @@ void td_im2col_col(const td_conv_params_t *p, const void *input, uint32_t pix, i
 /* masked input channels, element by element (int16 input, or no active input) */
 void td_im2col_masked(const td_conv_params_t *p, const void *input, uint32_t pix, int two,
                       const td_conv_run_t *run);
-/* masked input channels, 8-bit input: load the input rows output row oy needs into the ring
- * (active channels only, each input row gathered once per group), then the column pair of
- * output pixels (oy, ox) and (oy, ox + 1) from the ring, whole words per kernel row */
+/* 8-bit input through the int16 ring (masked input channels, or an unmasked conv granted one,
+ * td_im2col_ring below): the input rows up to output row oy's last into the ring (active
+ * channels only, widened to int16, each input row once per group; run->ring_next = -pad first) */
 void td_conv2d_ring_fill(const td_conv_params_t *p, const void *input, td_conv_run_t *run, uint32_t oy);
-void td_im2col_ring(const td_conv_params_t *p, const td_conv_run_t *run, uint32_t ox, int two);
+/* the column pair from ring slots s0, s1 (first kernel row) at elements e0, e1, kernel rows of
+ * any length (not whole groups of 4) */
+void td_im2col_ring_rows(const td_conv_params_t *p, const td_conv_run_t *run, uint32_t s0, uint32_t e0, uint32_t s1,
+                         uint32_t e1);
+/* the column pair, kernel rows of whole groups of 4: every kernel row of both columns in one call
+ * (word-aligned sources, or any) */
+void td_ring_cols_aligned(uint32_t *dst, const int16_t *x0, const int16_t *x1, const td_ring_copy_t *c);
+void td_ring_cols_any(uint32_t *dst, const int16_t *x0, const int16_t *x1, const td_ring_copy_t *c);
 /* tab[r].acc = bias + the 2x2 block of pair r against the column pair, r < n_pairs (>= 1),
  * groups (>= 1) groups of 4 elements; rows: the base TD_ROW_REF offsets are relative to */
 void td_mm_rows(td_rowpair_t *tab, uint32_t n_pairs, const int16_t *pair, uint32_t groups, const int8_t *rows);
 /* one weight row (an odd active count's last): acc[0] = bias + w.x0, acc[2] = bias + w.x1 */
 void td_mm_row1(const int8_t *w, int32_t bias, const int16_t *pair, uint32_t groups, int32_t *acc);
+
+/* ------------------------------------------------------------------ the int16 ring */
+/* The column pair of output pixels pix and pix + 1 (when two; the pair may end one output row and
+ * start the next) from the ring, loading the input rows they need first: per kernel row k*n int16
+ * at the window's left edge in the ring row of input row oy*stride - pad + ky (slot
+ * oy*stride + ky mod ring_rows), whole words copied, nothing widened; the (at most 3) elements
+ * read past a kernel row multiply zero weights. Without a second pixel column 1 repeats column 0.
+ * Inline: the layer's constants (width, stride, kernel, channels when unmasked) fold in. */
+static TD_ALWAYS_INLINE void td_im2col_ring(const td_conv_params_t *p, const td_gates_t *g, const void *input,
+                                            td_conv_run_t *run, uint32_t pix, int two)
+{
+    const uint32_t out_w = p->out_w, s = p->stride;
+    const uint32_t rows = (uint32_t)p->kernel + ((out_w & 1u) ? s : 0u); /* run->ring_rows */
+    const uint32_t step = s * (g->input_mask != NULL ? run->n_in : p->in_c);
+    const uint32_t oy0 = pix / out_w, ox0 = pix - oy0 * out_w;
+    uint32_t oy1 = oy0, ox1 = ox0;
+    if (two && ++ox1 == out_w) {
+        ox1 = 0;
+        oy1++;
+    }
+    if (run->ring_next <= (int32_t)(oy1 * s + p->kernel) - 1 - (int32_t)p->pad) td_conv2d_ring_fill(p, input, run, oy1);
+    const uint32_t s0 = oy0 * s % rows, s1 = oy1 * s % rows, e0 = ox0 * step, e1 = ox1 * step;
+    if ((run->kr & 3u) != 0) {
+        td_im2col_ring_rows(p, run, s0, e0, s1, e1);
+        return;
+    }
+    const uint32_t o0 = s0 * run->ring_stride + e0, o1 = s1 * run->ring_stride + e1;
+    uint32_t *dst = (uint32_t *)(void *)run->pair;
+    if (((o0 | o1) & 1u) == 0) { /* every ring row starts on a word */
+        td_ring_cols_aligned(dst, run->ring + o0, run->ring + o1, &run->copy);
+    } else {
+        td_ring_cols_any(dst, run->ring + o0, run->ring + o1, &run->copy);
+    }
+}
 
 /* ------------------------------------------------------------------ few-channel stems */
 /* Column j of the pair for output pixel pix of a conv with in_c < 4 (uint8 input): the k*k*in_c
@@ -149,14 +205,15 @@ static inline void td_im2col_stem_col(const td_conv_params_t *p, const uint8_t *
 }
 
 /* ------------------------------------------------------------------ requantisation */
-/* Output channel co of pixels i0 (and i0 + out_c when npix is 2): accumulators a0, a1; gate is
- * the channel's salience (channel gate), the block's (read once per call) or 1. */
+/* Output channel co of pixels i0 (and i0 + ostride when npix is 2; ostride is out_c, or the
+ * active count for a compact output): accumulators a0, a1; gate is the channel's salience
+ * (channel gate), the block's (read once per call) or 1. */
 static TD_ALWAYS_INLINE void td_conv2d_store(const td_conv_params_t *p, const td_quant_t *q, const td_gates_t *g,
                                               const void *residual, void *output, uint32_t co, uint32_t i0,
-                                              int32_t gate, int32_t a0, int32_t a1, int npix)
+                                              uint32_t ostride, int32_t gate, int32_t a0, int32_t a1, int npix)
 {
     const int has_res = residual != NULL;
-    const uint32_t i1 = i0 + p->out_c;
+    const uint32_t i1 = i0 + ostride;
     const int32_t lo = q->out_min, hi = q->out_max;
     int32_t r0 = 0, r1 = 0, y0, y1 = 0;
     if (has_res) {
@@ -181,8 +238,8 @@ static TD_ALWAYS_INLINE void td_conv2d_store(const td_conv_params_t *p, const td
             if (npix == 2) y1 = td_rq_round_sat(td_rq_hi(a1, gm, r1, rl, rh, has_res), q->rq_sh - 1, lo, hi);
         } else {
             const int32_t sh = has_res ? t[3] : t[1];
-            y0 = td_sat(td_rq_high(a0, gm, r0, rl, rh, sh, has_res), lo, hi);
-            if (npix == 2) y1 = td_sat(td_rq_high(a1, gm, r1, rl, rh, sh, has_res), lo, hi);
+            y0 = td_rq_shift_sat(td_rq_hi(a0, gm, r0, rl, rh, has_res), sh, lo, hi);
+            if (npix == 2) y1 = td_rq_shift_sat(td_rq_hi(a1, gm, r1, rl, rh, has_res), sh, lo, hi);
         }
     } else {
         const int32_t gm = gate * q->mult[co];
@@ -202,6 +259,15 @@ static TD_ALWAYS_INLINE void td_conv2d_store(const td_conv_params_t *p, const td
     }
 }
 
+/* A compiler barrier between two channels' requantisations: without it GCC hoists the second
+ * channel's table loads above the first's arithmetic and spills registers to the stack (about 5
+ * instructions more per output on the M4). */
+#if defined(__GNUC__)
+#define TD_RQ_BARRIER() __asm__ volatile("" ::: "memory")
+#else
+#define TD_RQ_BARRIER() ((void)0)
+#endif
+
 /* The group's accumulators (pair r: rows 2r, 2r+1 at pixels pix, pix+1) to outputs; bg: the
  * block gate's value (1 without one). */
 static TD_ALWAYS_INLINE void td_conv2d_requant(const td_conv_params_t *p, const td_quant_t *q, const td_gates_t *g,
@@ -210,26 +276,46 @@ static TD_ALWAYS_INLINE void td_conv2d_requant(const td_conv_params_t *p, const 
                                                 int npix)
 {
     const td_rowpair_t *t = run->tab;
-    const uint32_t base = pix * p->out_c;
+    const uint32_t os = p->out_c;
     if (g->channel_gate != NULL) {
         const uint8_t *cg = g->channel_gate;
         const uint16_t *idx = run->out_idx + g0;
+        if (p->compact_out) {
+            /* the j-th active channel at pix * n_out + j */
+            const uint32_t n = run->n_out;
+            uint32_t o = pix * n + g0;
+            for (uint32_t r = 0; r + 1 < gn; r += 2, t++, idx += 2, o += 2) {
+                const uint32_t c0 = idx[0], c1 = idx[1];
+                td_conv2d_store(p, q, g, residual, output, c0, o, n, cg[c0], t->acc[0], t->acc[2], npix);
+                TD_RQ_BARRIER();
+                td_conv2d_store(p, q, g, residual, output, c1, o + 1, n, cg[c1], t->acc[1], t->acc[3], npix);
+                TD_RQ_BARRIER();
+            }
+            if (gn & 1u) td_conv2d_store(p, q, g, residual, output, idx[0], o, n, cg[idx[0]], t->acc[0], t->acc[2], npix);
+            return;
+        }
+        const uint32_t base = pix * os;
         for (uint32_t r = 0; r + 1 < gn; r += 2, t++, idx += 2) {
             const uint32_t c0 = idx[0], c1 = idx[1];
-            td_conv2d_store(p, q, g, residual, output, c0, base + c0, cg[c0], t->acc[0], t->acc[2], npix);
-            td_conv2d_store(p, q, g, residual, output, c1, base + c1, cg[c1], t->acc[1], t->acc[3], npix);
+            td_conv2d_store(p, q, g, residual, output, c0, base + c0, os, cg[c0], t->acc[0], t->acc[2], npix);
+            TD_RQ_BARRIER();
+            td_conv2d_store(p, q, g, residual, output, c1, base + c1, os, cg[c1], t->acc[1], t->acc[3], npix);
+            TD_RQ_BARRIER();
         }
         if (gn & 1u) {
             const uint32_t c0 = idx[0];
-            td_conv2d_store(p, q, g, residual, output, c0, base + c0, cg[c0], t->acc[0], t->acc[2], npix);
+            td_conv2d_store(p, q, g, residual, output, c0, base + c0, os, cg[c0], t->acc[0], t->acc[2], npix);
         }
     } else {
+        const uint32_t base = pix * os;
         uint32_t co = g0;
         for (uint32_t r = 0; r + 1 < gn; r += 2, t++, co += 2) {
-            td_conv2d_store(p, q, g, residual, output, co, base + co, bg, t->acc[0], t->acc[2], npix);
-            td_conv2d_store(p, q, g, residual, output, co + 1, base + co + 1, bg, t->acc[1], t->acc[3], npix);
+            td_conv2d_store(p, q, g, residual, output, co, base + co, os, bg, t->acc[0], t->acc[2], npix);
+            TD_RQ_BARRIER();
+            td_conv2d_store(p, q, g, residual, output, co + 1, base + co + 1, os, bg, t->acc[1], t->acc[3], npix);
+            TD_RQ_BARRIER();
         }
-        if (gn & 1u) td_conv2d_store(p, q, g, residual, output, co, base + co, bg, t->acc[0], t->acc[2], npix);
+        if (gn & 1u) td_conv2d_store(p, q, g, residual, output, co, base + co, os, bg, t->acc[0], t->acc[2], npix);
     }
 }
 
@@ -258,32 +344,17 @@ static TD_ALWAYS_INLINE void td_conv2d(td_ctx_t *ctx, const td_conv_params_t *p,
     const uint32_t hw = (uint32_t)p->out_h * p->out_w, groups4 = run.k4 / 4u;
     const int stem = p->in_c < 4 && p->in_type == TD_U8;
     const int simple = p->in_type != TD_S16 && g->input_mask == NULL;
-    const int masked = g->input_mask != NULL && run.n_in != p->in_c;
+    const int masked = g->input_mask != NULL && run.n_in != p->in_c; /* without a ring: int16 or no input */
     const int32_t bg = g->block_gate != NULL ? g->block_gate[0] : 1; /* read once: the conv never writes it */
     for (uint32_t g0 = 0; g0 < run.n_out; g0 += run.group) {
         const uint32_t gn = run.n_out - g0 < run.group ? run.n_out - g0 : run.group;
         (void)td_conv2d_rows(p, q, &run, g0, gn);
-        if (masked && run.ring != NULL) {
-            /* the input rows through the ring, pixel pairs within an output row */
-            run.ring_next = -(int32_t)p->pad;
-            for (uint32_t oy = 0; oy < p->out_h; oy++) {
-                td_conv2d_ring_fill(p, input, &run, oy);
-                for (uint32_t ox = 0; ox < p->out_w; ox += 2) {
-                    const int two = ox + 1u < p->out_w;
-                    td_im2col_ring(p, &run, ox, two);
-                    td_conv2d_dot(&run, gn, groups4);
-                    if (two) {
-                        td_conv2d_requant(p, q, g, bg, residual, output, &run, g0, gn, oy * p->out_w + ox, 2);
-                    } else {
-                        td_conv2d_requant(p, q, g, bg, residual, output, &run, g0, gn, oy * p->out_w + ox, 1);
-                    }
-                }
-            }
-            continue;
-        }
+        run.ring_next = -(int32_t)p->pad;
         for (uint32_t pix = 0; pix < hw; pix += 2) {
             const int two = pix + 1 < hw;
-            if (masked) {
+            if (run.ring != NULL) {
+                td_im2col_ring(p, g, input, &run, pix, two); /* the input rows through the ring */
+            } else if (masked) {
                 td_im2col_masked(p, input, pix, two, &run);
             } else if (stem) {
                 td_im2col_stem_col(p, (const uint8_t *)input, pix, run.pair, &run);

@@ -50,8 +50,10 @@ static TD_ALWAYS_INLINE void td_rescale(td_ctx_t *ctx, const td_rescale_params_t
             } else {
                 r = ((const int16_t *)input)[i];
             }
-            /* a layer-wide sh (rq_sh) is a constant: ADD and USAT/SSAT with its shift */
-            const int32_t y = td_rq_round_sat(td_rq_hi(0, 0, r, rl, rh, 1), sh, lo, hi);
+            /* a layer-wide sh (rq_sh) is a constant: ADD and USAT/SSAT with its shift; a channel's
+             * own: ASR, ADD and USAT/SSAT */
+            const int32_t h = td_rq_hi(0, 0, r, rl, rh, 1);
+            const int32_t y = q->rq_sh != 0 ? td_rq_round_sat(h, sh, lo, hi) : td_rq_shift_sat(h, sh, lo, hi);
             if (p->out_type == TD_U8) {
                 ((uint8_t *)output)[i] = (uint8_t)y;
             } else if (p->out_type == TD_S8) {
