@@ -77,7 +77,12 @@ def main() -> None:
     parser.add_argument("--target-fps", type=float, default=None, help="default: automatic search")
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--out", type=Path, default=Path("build/fpga_estimates"))
+    parser.add_argument("--batch", type=int, default=64, help="images per batch of the PS schedule")
+    parser.add_argument(
+        "--models", default="default,resnet8,resnet8_reach", help="which builds (comma-separated)"
+    )
     args = parser.parse_args()
+    chosen = set(args.models.split(","))
     warnings.filterwarnings("ignore")
     results = []
     policy = ExitPolicy("confidence", args.threshold)
@@ -89,7 +94,8 @@ def main() -> None:
         target_fps=args.target_fps,
         policy=policy,
         allow_overfit=True,
-        progress=lambda m: None,
+        batch=args.batch,
+        progress=lambda m: print(m, flush=True),  # the automatic search's tries and verdict
     )
     results.append(summarise("default", report, time.time() - t0))
     results[-1]["folded_without_finetune"] = fold_only_accuracy(policy, report.eval_images)
@@ -104,6 +110,8 @@ def main() -> None:
         ("resnet8 (random weights, random images)", "resnet8", None),
         ("resnet8 (random weights; reach assumed = the default model's)", "resnet8_reach", reach),
     ):
+        if sub not in chosen:
+            continue
         t0 = time.time()
         report = build_fpga(
             None,
@@ -116,10 +124,13 @@ def main() -> None:
             check_images=8,
             allow_overfit=True,
             assumed_reach=assumed,
+            batch=args.batch,
             progress=lambda m: None,
         )
         results.append(summarise(name, report, time.time() - t0))
     path = Path("benchmarks/results/fpga_estimates.json")
+    if chosen != {"default", "resnet8", "resnet8_reach"}:  # a partial run keeps the other results
+        path = path.with_name(f"fpga_estimates_{'_'.join(sorted(chosen))}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {path}")

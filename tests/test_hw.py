@@ -1,5 +1,5 @@
-"""FPGA path on a small LC-Net: gates folded, backbone segments + exit heads, export/integer/HW-graph
-checks, finn-plus front end (real), report, PS controller, package, errors.
+"""FPGA path on a small LC-Net: gates folded, backbone segments (exit heads on the PS),
+export/integer/HW-graph checks, finn-plus front end (real), report, PS controller, package, errors.
 
 The finn-plus build runs once per session (module fixture, ~1 minute on 2 cores); the tests
 then read what it wrote. finn-plus is installed by scripts/setup_finn.sh (CI runs it).
@@ -110,29 +110,28 @@ def test_static_model_folds_mean_saliences(small_model, fashion_test):
     assert np.abs(np.round(got.numpy() / scale) - np.round(want.numpy() / scale)).max() <= 1
 
 
-def test_partitions_are_segments_and_heads(small_model):
+def test_partitions_are_backbone_segments(small_model):
     from tinydyn.models.lcnet_fpga import partition_specs
 
-    specs = partition_specs(small_model.config)  # blocks 0, 1; exit after block 0
+    specs = partition_specs(small_model.config)  # blocks 0, 1; exit after block 0 (its head: on the PS)
     assert [(s.name, s.kind, list(s.blocks), s.stem, s.head) for s in specs] == [
         ("seg0", "segment", [0], True, None),
-        ("head0", "head", [], False, "0"),
         ("seg1", "segment", [1], False, "final"),  # starts at the stored features: no recompute
     ]
-    assert [s.input_tensor for s in specs] == ["input", "b0.out", "b0.out"]
+    assert [s.input_tensor for s in specs] == ["input", "b0.out"]
 
 
 def test_partitions_verify_against_brevitas_and_integer_reference(fpga_build):
     report, out, _ = fpga_build
-    assert [s.name for s in report.stages] == ["seg0", "head0", "seg1"]
-    seg0, head0, seg1 = (s.check for s in report.stages)
+    assert [s.name for s in report.stages] == ["seg0", "seg1"]
+    seg0, seg1 = (s.check for s in report.stages)
     # segment 0 streams its uint8 feature map: HW graph = QONNX = Brevitas (but rare float ties),
     # and the integer reference's tensor to a step on nearly every element (see tinydyn.hw.checks)
     assert seg0["kind"] == "features"
     assert seg0["qonnx_vs_brevitas_max"] <= 2 and seg0["qonnx_vs_brevitas_equal"] >= 0.999
     assert seg0["hw_python_vs_qonnx_max"] <= 2 and seg0["hw_python_vs_qonnx_equal"] >= 0.999
     assert seg0["hw_python_vs_integer_equal"] >= 0.97  # another arithmetic: see tinydyn.hw.checks
-    for c in (head0, seg1):
+    for c in (seg1,):
         assert c["kind"] == "logits"
         # within 1e-5 of Brevitas, or the difference traced to a rounding tie (none unexplained)
         assert c["images_unexplained"] == 0
@@ -154,13 +153,13 @@ def test_hw_graph_is_fully_mapped_and_codegen_ran(fpga_build):
     from qonnx.core.datatype import DataType
     from qonnx.core.modelwrapper import ModelWrapper
 
-    for stage in ("seg0", "head0", "seg1"):
+    for stage in ("seg0", "seg1"):
         models = out / "stages" / stage / "intermediate_models"
         hw = ModelWrapper(str(models / "step_specialize_layers.onnx"))
         domains = {n.domain for n in hw.graph.node}
         assert all(d.startswith("finn.custom_op.fpgadataflow") for d in domains), domains
         assert (models / "step_hw_codegen.onnx").is_file()
-    # segment 0 streams the uint8 NHWC feature map that head 0 and segment 1 read
+    # segment 0 streams the uint8 NHWC feature map that the PS's head 0 and segment 1 read
     seg0 = ModelWrapper(str(out / "stages" / "seg0" / "intermediate_models" / "step_specialize_layers.onnx"))
     name = seg0.graph.output[0].name
     assert seg0.get_tensor_datatype(name) == DataType["UINT8"] and seg0.get_tensor_shape(name)[-1] == 8
@@ -173,18 +172,60 @@ def test_estimates_reach_and_accuracy(fpga_build):
     data = json.loads((out / "report.json").read_text())
     assert data["part"] == "xc7z020clg484-1"
     reaches = [s["reach"] for s in data["stages"]]
-    assert reaches[0] == reaches[1] == 1.0 and 0.0 <= reaches[2] <= 1.0
+    assert reaches[0] == 1.0 and 0.0 <= reaches[1] <= 1.0
     for s in data["stages"]:
         assert s["resources"]["LUT"] > 100 and s["resources"]["DSP"] >= 0
         assert s["max_cycles"] > 0 and s["latency_cycles"] >= s["max_cycles"]
         assert s["fps"] == pytest.approx(100e6 / s["max_cycles"])
         assert s["target_fps"] == pytest.approx(3000 * s["reach"])  # folded for the images reaching it
-    # the early-exit rate is limited by the partition with the least headroom
-    expected = min(s["fps"] / max(s["reach"], 1e-9) for s in data["stages"])
-    assert data["early_exit_fps"] == pytest.approx(expected)
-    assert data["static_fps"] > 0 and data["speedup"] == pytest.approx(expected / data["static_fps"])
+    # the throughput is the PS controller's batched schedule (tinydyn.hw.schedule) on these partitions
+    from tinydyn.hw.schedule import Partition, PsCosts, Stage, closed_form
+    from tinydyn.ir import IRModel
+
+    sched = data["schedule"]
+    batch, seg1_reach = sched["batch"], data["stages"][1]["reach"]
+    # the schedule's stages: finn-plus's latency and II of each segment, the bytes its IODMAs move
+    # (seg0: the 28x28x8 feature map; seg1: whole stream words of final accumulators), and exit
+    # head 0's MACs on the PS (the integer IR's)
+    ir = IRModel.load(out / "ir")
+    exit0 = sorted(ir.exits(), key=lambda op: op.attrs["index"])[0].then[0]
+    part = [Partition(s["name"], s["latency_cycles"], s["max_cycles"]) for s in data["stages"]]
+    final_bytes = sched["stages"][1]["out_bytes"]  # 10 accumulators in whole stream words
+    assert final_bytes >= 10
+    stages = [
+        Stage(part[0], 784, 28 * 28 * 8, 0, exit0.attrs["macs"]),
+        Stage(part[1], 28 * 28 * 8, 0, final_bytes),
+    ]
+    assert sched["stages"][0] == {
+        "segment": "seg0", "latency": stages[0].segment.latency, "ii": stages[0].segment.ii,
+        "in_bytes": 784, "feat_bytes": 28 * 28 * 8, "out_bytes": 0, "head_macs": exit0.attrs["macs"],
+    }  # fmt: skip
+    costs = PsCosts(**sched["costs"])
+    period = closed_form(stages, [batch, batch * seg1_reach], batch, costs)
+    assert sched["early_exit"]["period_cycles"] == pytest.approx(period)
+    # the PS (heads in software, decisions) is busy for less than a round: the fabric sets the rate
+    assert sched["early_exit"]["ps_work_cycles"] < period
+    assert data["early_exit_fps"] == pytest.approx(batch / period * 100e6)
+    assert sched["early_exit"]["worst_case_fps"] <= data["early_exit_fps"] + 1e-6
+    assert data["static_fps"] > 0 and data["speedup"] == pytest.approx(
+        data["early_exit_fps"] / data["static_fps"]
+    )
     for k in ("LUT", "BRAM_18K", "DSP"):
         assert data["static_resources"][k] <= data["total"][k] + 1e-9  # same budget at most
+    # the total counts everything: every partition's layers, DWCs, FIFOs, unestimated layers and
+    # IODMAs, and the shell once
+    for s in data["stages"]:
+        b = s["breakdown"]
+        assert set(b) >= {"layers", "dwc", "fifo", "unestimated", "iodma"}
+        assert b["iodma"]["LUT"] == 1084 + 1397 and b["iodma"]["BRAM_18K"] == 4
+        assert b["unestimated"]["LUT"] > 0  # thresholds, GAP, joins: no longer 0
+        assert s["resources"]["LUT"] == pytest.approx(
+            sum(b[c]["LUT"] for c in ("layers", "dwc", "fifo", "unestimated", "iodma"))
+        )
+    assert data["stages"][0]["breakdown"]["skip_fifos"]["count"] == 1  # block 0's shortcut
+    assert data["total"]["LUT"] == pytest.approx(
+        sum(s["resources"]["LUT"] for s in data["stages"]) + data["shell"]["LUT"]
+    )
     assert data["fits"] is True
     acc = data["accuracy"]
     assert set(acc) == {
@@ -207,11 +248,29 @@ def test_bitstream_package(fpga_build):
     script = out / "build_bitstream.sh"
     assert script.is_file() and script.stat().st_mode & 0o100
     meta = json.loads((out / "build.json").read_text())
-    assert [p["name"] for p in meta["partitions"]] == ["seg0", "head0", "seg1"]
+    assert [p["name"] for p in meta["partitions"]] == ["seg0", "seg1"]
     assert meta["partition_steps"] == ["step_hw_codegen", "step_hw_ipgen", "step_set_fifo_depths"]
-    # without Vivado the script stops with a one-line reason
+    # the script fetches finn-plus's pinned dependencies first; without network (proxies that refuse
+    # every connection) it stops with one line naming what to fetch
+    dead = "http://127.0.0.1:9"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(out),
+        "TINYDYN_PYTHON": sys.executable,
+        "GIT_TERMINAL_PROMPT": "0",
+    }
+    env |= {"https_proxy": dead, "http_proxy": dead, "HTTPS_PROXY": dead, "HTTP_PROXY": dead}
+    res = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"build_bitstream: cannot fetch finn-plus's pinned dependencies into {out / 'finn_deps'}: "
+        "finn-hlslib (https://github.com/Xilinx/finn-hlslib.git @ 8d979e2bdced), attention-hlslib"
+    )
+    assert "avnet-bdf" in lines[0] and "nlohmann-json" in lines[0]
+    # a python without tinydyn: one line naming the fix
     res = subprocess.run(["bash", str(script)], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
-    assert res.returncode != 0 and "vivado not on PATH" in res.stderr
+    assert res.returncode == 1 and "cannot import tinydyn: set TINYDYN_PYTHON" in res.stderr
 
 
 def test_ps_controller_compiles_for_cortex_a9(fpga_build):
@@ -222,20 +281,23 @@ def test_ps_controller_compiles_for_cortex_a9(fpga_build):
     gcc = require_tool("arm-none-eabi-gcc")
     ps = out / "ps"
     header = (ps / "td_fpga_model.h").read_text()
-    # partitions seg0, head0, seg1 in order: two IODMAs each; the last stage's head is in its segment
-    assert "TD_FPGA_STAGE0_SEG_IDMA TD_FPGA_IDMA0_BASE" in header
-    assert "TD_FPGA_STAGE0_HEAD_ODMA TD_FPGA_ODMA1_BASE" in header
-    assert "TD_FPGA_STAGE1_SEG_IDMA TD_FPGA_IDMA2_BASE" in header and "TD_FPGA_STAGE1_HEAD_IDMA 0u" in header
+    # partitions seg0, seg1 in order: two IODMAs each; exit head 0 runs on the PS (its FC weights
+    # in the header), the last stage's head is in its segment
+    assert "TD_FPGA_STAGE0_IDMA TD_FPGA_IDMA0_BASE" in header
+    assert "TD_FPGA_STAGE1_IDMA TD_FPGA_IDMA1_BASE" in header
+    assert "TD_FPGA_STAGE1_ODMA TD_FPGA_ODMA1_BASE" in header
+    assert "td_stage0_weight[" in header and "td_stage1_weight" not in header
     # predicted windows: 4 KiB each from 0x40000000, in the order finn-plus's shell assigns them
     addresses = (ps / "td_fpga_addresses.h").read_text()
     assert "TD_FPGA_IDMA0_BASE 0x40000000u" in addresses and "TD_FPGA_ODMA0_BASE 0x40001000u" in addresses
-    assert "TD_FPGA_IDMA2_BASE 0x40004000u" in addresses and "TD_FPGA_ODMA2_BASE 0x40005000u" in addresses
+    assert "TD_FPGA_IDMA1_BASE 0x40002000u" in addresses and "TD_FPGA_ODMA1_BASE 0x40003000u" in addresses
+    assert "IDMA2" not in addresses
     assert "td_exp_lut[256]" in header
     from tinydyn.ir import IRModel
 
     # the board reports the saved IR's fingerprint: tinydyn measure --ir DIR/ir accepts it
     assert f'#define TD_FPGA_MODEL_ID "{IRModel.load(out / "ir").model_id()}"' in header
-    for src in ("td_fpga.c", "td_fpga_zynq.c", "protocol.c"):
+    for src in ("td_fpga.c", "td_fpga_zynq.c", "protocol.c", "td_zynq_mmu.c", "td_zynq_uart.c"):
         res = subprocess.run(
             [gcc, *CFLAGS.split(), "-c", str(ps / src), "-o", str(ps / (src + ".o"))],
             capture_output=True,
@@ -359,12 +421,10 @@ def test_link_graph_holds_every_partition(fpga_build):
 
     merged = ModelWrapper(str(out / "zynq" / "link.onnx"))
     names = [n.name for n in merged.graph.node]
-    assert names == [
-        f"{p}_StreamingDataflowPartition_{i}" for p in ("seg0", "head0", "seg1") for i in range(3)
-    ]
-    assert iodma_instances(merged) == ["idma0", "odma0", "idma1", "odma1", "idma2", "odma2"]
+    assert names == [f"{p}_StreamingDataflowPartition_{i}" for p in ("seg0", "seg1") for i in range(3)]
+    assert iodma_instances(merged) == ["idma0", "odma0", "idma1", "odma1"]
     # each chain: IODMA in → the partition's dataflow → IODMA out
-    for p in ("seg0", "head0", "seg1"):
+    for p in ("seg0", "seg1"):
         kinds = []
         for i in range(3):
             node = merged.get_node_from_name(f"{p}_StreamingDataflowPartition_{i}")
@@ -413,11 +473,11 @@ def test_zynq_project_holds_every_partition(fpga_build, tmp_path, monkeypatch):
     tcl = (Path(merged.get_metadata_prop("vivado_pynq_proj")) / "ip_config.tcl").read_text()
     assert "set BOARD ZedBoard" in tcl and "set FPGA_PART xc7z020clg484-1" in tcl
     assert '$BOARD == "ZedBoard"' in tcl and "get_board_parts -quiet *zedboard*" in tcl
-    assert "set NUM_AXILITE 6" in tcl and "set NUM_AXIMM 6" in tcl
+    assert "set NUM_AXILITE 4" in tcl and "set NUM_AXIMM 4" in tcl
     lines = tcl.splitlines()
     assigned = [ln.split()[1].split("/")[0] for ln in lines if ln.startswith("assign_axi_addr_proc ")]
-    assert assigned == list(predicted_addresses(3))
-    for p, part in enumerate(("seg0", "head0", "seg1")):
+    assert assigned == list(predicted_addresses(2))
+    for p, part in enumerate(("seg0", "seg1")):
         assert (
             f"create_bd_cell -type ip -vlnv xilinx_finn:finn:{part}_StreamingDataflowPartition_0:1.0 idma{p}"
             in lines
@@ -522,17 +582,33 @@ def c_bytes(name: str, rows: list[bytes]) -> str:
     return f"static const uint8_t {name}[{sum(len(r) for r in rows)}] = {{{body}}};"
 
 
-def test_ps_controller_runs_the_stages_like_the_integer_reference(fpga_build, fashion_test, tmp_path):
-    """td_fpga_infer on the host, its IODMA register accesses going to a register-level model
+def test_ps_controller_runs_the_batched_schedule_like_the_integer_reference(
+    fpga_build, fashion_test, tmp_path
+):
+    """td_fpga_run_batch on the host, its IODMA register accesses going to a register-level model
     (tests/iodma_model) whose partitions answer with what finn-plus's python execution of their
-    HW graphs produced: the controller runs segment 0, head 0, and segment 1 only for images that
-    stay, passes each partition the right buffer, and reports the class, exit, logits and MACs
-    the integer policy and reference give for those accumulators."""
+    HW graphs produced: every segment runs on whole batches (repeat count = images), exit head 0
+    runs on the PS on segment 0's feature maps, the images that stay are compacted bit for bit
+    into segment 1's input (the model finds each one's feature map among the known ones, in
+    order), the runs, their repeat counts and buffer offsets are exactly the schedule of
+    tinydyn.hw.schedule (the report's timing model), and every image gets the class, exit, logits
+    and MACs of the integer policy and reference (head 0: the integer GAP + FC on those feature
+    maps; final: the last segment's accumulators)."""
     from tests.conftest import require_tool
     from tinydyn.hw.build import accumulator_layout
     from tinydyn.hw.checks import finish_logits, run_hw_python
     from tinydyn.hw.controller import ps_source_dir
+    from tinydyn.hw.schedule import (
+        Partition,
+        PsCosts,
+        Stage,
+        arena_layout,
+        heads_for_policy,
+        simulate,
+        stage_regions,
+    )
     from tinydyn.ir import IRModel
+    from tinydyn.ops.arith import global_average_pool
     from tinydyn.quantize.executor import execute
 
     cc = require_tool("gcc")
@@ -540,46 +616,34 @@ def test_ps_controller_runs_the_stages_like_the_integer_reference(fpga_build, fa
     ir = IRModel.load(out / "ir")
     images = fashion_test.images[:16]
     n = len(images)
-    hw = {
-        p: out / "stages" / p / "intermediate_models" / "step_convert_to_hw.onnx"
-        for p in ("seg0", "head0", "seg1")
-    }
+    hw = {p: out / "stages" / p / "intermediate_models" / "step_convert_to_hw.onnx" for p in ("seg0", "seg1")}
     feat = run_hw_python(hw["seg0"], images)  # NHWC, what segment 0 streams to DDR
     nchw = feat.transpose(0, 3, 1, 2)
-    acc0 = run_hw_python(hw["head0"], nchw).reshape(n, -1)
     acc1 = run_hw_python(hw["seg1"], nchw).reshape(n, -1)
-    layout0, layout1 = (
-        accumulator_layout(out / "stages" / "head0"),
-        accumulator_layout(out / "stages" / "seg1"),
-    )
+    layout1 = accumulator_layout(out / "stages" / "seg1")
     assert feat.min() >= 0 and feat.max() <= 255
     parts_in = [
         [im.transpose(1, 2, 0).tobytes() for im in images],
         [f.astype(np.uint8).tobytes() for f in feat],
     ]
-    parts_in.append(parts_in[1])
-    parts_out = [
-        parts_in[1],
-        [pack_fields(a, *layout0) for a in acc0],
-        [pack_fields(a, *layout1) for a in acc1],
-    ]
+    parts_out = [parts_in[1], [pack_fields(a, *layout1) for a in acc1]]
     vectors = [
-        "#define TD_TEST_PARTITIONS 3",
+        "#define TD_TEST_PARTITIONS 2",
         f"#define TD_TEST_IMAGES {n}",
-        "static const uint32_t td_test_idma[3] = "
-        "{TD_FPGA_IDMA0_BASE, TD_FPGA_IDMA1_BASE, TD_FPGA_IDMA2_BASE};",
-        "static const uint32_t td_test_odma[3] = "
-        "{TD_FPGA_ODMA0_BASE, TD_FPGA_ODMA1_BASE, TD_FPGA_ODMA2_BASE};",
-        f"static const uint32_t td_test_in_bytes[3] = {{{', '.join(str(len(p[0])) for p in parts_in)}}};",
-        f"static const uint32_t td_test_out_bytes[3] = {{{', '.join(str(len(p[0])) for p in parts_out)}}};",
+        "static const uint32_t td_test_idma[2] = {TD_FPGA_IDMA0_BASE, TD_FPGA_IDMA1_BASE};",
+        "static const uint32_t td_test_odma[2] = {TD_FPGA_ODMA0_BASE, TD_FPGA_ODMA1_BASE};",
+        f"static const uint32_t td_test_in_bytes[2] = {{{', '.join(str(len(p[0])) for p in parts_in)}}};",
+        f"static const uint32_t td_test_out_bytes[2] = {{{', '.join(str(len(p[0])) for p in parts_out)}}};",
     ]
-    for p in range(3):
+    for p in range(2):
         vectors += [c_bytes(f"td_test_in{p}", parts_in[p]), c_bytes(f"td_test_out{p}", parts_out[p])]
     vectors += [
-        "static const uint8_t *const td_test_in[3] = {td_test_in0, td_test_in1, td_test_in2};",
-        "static const uint8_t *const td_test_out[3] = {td_test_out0, td_test_out1, td_test_out2};",
+        "static const uint8_t *const td_test_in[2] = {td_test_in0, td_test_in1};",
+        "static const uint8_t *const td_test_out[2] = {td_test_out0, td_test_out1};",
     ]
     (tmp_path / "vectors.h").write_text("\n".join(vectors) + "\n")
+    header = (out / "ps" / "td_fpga_model.h").read_text()
+    assert "#define TD_FPGA_BATCH 64u" in header  # the build's batch (build_fpga's default)
     exe = tmp_path / "ps_host"
     fw = Path(__file__).resolve().parents[1] / "tinydyn" / "firmware"
     model_dir = Path(__file__).resolve().parent / "iodma_model"
@@ -591,6 +655,16 @@ def test_ps_controller_runs_the_stages_like_the_integer_reference(fpga_build, fa
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
 
+    # the schedule model on the same partitions (timing is irrelevant here: runs and offsets are)
+    t = Partition("-", 1, 1)
+    stages = [
+        Stage(t, len(parts_in[0][0]), len(parts_in[1][0]), 0, 1),
+        Stage(t, len(parts_in[1][0]), 0, len(parts_out[1][0])),
+    ]
+    # exit head 0 as the integer reference computes it on these feature maps: GAP rounded half up,
+    # the FC's integer accumulators, the requantisation
+    exit0 = sorted(ir.exits(), key=lambda op: op.attrs["index"])[0].then[0]
+    acc0 = global_average_pool(nchw.astype(np.int64)) @ ir.array(exit0, "weight").astype(np.int64).T
     logits0, logits1 = finish_logits(acc0, ir, "0"), finish_logits(acc1, ir, "final")
     macs_exit0 = execute(ir, images, ExitPolicy("confidence", 0.0)).macs  # every image leaves at 0
     macs_stay = execute(ir, images, ExitPolicy("margin", 1e9)).macs  # none leaves, head 0 computed
@@ -603,7 +677,7 @@ def test_ps_controller_runs_the_stages_like_the_integer_reference(fpga_build, fa
     confidence = float(np.median(z.max(axis=1) / z.sum(axis=1)))
     policies = [ExitPolicy("none"), ExitPolicy("confidence", confidence), ExitPolicy("margin", margin)]
     left = {}
-    for policy in policies:
+    for policy, batch in zip(policies * 2, (5, 5, 5, 1, 3, 16), strict=True):
         integer = policy.to_integer(ir)
         args = {
             "none": [],
@@ -611,19 +685,33 @@ def test_ps_controller_runs_the_stages_like_the_integer_reference(fpga_build, fa
             "margin": [str(m) for m in integer.margins],
         }
         run = subprocess.run(
-            [str(exe), policy.kind, *args[policy.kind]], capture_output=True, text=True, timeout=120
+            [str(exe), str(batch), policy.kind, *args[policy.kind]],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert run.returncode == 0, run.stderr
-        rows = [line.split() for line in run.stdout.splitlines()]
-        assert len(rows) == n
+        lines = run.stdout.splitlines()
         leave = integer.decide(logits0, 0) if policy.kind != "none" else np.zeros(n, dtype=bool)
         left[policy.kind] = int(leave.sum())
+        count = 1 if batch == 1 else n  # batch 1: td_fpga_infer, one image
+        exits = (~leave[:count]).astype(int)
+        assert lines[0] == f"arena {arena_layout(stage_regions(stages), batch)[1]}"
+        assert lines[1 + sum(ln.startswith("run ") for ln in lines)] == "rc 0"  # after every run
+        sim = simulate(stages, exits, batch, PsCosts(), heads_for_policy(policy.kind, 2))
+        want_runs = [
+            f"run {r.partition} {len(r.images)} {int(r.partition > 0)}:{r.in_offset} 1:{r.out_offset} "
+            + ",".join(map(str, r.images))
+            for r in sim.runs
+        ]
+        assert [ln for ln in lines if ln.startswith("run ")] == want_runs, (policy.kind, batch)
+        rows = [ln.split()[1:] for ln in lines if ln.startswith("img ")]
+        assert len(rows) == count
         for i, row in enumerate(rows):
             logits = logits0[i] if leave[i] else logits1[i]
             macs = macs_exit0[i] if leave[i] else (macs_none[i] if policy.kind == "none" else macs_stay[i])
-            sequence = "0,1" if leave[i] else ("0,2" if policy.kind == "none" else "0,1,2")
-            want = ["0", str(int(np.argmax(logits))), "0" if leave[i] else "1", str(int(macs)), sequence]
-            assert row[:5] == want, (policy.kind, i)
-            assert [int(x) for x in row[5:]] == logits.tolist(), (policy.kind, i)
+            want = [str(int(np.argmax(logits))), "0" if leave[i] else "1", str(int(macs))]
+            assert row[:3] == want, (policy.kind, batch, i)
+            assert [int(x) for x in row[3:]] == logits.tolist(), (policy.kind, batch, i)
     # the policies chosen make some images leave at exit 0 and some stay
     assert 0 < left["margin"] < n and 0 < left["confidence"] < n and left["none"] == 0

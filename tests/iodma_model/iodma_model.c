@@ -3,15 +3,23 @@
  *
  * Each partition p has an input IODMA (TD_FPGA_IDMA<p>_BASE) and an output IODMA
  * (TD_FPGA_ODMA<p>_BASE) with the HLS AXI-lite map the controller drives: 0x00 control
- * (bit0 ap_start, bit1 ap_done), 0x10/0x14 buffer address, 0x1C repeat count. The fabric
- * between them cannot exist here: when the input IODMA starts, the model looks the bytes it
- * was given up in vectors.h (what finn-plus's python execution of that partition's HW graph
- * produced for each test image) and writes the matching output where the output IODMA points,
- * then raises ap_done. Input bytes it does not know (a wrong buffer, a wrong partition, a
- * missing step) leave ap_done low, so the controller times out. Every partition run is logged.
+ * (bit0 ap_start, bit1 ap_done), 0x10/0x14 buffer address, 0x1C repeat count (images). The
+ * fabric between them cannot exist here: when the input IODMA starts, the model takes the
+ * `repeat` images back to back from its buffer, looks each one's bytes up in vectors.h (what
+ * finn-plus's python execution of that partition's HW graph produced for each test image) and
+ * writes the matching outputs back to back where the output IODMA points, then raises ap_done.
+ * Input bytes it does not know (a wrong buffer, a wrong partition, a feature map damaged by the
+ * compaction, a missing step) leave ap_done low, so the controller times out. Both IODMAs of a
+ * run must be given the same repeat count.
  *
- * main: one line per image: "rc predicted exit macs sequence logit0 logit1 ...".
- * argv: none | confidence T16 | margin M0 [M1 ...]
+ * main: argv: BATCH none | confidence T16 | margin M0 [M1 ...]. Runs td_fpga_run_batch on every
+ * test image with that batch size, then prints
+ *   "arena BYTES"                           td_fpga_batch_dma_bytes(model, BATCH)
+ *   "rc RC"                                 its return code
+ *   "run P COUNT INBUF:OFF OUTBUF:OFF IDS"  per partition run in start order (buffer 0: the
+ *                                           image array, 1: the DMA arena; IDS: the test image
+ *                                           found at each position, comma-separated)
+ *   "img predicted exit macs logit0 ..."    per image
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,17 +35,17 @@
 #define PHYS_STRIDE 0x01000000u
 
 typedef struct {
-    uint32_t addr_lo, ctrl;
+    uint32_t addr_lo, repeat, ctrl;
 } iodma_t;
 
 static iodma_t idma[TD_TEST_PARTITIONS], odma[TD_TEST_PARTITIONS];
-static char sequence[4 * TD_TEST_PARTITIONS + 1];
-static size_t seq_len;
 
-/* the controller's three DDR buffers, at made-up 32-bit "physical" addresses */
-static uint8_t feat_a[TD_FPGA_MAX_FEAT_BYTES], feat_b[TD_FPGA_MAX_FEAT_BYTES], acc[TD_FPGA_MAX_OUT_BYTES];
-static uint8_t *const buffers[3] = {feat_a, feat_b, acc};
-static const size_t buffer_size[3] = {sizeof(feat_a), sizeof(feat_b), sizeof(acc)};
+/* the controller's DMA-able memory at made-up 32-bit "physical" addresses: the images, the arena */
+static uint8_t images[TD_TEST_IMAGES * TD_FPGA_IN_C * TD_FPGA_IN_H * TD_FPGA_IN_W];
+static uint8_t arena[TD_FPGA_BATCH_DMA_BYTES];
+static uint16_t ids[TD_FPGA_MAX_STAGES * TD_FPGA_FEAT_SLOTS * TD_FPGA_BATCH];
+static uint8_t *const buffers[2] = {images, arena};
+static const size_t buffer_size[2] = {sizeof(images), sizeof(arena)};
 
 static void die(const char *why) {
     fprintf(stderr, "iodma_model: %s\n", why);
@@ -46,16 +54,16 @@ static void die(const char *why) {
 
 uintptr_t td_hal_phys(const void *addr) {
     const uint8_t *p = (const uint8_t *)addr;
-    for (size_t b = 0; b < 3; ++b)
+    for (size_t b = 0; b < 2; ++b)
         if (p >= buffers[b] && p < buffers[b] + buffer_size[b])
             return PHYS_BASE + b * PHYS_STRIDE + (uintptr_t)(p - buffers[b]);
     die("td_hal_phys of a pointer outside the DMA buffers");
     return 0;
 }
 
-static uint8_t *from_phys(uint32_t phys) {
+static uint8_t *from_phys(uint32_t phys, size_t bytes) {
     uint32_t b = (phys - PHYS_BASE) / PHYS_STRIDE, off = (phys - PHYS_BASE) % PHYS_STRIDE;
-    if (phys < PHYS_BASE || b >= 3 || off >= buffer_size[b]) die("IODMA address outside the DMA buffers");
+    if (phys < PHYS_BASE || b >= 2 || off + bytes > buffer_size[b]) die("IODMA transfer outside the DMA buffers");
     return buffers[b] + off;
 }
 
@@ -80,16 +88,27 @@ static int which(uintptr_t addr, const uint32_t *bases) {
 
 static void run_partition(int p) {
     if (!(odma[p].ctrl & TD_IODMA_START)) die("input IODMA started before the output IODMA");
-    const uint8_t *in = from_phys(idma[p].addr_lo);
-    for (uint32_t i = 0; i < TD_TEST_IMAGES; ++i) {
-        if (memcmp(in, td_test_in[p] + (size_t)i * td_test_in_bytes[p], td_test_in_bytes[p]) != 0) continue;
-        memcpy(from_phys(odma[p].addr_lo), td_test_out[p] + (size_t)i * td_test_out_bytes[p],
-               td_test_out_bytes[p]);
-        odma[p].ctrl = TD_IODMA_DONE;
-        seq_len += (size_t)snprintf(sequence + seq_len, sizeof(sequence) - seq_len, "%s%d", seq_len ? "," : "", p);
-        return;
+    if (idma[p].repeat != odma[p].repeat) die("input and output IODMA repeat counts differ");
+    uint32_t n = idma[p].repeat, in_bytes = td_test_in_bytes[p], out_bytes = td_test_out_bytes[p];
+    const uint8_t *in = from_phys(idma[p].addr_lo, (size_t)n * in_bytes);
+    uint8_t *out = from_phys(odma[p].addr_lo, (size_t)n * out_bytes);
+    uint32_t in_phys = idma[p].addr_lo - PHYS_BASE, out_phys = odma[p].addr_lo - PHYS_BASE;
+    printf("run %d %u %u:%u %u:%u ", p, n, in_phys / PHYS_STRIDE, in_phys % PHYS_STRIDE, out_phys / PHYS_STRIDE,
+           out_phys % PHYS_STRIDE);
+    for (uint32_t k = 0; k < n; ++k) {
+        uint32_t i = 0;
+        while (i < TD_TEST_IMAGES &&
+               memcmp(in + (size_t)k * in_bytes, td_test_in[p] + (size_t)i * in_bytes, in_bytes) != 0)
+            ++i;
+        if (i == TD_TEST_IMAGES) {
+            printf("?\n");
+            return; /* unknown input: ap_done stays low */
+        }
+        memcpy(out + (size_t)k * out_bytes, td_test_out[p] + (size_t)i * out_bytes, out_bytes);
+        printf("%s%u", k ? "," : "", i);
     }
-    /* unknown input: ap_done stays low */
+    printf("\n");
+    odma[p].ctrl = TD_IODMA_DONE;
 }
 
 void td_hal_reg_write(uintptr_t addr, uint32_t value) {
@@ -103,10 +122,12 @@ void td_hal_reg_write(uintptr_t addr, uint32_t value) {
         if (value) die("non-zero high address word on a 32-bit Zynq-7000");
         break;
     case TD_IODMA_REPEAT:
-        if (value != 1u) die("repeat count other than one image");
+        if (value == 0u || value > TD_FPGA_BATCH) die("repeat count outside 1..TD_FPGA_BATCH");
+        dma->repeat = value;
         break;
     case TD_IODMA_CTRL:
         if (!(value & TD_IODMA_START)) break;
+        if (dma->ctrl == TD_IODMA_START) die("IODMA started again before it finished");
         dma->ctrl = TD_IODMA_START; /* running: ap_done low */
         if (dma == &idma[p]) run_partition(p);
         break;
@@ -116,9 +137,11 @@ void td_hal_reg_write(uintptr_t addr, uint32_t value) {
 
 uint32_t td_hal_reg_read(uintptr_t addr) {
     int p = which(addr, td_test_odma);
-    if (p >= 0 && (addr & (WINDOW - 1u)) == TD_IODMA_CTRL) return odma[p].ctrl;
-    p = which(addr, td_test_idma);
-    if (p >= 0 && (addr & (WINDOW - 1u)) == TD_IODMA_CTRL) return idma[p].ctrl;
+    if (p >= 0 && (addr & (WINDOW - 1u)) == TD_IODMA_CTRL) {
+        uint32_t ctrl = odma[p].ctrl;
+        if (ctrl & TD_IODMA_DONE) idma[p].ctrl = odma[p].ctrl = 0u; /* ap_done clears on read */
+        return ctrl;
+    }
     die("read of a register the controller does not poll");
     return 0;
 }
@@ -126,28 +149,31 @@ uint32_t td_hal_reg_read(uintptr_t addr) {
 int main(int argc, char **argv) {
     td_fpga_policy_t policy;
     memset(&policy, 0, sizeof(policy));
-    if (argc < 2 || !strcmp(argv[1], "none")) {
+    if (argc < 3) die("usage: iodma_model BATCH none | confidence T16 | margin M0 [M1 ...]");
+    uint32_t batch = (uint32_t)strtoul(argv[1], NULL, 10);
+    if (!strcmp(argv[2], "none")) {
         policy.policy = TD_POLICY_NONE;
-    } else if (!strcmp(argv[1], "confidence") && argc == 3) {
+    } else if (!strcmp(argv[2], "confidence") && argc == 4) {
         policy.policy = TD_POLICY_CONFIDENCE;
-        policy.confidence_t16 = (uint32_t)strtoul(argv[2], NULL, 10);
-    } else if (!strcmp(argv[1], "margin")) {
+        policy.confidence_t16 = (uint32_t)strtoul(argv[3], NULL, 10);
+    } else if (!strcmp(argv[2], "margin")) {
         policy.policy = TD_POLICY_MARGIN;
-        for (int k = 2; k < argc && k - 2 < (int)TD_FPGA_MAX_CLASSES; ++k)
-            policy.margin[k - 2] = (int32_t)strtol(argv[k], NULL, 10);
+        for (int k = 3; k < argc && k - 3 < (int)TD_FPGA_MAX_CLASSES; ++k)
+            policy.margin[k - 3] = (int32_t)strtol(argv[k], NULL, 10);
     } else {
-        die("usage: iodma_model none | confidence T16 | margin M0 [M1 ...]");
+        die("usage: iodma_model BATCH none | confidence T16 | margin M0 [M1 ...]");
     }
-    for (uint32_t i = 0; i < TD_TEST_IMAGES; ++i) {
-        td_fpga_result_t r;
-        seq_len = 0;
-        sequence[0] = '\0';
-        memset(idma, 0, sizeof(idma));
-        memset(odma, 0, sizeof(odma));
-        int rc = td_fpga_infer(&TD_FPGA_MODEL, &policy, td_test_in[0] + (size_t)i * td_test_in_bytes[0], feat_a,
-                               feat_b, acc, &r);
-        printf("%d %u %u %u %s", rc, r.predicted, r.exit_index, r.macs, seq_len ? sequence : "-");
-        for (uint8_t c = 0; c < TD_FPGA_MODEL.num_classes; ++c) printf(" %d", r.logits[c]);
+    memcpy(images, td_test_in[0], sizeof(images)); /* segment 0 reads the images in place */
+    static td_fpga_result_t results[TD_TEST_IMAGES];
+    td_fpga_batch_mem_t mem = {arena, sizeof(arena), ids, batch};
+    printf("arena %u\n", td_fpga_batch_dma_bytes(&TD_FPGA_MODEL, batch));
+    int rc = batch == 1u ? td_fpga_infer(&TD_FPGA_MODEL, &policy, images, &mem, &results[0])
+                         : td_fpga_run_batch(&TD_FPGA_MODEL, &policy, images, TD_TEST_IMAGES, &mem, results);
+    printf("rc %d\n", rc);
+    for (uint32_t i = 0; i < (batch == 1u ? 1u : TD_TEST_IMAGES); ++i) {
+        td_fpga_result_t *r = &results[i];
+        printf("img %u %u %u", r->predicted, r->exit_index, r->macs);
+        for (uint8_t c = 0; c < TD_FPGA_MODEL.num_classes; ++c) printf(" %d", r->logits[c]);
         printf("\n");
     }
     return 0;

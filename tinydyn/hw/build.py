@@ -31,6 +31,10 @@ from tinydyn.hw.report import (
     stage_row,
     totals,
 )
+from tinydyn.hw.resources import fixed_resources, partition_resources, shell_resources
+from tinydyn.hw.rtlsim import check_results as check_rtlsim
+from tinydyn.hw.rtlsim import select_partitions, simulate_build
+from tinydyn.hw.schedule import Partition, PsCosts, Stage, closed_form, heads_for_policy, schedule_figures
 from tinydyn.ir import IRModel
 from tinydyn.models.checkpoint import bundled_fpga_checkpoint, load_model
 from tinydyn.models.registry import get_family
@@ -40,8 +44,10 @@ from tinydyn.quantize.policy import ExitPolicy
 
 STATIC_SWEEP = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2)  # static targets tried, relative to early exit
 AUTO_START_FPS = 2000.0  # first target of the automatic search (images/s into segment 0)
-AUTO_TRIES = 4
-AUTO_HEADROOM = 0.85  # aim at this share of the part (shell, IODMAs, interconnect need the rest)
+AUTO_TRIES = 6
+STUCK_SHARE = 0.25  # the search stops when a lower rate shrank the over-budget part < 1/4 as much
+AUTO_HEADROOM = 0.85  # aim at this share of the part (a place-and-route margin; the total counts everything)
+DEFAULT_BATCH = 64  # images per batch of the PS schedule (tinydyn.hw.schedule)
 
 
 def dataset_images(
@@ -62,8 +68,24 @@ def dataset_images(
 
 def stage_reach(static_ir: IRModel, images: np.ndarray, policy: ExitPolicy, stages: int) -> list[float]:
     """Share of ``images`` reaching each stage of the FPGA model (integer reference executor)."""
-    exits = execute(static_ir, images, policy).exits
+    return reach_of(image_exits(static_ir, images, policy), stages)
+
+
+def image_exits(static_ir: IRModel, images: np.ndarray, policy: ExitPolicy) -> np.ndarray:
+    """The stage each image leaves at (integer reference executor)."""
+    return np.asarray(execute(static_ir, images, policy).exits, dtype=np.int64)
+
+
+def reach_of(exits: np.ndarray, stages: int) -> list[float]:
     return [float((exits >= k).mean()) for k in range(stages)]
+
+
+def exits_for_reach(reach: list[float], images: int = 1000, seed: int = 0) -> np.ndarray:
+    """Exits of ``images`` images, in a random order, whose stage reach is ``reach`` (assumed
+    reach: what the simulated schedule then runs)."""
+    leaving = np.round(-np.diff([*reach, 0.0]) * images).astype(int)
+    exits = np.repeat(np.arange(len(reach)), np.maximum(leaving, 0))
+    return np.random.default_rng(seed).permutation(exits)
 
 
 def evaluate(
@@ -116,13 +138,19 @@ def build_fpga(
     static_sweep: tuple[float, ...] = STATIC_SWEEP,
     allow_overfit: bool = False,
     assumed_reach: list[float] | None = None,
+    batch: int = DEFAULT_BATCH,
+    ps_costs: PsCosts | None = None,
+    rtlsim: str | None = None,
     progress: Callable[[str], None] = print,
 ) -> FpgaReport:
     """Build the FPGA front end for a checkpoint (or ``model``); see docs/FPGA.md.
 
     ``target_fps`` None: automatic search for the fastest design that fits the part.
     ``assumed_reach``: fold for these stage reaches instead of the measured ones (what-if
-    estimates, e.g. an untrained model; the report says so)."""
+    estimates, e.g. an untrained model; the report says so). ``batch``: images per batch of the
+    PS controller's pipelined schedule; the report's throughput is that schedule's
+    (:mod:`tinydyn.hw.schedule`, PS costs ``ps_costs``). ``rtlsim``: a partition name or "all":
+    simulate its RTL layers with Verilator, bit for bit against finn-plus (:mod:`tinydyn.hw.rtlsim`)."""
     fpga = get_board(board)
     policy = policy or ExitPolicy("confidence", 0.9)
     out_dir = Path(out_dir).resolve()
@@ -152,13 +180,15 @@ def build_fpga(
     # 2. reach on validation images (it decides the folding), accuracy on test images (integer
     # reference of the static and the dynamic model)
     val_images, _ = dataset_images(model, "validation", eval_images)
-    reach = stage_reach(ir, val_images, policy, len(ir.exits()))
+    val_exits = image_exits(ir, val_images, policy)
+    reach = reach_of(val_exits, len(ir.exits()))
     images, labels = dataset_images(model, "test", eval_images)
     accuracy, exit_table = evaluate(model, ir, images, labels, policy)
     if assumed_reach is not None:
         if len(assumed_reach) != len(reach):
             raise ExportError(f"assumed_reach needs {len(reach)} stage reaches, got {len(assumed_reach)}")
         reach = [float(r) for r in assumed_reach]
+        val_exits = exits_for_reach(reach)
     timings["calibration"] = round(time.time() - start, 2)
     progress("fpga: images reaching each stage: " + ", ".join(f"{r:.1%}" for r in reach))
     if accuracy:
@@ -182,26 +212,42 @@ def build_fpga(
         np.save(part_dir / "verify_input.npy", x)
         np.save(part_dir / "verify_expected.npy", run_qonnx(part.path, x))
         parts.append(part)
+    rtlsim_parts = select_partitions(rtlsim, [p.spec.name for p in parts]) if rtlsim else []
 
     # 4. finn-plus front end for every partition; automatic search for a design that fits
     t0 = time.time()
     search: list[dict] = []
     fps = float(target_fps) if target_fps else AUTO_START_FPS
+    share = 1.0 if target_fps else AUTO_HEADROOM
+    budget = {k: float(v) * share for k, v in fpga.resources.items()}
     for _attempt in range(1 if target_fps else AUTO_TRIES):
         progress(f"fpga: finn-plus front end for {len(parts)} partitions, folded for {fps:.0f} img/s")
         ests = [
             _front_end(build_dataflow, fpga, part, fps * reach[part.spec.stage], progress) for part in parts
         ]
-        total = totals([_row(e, p, reach, fpga) for e, p in zip(ests, parts, strict=True)])
-        share = 1.0 if target_fps else AUTO_HEADROOM
-        budget = {k: float(v) * share for k, v in fpga.resources.items()}
+        attempt_rows = [_row(e, p, reach, fpga) for e, p in zip(ests, parts, strict=True)]
+        shell = shell_resources(len(parts))
+        total = totals(attempt_rows, shell)
+        fixed = fixed_resources([r.breakdown for r in attempt_rows], shell)
         fits = fits_within(total, budget)
-        search.append({"target_fps": round(fps, 1), "fits": fits, **{k: total.get(k, 0.0) for k in FIT_KEYS}})
+        search.append(
+            {
+                "target_fps": round(fps, 1),
+                "fits": fits,
+                **{k: total.get(k, 0.0) for k in FIT_KEYS},
+                "fixed": {k: fixed[k] for k in FIT_KEYS},
+            }
+        )
         if fits or target_fps:
             break
-        # resources grow about linearly with the folding rate: scale down by the worst overuse
-        factor = min(budget[k] / total[k] for k in FIT_KEYS if total.get(k, 0.0) > 0)
-        fps *= min(0.9, factor * 0.95)
+        verdict, fps = next_target(total, fixed, budget, fps, search)
+        if verdict:
+            search[-1]["verdict"] = verdict
+            progress(f"fpga: {verdict}")
+            break
+    else:
+        if not target_fps:
+            search[-1]["verdict"] = f"no fitting folding within {AUTO_TRIES} tries"
     timings["front_end"] = round(time.time() - t0, 2)
 
     # 5. HLS/RTL code generation (resumes at step_hw_codegen), checks, rows, PS heads
@@ -222,10 +268,20 @@ def build_fpga(
         rows.append(_row(est, part, reach, fpga, check.to_json()))
         timings[spec.name] = round(time.time() - t1, 2)
     heads = _stage_heads(parts, ir)
+    rtlsim_results = []
+    if rtlsim_parts:  # the RTL layers of the chosen partitions, on the first check image
+        t0 = time.time()
+        source = "Fashion-MNIST test image 0" if labels is not None else "random image 0"
+        rtlsim_results = simulate_build(
+            out_dir, rtlsim_parts, fpga.part, 1000.0 / fpga.clock_mhz, input_source=source, progress=progress
+        )
+        timings["rtlsim"] = round(time.time() - t0, 2)
+    verdict = search[-1].get("verdict", "") if search else ""
 
     # 6. static baseline: the whole network as one partition, as fast as the same budget allows
     t0 = time.time()
-    total = totals(rows)
+    shell = shell_resources(len(rows))
+    total = totals(rows, shell)
     ee_fps = early_exit_fps(rows)
     whole_spec = family.fpga_whole(cfg)
     whole = export_partition(
@@ -234,18 +290,28 @@ def build_fpga(
         ir.tensors["input"].shape,
         out_dir / "static" / "model.onnx",
     )
-    best = None
+    best, best_dir, best_fps, best_total = None, None, 0.0, {}
+    costs = ps_costs or PsCosts()
+    stages_sched = schedule_stages(heads, rows)
+    heads_run = heads_for_policy(policy.kind, len(heads), int(val_exits[0]) if len(val_exits) else None)
     for factor in static_sweep:
         progress(f"fpga: static baseline at {ee_fps * factor:.0f} img/s")
-        est = run_front_end(
-            build_dataflow, fpga, whole.path, out_dir / "static" / f"x{factor:g}", ee_fps * factor, False
-        )
-        if fits_within(est.resources, total) and (
-            best is None or est.fps(fpga.clock_mhz) > best.fps(fpga.clock_mhz)
-        ):
-            best = est
+        static_dir = out_dir / "static" / f"x{factor:g}"
+        est = run_front_end(build_dataflow, fpga, whole.path, static_dir, ee_fps * factor, False)
+        est.extras = _extras(static_dir, fpga)
+        static_total = totals([stage_row(est, 0, "segment", 1.0, fpga.clock_mhz, {})], shell_resources(1))
+        # the same controller runs the static design: one stage, batches of ``batch``
+        period = closed_form([static_stage(est, heads[0].in_bytes, static_dir)], [batch], batch, costs)
+        static_fps = batch / period * fpga.clock_mhz * 1e6
+        if fits_within(static_total, total) and (best is None or static_fps > best_fps):
+            best, best_dir, best_fps, best_total = est, static_dir, static_fps, static_total
     timings["static_sweep"] = round(time.time() - t0, 2)
-    static_fps = best.fps(fpga.clock_mhz) if best else 0.0
+    static_sched = static_stage(best, heads[0].in_bytes, best_dir) if best is not None else None
+    schedule = schedule_figures(
+        stages_sched, static_sched, reach, val_exits, batch, costs, fpga.clock_mhz * 1e6, heads_run
+    )
+    static_fps = schedule["static"]["fps"] if best is not None else 0.0
+    ee_fps = schedule["early_exit"]["fps"]
     util = {k: total.get(k, 0.0) / v for k, v in fpga.resources.items() if k != "FF"}
     report = FpgaReport(
         board=fpga.name,
@@ -261,24 +327,31 @@ def build_fpga(
         fits=fits_within(total, {k: float(v) for k, v in fpga.resources.items()}),
         early_exit_fps=ee_fps,
         static_fps=static_fps,
-        static_resources=best.resources if best else {},
+        static_resources=best_total,
         static_target_fps=best.target_fps if best else 0.0,
         speedup=ee_fps / static_fps if static_fps else float("inf"),
         accuracy=accuracy,
         notes=[
+            *([f"automatic search: {verdict}"] if verdict else []),
             *(
                 [f"reach assumed ({', '.join(f'{r:.0%}' for r in reach)}), not measured on this model"]
                 if assumed_reach is not None
                 else []
             ),
             note,
-            "segment k computes only the blocks after exit k-1; its uint8 feature map goes through DDR "
-            "to head k and segment k+1; the PS finishes the head logits in integers",
+            "segment k computes only the blocks after exit k-1; its uint8 feature map goes through DDR to "
+            "the PS, which runs exit head k (GAP + FC, bit for bit the integer reference) and compacts the "
+            "maps of the images that stay for segment k+1; the last segment holds the final head",
             "residual joins run in float32 (finn-plus ElementwiseMul/Add): trained branch scales differ",
-            "finn-plus estimates have no FF model and exclude the Zynq shell, IODMAs and PS time",
+            "totals count everything the design instantiates: finn-plus's layer estimates, DWCs and FIFOs "
+            "(finn-plus estimates of the nodes the Zynq build inserts; residual-shortcut FIFOs sized for a "
+            "whole feature map), per-instance figures for the layers finn-plus does not estimate, IODMAs and "
+            "the Zynq shell (docs/FPGA.md); FF is partial (finn-plus's layers have no FF model)",
         ],
         target_fps=fps,
         target_search=search,
+        schedule=schedule,
+        shell=shell,
         exit_table=exit_table,
         eval_images=len(images),
         out_dir=str(out_dir),
@@ -290,6 +363,7 @@ def build_fpga(
         fpga.name,
         tuple(int(v) for v in ir.input_spec.shape),
         cpu_hz=667_000_000,
+        batch=batch,
     )
     meta = [{"name": r.name, "kind": r.kind, "stage": r.stage, "target_fps": r.target_fps} for r in rows]
     script = write_package(out_dir, fpga, meta)
@@ -307,14 +381,56 @@ def build_fpga(
                 "needs_vivado": f"{script.name}: IP generation and FIFO sizing per partition, HLS "
                 "synthesis and stitching, one Zynq design holding every partition, bitstream, deploy/",
                 "ps_controller": str(ps_dir),
+                "rtlsim": [r.to_json() for r in rtlsim_results],
             },
             indent=2,
         )
     )
     report.save(out_dir)
+    check_rtlsim(rtlsim_results)  # a layer whose RTL differs from finn-plus fails the build
     if not allow_overfit:
         check_fit(report, fpga)
     return report
+
+
+def next_target(
+    total: dict[str, float], fixed: dict[str, float], budget: dict[str, float], fps: float, search: list[dict]
+) -> tuple[str, float]:
+    """The automatic search's next target rate, or why nothing fits.
+
+    Only the folding-dependent part (layers, DWCs, FIFOs, unestimated layers) shrinks with the
+    rate: the shell and the IODMAs are the same at any rate. So the room left by the fixed part
+    is compared with the variable part, which is scaled (about linearly in the rate, while
+    finn-plus can still fold further). Returns (verdict, next rate): a non-empty verdict says
+    plainly that no rate fits."""
+    room = {k: budget[k] - fixed.get(k, 0.0) for k in FIT_KEYS}
+    short = [k for k in FIT_KEYS if room[k] <= 0]
+    if short:
+        need = ", ".join(f"{k} {fixed[k]:.0f}/{budget[k]:.0f}" for k in short)
+        return (f"nothing fits: the shell and IODMAs alone exceed the budget ({need})", fps)
+    variable = {k: total.get(k, 0.0) - fixed.get(k, 0.0) for k in FIT_KEYS}
+    over = [k for k in FIT_KEYS if variable[k] > room[k]]
+    if len(search) > 1:  # lowering the rate must still shrink the limiting resource
+        before = search[-2]
+        rate_drop = 1.0 - fps / before["target_fps"]
+        stuck = [
+            k
+            for k in over
+            if 1.0 - variable[k] / max(before[k] - before["fixed"][k], 1e-9) < STUCK_SHARE * rate_drop
+        ]
+        if stuck and not before.get("plateau"):  # finn-plus folds in steps: try a much lower rate once
+            search[-1]["plateau"] = True
+            return "", fps * 0.5
+        if stuck:
+            k = stuck[0]
+            return (
+                f"nothing fits: at {fps:.0f} img/s the folding-dependent part still needs {k} "
+                f"{variable[k]:.0f} (it hardly shrank from {before['target_fps']:.0f} img/s: finn-plus's "
+                f"smallest folding) and the shell and IODMAs leave {room[k]:.0f}",
+                fps,
+            )
+    factor = min(room[k] / variable[k] for k in over)
+    return "", fps * min(0.9, factor * 0.95)
 
 
 def _front_end(
@@ -331,7 +447,14 @@ def _front_end(
         (part_dir / "verify_input.npy", part_dir / "verify_expected.npy"),
     )
     est.name = part.spec.name
+    est.extras = _extras(part_dir, fpga)
     return est
+
+
+def _extras(part_dir: Path, fpga: FpgaBoard) -> dict[str, dict[str, float]]:
+    """What the partition instantiates beyond finn-plus's layer estimates (tinydyn.hw.resources)."""
+    model = part_dir / "intermediate_models" / "step_generate_estimate_reports.onnx"
+    return partition_resources(model, fpga.part)
 
 
 def _row(
@@ -347,26 +470,27 @@ def _row(
 
 
 def _stage_heads(parts: list[ExportedPartition], ir: IRModel) -> list[StageHead]:
-    """What the PS needs per stage: segment and head partitions, sizes, MACs, integer head."""
-    by_stage: dict[int, dict[str, ExportedPartition]] = {}
-    for part in parts:
-        by_stage.setdefault(part.spec.stage, {})[part.spec.kind] = part
-    index = {part.spec.name: n for n, part in enumerate(parts)}
+    """What the PS needs per stage: segment k's partition and sizes, exit head k (run on the PS:
+    its FC weights from the integer IR), MACs, the integer requantisation."""
     macs = _op_macs(ir)
+    exits = sorted(ir.exits(), key=lambda op: op.attrs["index"])
     heads = []
-    for k in sorted(by_stage):
-        seg = by_stage[k]["segment"]
-        head = by_stage[k].get("head")
-        head_key = seg.spec.head or head.spec.head
+    for p, seg in enumerate(parts):
+        spec = seg.spec
+        head_key = spec.head or str(spec.last_block)  # a segment without a head: exit after its last block
         bias, mult, shift, scale = head_arrays(ir, head_key)
-        seg_macs = sum(macs.get(f"b{i}", 0) for i in seg.spec.blocks) + (macs["stem"] if seg.spec.stem else 0)
-        exit_index = seg.spec.stage  # stage k ends at exit k
-        head_name = "final" if head_key == "final" else f"exit{exit_index}"
-        feat = ir.tensors[seg.spec.output_tensor].shape if seg.spec.output_tensor else (0,)
-        bits, per_word, word_bits = accumulator_layout((head or seg).path.parent)
+        seg_macs = sum(macs.get(f"b{i}", 0) for i in spec.blocks) + (macs["stem"] if spec.stem else 0)
+        head_name = "final" if head_key == "final" else f"exit{spec.stage}"
+        last = spec.output_tensor is None
+        weight, feat_c, feat_bytes = None, 0, 0
+        if not last:
+            feat = ir.tensors[spec.output_tensor].shape  # (C, H, W)
+            feat_c, feat_bytes = int(feat[0]), int(np.prod(feat))
+            weight = ir.array(exits[spec.stage].then[0], "weight").astype(np.int8)
+        bits, per_word, word_bits = accumulator_layout(seg.path.parent) if last else (32, 1, 32)
         heads.append(
             StageHead(
-                name=f"stage{k}",
+                name=f"stage{spec.stage}",
                 bias=bias,
                 mult=mult,
                 shift=shift,
@@ -375,14 +499,45 @@ def _stage_heads(parts: list[ExportedPartition], ir: IRModel) -> list[StageHead]
                 out_per_word=per_word,
                 out_word_bits=word_bits,
                 in_bytes=int(np.prod(seg.in_shape)),
-                feat_bytes=int(np.prod(feat)) if seg.spec.output_tensor else 0,
+                feat_bytes=feat_bytes,
                 seg_macs=int(seg_macs),
                 head_macs=int(macs.get(head_name, 0)),
-                seg_partition=index[seg.spec.name],
-                head_partition=index[head.spec.name] if head else -1,
+                seg_partition=p,
+                head_weight=weight,
+                feat_c=feat_c,
             )
         )
     return heads
+
+
+def schedule_stages(heads: list[StageHead], rows: list[StageRow]) -> list[Stage]:
+    """The stages as the schedule model sees them: each segment's finn-plus latency and
+    initiation interval, the bytes its IODMAs move per image and the MACs of its PS exit head."""
+    return [
+        Stage(
+            Partition(rows[hd.seg_partition].name, rows[hd.seg_partition].latency_cycles,
+                      rows[hd.seg_partition].max_cycles),
+            hd.in_bytes,
+            hd.feat_bytes,
+            hd.out_bytes,
+            0 if hd.last else hd.head_macs,
+        )
+        for hd in heads
+    ]  # fmt: skip
+
+
+def static_stage(est: StageEstimate, in_bytes: int, part_dir: Path) -> Stage:
+    """The one-partition static design as a one-stage schedule (its final head inside)."""
+    _, per_word, word_bits = accumulator_layout(part_dir)
+    out_bytes = -(-_classes(part_dir) // per_word) * word_bits // 8
+    return Stage(Partition("static", est.critical_path_cycles, est.max_cycles), in_bytes, 0, out_bytes)
+
+
+def _classes(part_dir: Path) -> int:
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    model = ModelWrapper(str(part_dir / "intermediate_models" / "step_generate_estimate_reports.onnx"))
+    return int(np.prod(model.get_tensor_shape(model.graph.output[0].name)[1:]))
 
 
 def _op_macs(ir: IRModel) -> dict[str, int]:

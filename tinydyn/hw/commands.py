@@ -34,6 +34,20 @@ import click
     "for accuracy (0..).",
 )
 @click.option("--check-images", default=20, show_default=True, help="Images for the export/HW-graph checks.")
+@click.option(
+    "--batch",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1, 4096),
+    help="Images per batch of the PS controller's pipelined schedule (the IODMA repeat count).",
+)
+@click.option(
+    "--rtlsim",
+    default=None,
+    metavar="PARTITION",
+    help="Simulate the RTL layers of this partition (seg0, head0, ...; 'all': every one) with Verilator "
+    "and compare bit for bit with finn-plus's python execution (report in OUT/rtlsim/).",
+)
 @click.option("--no-codegen", is_flag=True, help="Stop after the estimates (skip HLS/RTL code generation).")
 @click.option("--allow-overfit", is_flag=True, help="Write the report even if the design does not fit.")
 def fpga(
@@ -46,6 +60,8 @@ def fpga(
     calibration_images: int,
     eval_images: int,
     check_images: int,
+    batch: int,
+    rtlsim: str | None,
     no_codegen: bool,
     allow_overfit: bool,
 ) -> None:
@@ -65,6 +81,8 @@ def fpga(
         calibration_images=calibration_images,
         eval_images=eval_images,
         check_images=check_images,
+        batch=batch,
+        rtlsim=rtlsim,
         codegen=not no_codegen,
         allow_overfit=allow_overfit,
         progress=lambda msg: click.echo(msg, err=True),

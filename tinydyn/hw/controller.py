@@ -1,13 +1,16 @@
 """PS-side controller: copy the C sources and generate ``td_fpga_model.h`` for a build.
 
-The header carries what the controller needs per stage k: the IODMA register bases of
-segment k and of exit head k (the last stage's head is part of its segment), as macros of
-``td_fpga_addresses.h`` (predicted here as finn-plus's Zynq shell assigns them, rewritten from
-the hardware handoff by ``build_bitstream.sh``); the sizes of the segment's input and of the
-uint8 feature map it writes to DDR, the width of the packed head accumulators, MACs, and the
-integer head (bias, mult, shift) taken from the integer IR of the static model, so the PS
-computes logits bit for bit like the integer reference executor, plus the confidence LUT of
-:mod:`tinydyn.quantize.policy`.
+The header carries what the controller needs per stage k: the IODMA register bases of segment k
+(partition k), as macros of ``td_fpga_addresses.h`` (predicted here as finn-plus's Zynq shell
+assigns them, rewritten from the hardware handoff by ``build_bitstream.sh``); the sizes of the
+segment's input and of the uint8 NHWC feature map it writes to DDR; exit head k, which the PS runs
+in software (GAP, then the FC's int8 weights); for the last stage the width of the packed final
+accumulators the segment writes; MACs; and the integer requantisation (bias, mult, shift) taken
+from the integer IR of the static model, so the PS computes logits bit for bit like the integer
+reference executor, plus the confidence LUT of :mod:`tinydyn.quantize.policy`.
+
+Also the bare-metal bring-up for the ZedBoard (start-up, linker script, MMU/caches, UART) and a
+Makefile that links ``td_fpga_ps.elf`` (docs/FPGA.md, "PS bring-up").
 """
 
 from __future__ import annotations
@@ -20,9 +23,19 @@ from pathlib import Path
 import numpy as np
 
 from tinydyn.hw.link import addresses_header, predicted_addresses
+from tinydyn.hw.schedule import arena_layout
 from tinydyn.quantize.policy import exp_lut, lut_multiplier
 
-PS_SOURCES = ("td_fpga.c", "td_fpga.h", "td_fpga_zynq.c")
+PS_SOURCES = (
+    "td_fpga.c",
+    "td_fpga.h",
+    "td_fpga_zynq.c",
+    "td_zynq.h",
+    "td_zynq_boot.S",
+    "td_zynq_mmu.c",
+    "td_zynq_uart.c",
+    "td_zynq.ld",
+)
 ADDRESSES_HEADER = "td_fpga_addresses.h"
 PROTOCOL_SOURCES = ("protocol.c", "protocol.h")
 # the target (Zynq-7000 PS: Cortex-A9, NEON, hard float) stays fixed in the Makefile even when a
@@ -33,26 +46,50 @@ CFLAGS = f"{ARCH_CFLAGS} -Wall -Wextra -Werror -std=c99 -O2"
 
 @dataclass
 class StageHead:
-    """What the PS needs to run stage k (segment k, then head k) and finish its logits."""
+    """What the PS needs to run stage k: segment k in the fabric, then exit head k in software
+    (every stage but the last) or the final accumulators the last segment writes."""
 
     name: str
     bias: np.ndarray  # int32 (classes,)
     mult: np.ndarray  # int64
     shift: np.ndarray  # int (>= 1)
     logit_scale: float
-    out_bits: int  # width of one head accumulator
+    out_bits: int  # last stage: width of one final-head accumulator
     out_per_word: int  # accumulators per output stream word (the head's PE)
     out_word_bits: int  # that word's width padded to whole bytes (what the output IODMA writes)
     in_bytes: int  # the segment's packed input (image, or the previous segment's feature map)
-    feat_bytes: int  # the uint8 NHWC feature map the segment writes (0: head inside the segment)
+    feat_bytes: int  # the uint8 NHWC feature map the segment writes (0: last stage)
     seg_macs: int
     head_macs: int
     seg_partition: int  # partition index p: its IODMAs are idma<p> and odma<p>
-    head_partition: int  # -1: the head is part of the segment (last stage)
+    head_weight: np.ndarray | None = None  # int8 [classes, C] of exit head k (None: last stage)
+    feat_c: int = 0  # channels of the feature map (the GAP's C; HW = feat_bytes / C)
 
     @property
     def macs(self) -> int:
         return self.seg_macs + self.head_macs
+
+    @property
+    def last(self) -> bool:
+        return self.head_weight is None
+
+    @property
+    def out_bytes(self) -> int:
+        """Final accumulator bytes per image the last segment's output IODMA writes (whole stream
+        words); 0 for a stage whose head runs on the PS."""
+        if not self.last:
+            return 0
+        return -(-int(self.bias.size) // self.out_per_word) * self.out_word_bits // 8
+
+
+MAX_STAGES = 8  # TD_FPGA_MAX_STAGES in td_fpga.h
+MAX_BATCH = 4096  # TD_FPGA_MAX_BATCH
+MAX_CHANNELS = 1024  # TD_FPGA_MAX_CHANNELS: feature-map channels of a PS exit head
+
+
+def dma_arena_bytes(heads: list[StageHead], batch: int) -> int:
+    """Bytes of the batched schedule's DMA arena (td_fpga_batch_dma_bytes)."""
+    return arena_layout([(hd.feat_bytes, hd.out_bytes, hd.last) for hd in heads], batch)[1]
 
 
 def dma_macro(kind: str, partition: int) -> str:
@@ -86,14 +123,23 @@ def _array(ctype: str, name: str, values: np.ndarray) -> str:
 
 
 def render_header(
-    heads: list[StageHead], model_id: str, board: str, in_shape: tuple[int, int, int], cpu_hz: int
+    heads: list[StageHead],
+    model_id: str,
+    board: str,
+    in_shape: tuple[int, int, int],
+    cpu_hz: int,
+    batch: int = 1,
 ) -> str:
     c, h, w = in_shape
     classes = int(heads[0].bias.size)
-    out_bytes = [-(-classes // hd.out_per_word) * hd.out_word_bits // 8 for hd in heads]
+    if len(heads) > MAX_STAGES or not 1 <= batch <= MAX_BATCH:
+        raise ValueError(f"the PS controller runs 1..{MAX_STAGES} stages in batches of 1..{MAX_BATCH}")
+    if any(not hd.last and not 0 < hd.feat_c <= MAX_CHANNELS for hd in heads):
+        raise ValueError(f"the PS exit heads take feature maps of 1..{MAX_CHANNELS} channels")
     lines = [
-        "/* Generated by tinydyn fpga: do not edit. One entry per stage: backbone segment k and",
-        " * exit head k, each a FINN dataflow partition with an input and an output IODMA. */",
+        "/* Generated by tinydyn fpga: do not edit. One entry per stage: backbone segment k (FINN",
+        " * dataflow partition k, with an input and an output IODMA) and exit head k, which the PS",
+        " * runs in software (GAP + FC); the last segment holds the final head. */",
         "#ifndef TD_FPGA_MODEL_H",
         "#define TD_FPGA_MODEL_H",
         '#include "td_fpga.h"',
@@ -107,27 +153,31 @@ def render_header(
         f"#define TD_FPGA_NUM_STAGES {len(heads)}u",
         f"#define TD_FPGA_STATIC_MACS {sum(hd.seg_macs for hd in heads) + heads[-1].head_macs}u",
         f"#define TD_FPGA_MAX_FEAT_BYTES {max(max(hd.in_bytes, hd.feat_bytes) for hd in heads)}u",
-        f"#define TD_FPGA_MAX_OUT_BYTES {max(out_bytes)}u",
+        f"#define TD_FPGA_MAX_OUT_BYTES {max(hd.out_bytes for hd in heads)}u",
+        "/* batched schedule: images per batch and its DMA arena (td_fpga_batch_dma_bytes) */",
+        f"#define TD_FPGA_BATCH {batch}u",
+        f"#define TD_FPGA_BATCH_DMA_BYTES {dma_arena_bytes(heads, batch)}u",
     ]
     for hd in heads:
-        up, has_head = hd.name.upper(), hd.head_partition >= 0
+        up = hd.name.upper()
         lines += [
-            f"#define TD_FPGA_{up}_SEG_IDMA {dma_macro('idma', hd.seg_partition)}",
-            f"#define TD_FPGA_{up}_SEG_ODMA {dma_macro('odma', hd.seg_partition)}",
-            f"#define TD_FPGA_{up}_HEAD_IDMA {dma_macro('idma', hd.head_partition) if has_head else '0u'}",
-            f"#define TD_FPGA_{up}_HEAD_ODMA {dma_macro('odma', hd.head_partition) if has_head else '0u'}",
+            f"#define TD_FPGA_{up}_IDMA {dma_macro('idma', hd.seg_partition)}",
+            f"#define TD_FPGA_{up}_ODMA {dma_macro('odma', hd.seg_partition)}",
             _array("int32_t", f"td_{hd.name}_bias", hd.bias.astype(np.int64)),
             _array("int64_t", f"td_{hd.name}_mult", hd.mult.astype(np.int64)),
             _array("uint8_t", f"td_{hd.name}_shift", hd.shift.astype(np.int64)),
         ]
+        if not hd.last:
+            lines.append(_array("int8_t", f"td_{hd.name}_weight", np.asarray(hd.head_weight, dtype=np.int64)))
     lines.append(_array("uint16_t", "td_exp_lut", exp_lut()))
     lines.append("static const td_fpga_stage_t td_fpga_stages[TD_FPGA_NUM_STAGES] = {")
-    for hd, nbytes in zip(heads, out_bytes, strict=True):
+    for hd in heads:
         up = hd.name.upper()
+        weight = "NULL" if hd.last else f"td_{hd.name}_weight"
+        feat_c = 0 if hd.last else hd.feat_c
         lines.append(
-            f"    {{TD_FPGA_{up}_SEG_IDMA, TD_FPGA_{up}_SEG_ODMA, TD_FPGA_{up}_HEAD_IDMA, "
-            f"TD_FPGA_{up}_HEAD_ODMA, {hd.in_bytes}u, {hd.feat_bytes}u, {hd.out_bits}u, {hd.out_per_word}u, "
-            f"{hd.out_word_bits}u, {nbytes}u, "
+            f"    {{TD_FPGA_{up}_IDMA, TD_FPGA_{up}_ODMA, {hd.in_bytes}u, {hd.feat_bytes}u, {feat_c}u, "
+            f"{weight}, {hd.out_bits}u, {hd.out_per_word}u, {hd.out_word_bits}u, {hd.out_bytes}u, "
             f"{hd.seg_macs}u, {hd.head_macs}u, td_{hd.name}_bias, td_{hd.name}_mult, "
             f"td_{hd.name}_shift, {lut_multiplier(hd.logit_scale)}u}},"
         )
@@ -141,6 +191,32 @@ def render_header(
     return "\n".join(lines)
 
 
+# 'make' builds the bare-metal ELF for the ZedBoard (start-up, linker script, MMU; docs/FPGA.md).
+# Not 'CC ?=': GNU make predefines CC=cc, so '?=' never applies and a plain 'make' would build ARM
+# code with the host compiler; only make's own default is replaced here, so 'make CC=...' and CC
+# in the environment still choose the compiler. --specs=nosys.specs: newlib without an OS (the
+# application uses memcpy/memmove/memset only); -nostartfiles: td_zynq_boot.S is the start-up.
+MAKEFILE = """# Cross-compile the PS application for the ZedBoard: td_fpga_ps.elf (load it with the FSBL in
+# BOOT.bin, or over JTAG: see boot/ in the build directory and docs/FPGA.md)
+ifeq ($(origin CC),default)
+CC = arm-none-eabi-gcc
+endif
+ARCH_CFLAGS = {arch}
+CFLAGS ?= {cflags}
+LDFLAGS ?= -Wl,--gc-sections -Wl,-Map=td_fpga_ps.map
+OBJS = td_fpga.o td_fpga_zynq.o protocol.o td_zynq_mmu.o td_zynq_uart.o td_zynq_boot.o
+all: td_fpga_ps.elf
+td_fpga_ps.elf: $(OBJS) td_zynq.ld
+\t$(CC) $(ARCH_CFLAGS) -nostartfiles --specs=nosys.specs -T td_zynq.ld $(LDFLAGS) $(OBJS) -o $@
+%.o: %.c
+\t$(CC) $(ARCH_CFLAGS) $(CFLAGS) -c $< -o $@
+%.o: %.S
+\t$(CC) $(ARCH_CFLAGS) $(CFLAGS) -c $< -o $@
+clean:
+\trm -f $(OBJS) td_fpga_ps.elf td_fpga_ps.map
+"""
+
+
 def write_controller(
     out_dir: Path,
     heads: list[StageHead],
@@ -148,9 +224,10 @@ def write_controller(
     board: str,
     in_shape: tuple[int, int, int],
     cpu_hz: int,
+    batch: int = 1,
 ) -> Path:
     copy_sources(out_dir)
-    partitions = 1 + max(max(hd.seg_partition, hd.head_partition) for hd in heads)
+    partitions = 1 + max(hd.seg_partition for hd in heads)
     (out_dir / ADDRESSES_HEADER).write_text(
         addresses_header(
             predicted_addresses(partitions),
@@ -158,20 +235,8 @@ def write_controller(
             "from the built design's hardware handoff",
         )
     )
-    (out_dir / "td_fpga_model.h").write_text(render_header(heads, model_id, board, in_shape, cpu_hz))
+    (out_dir / "td_fpga_model.h").write_text(render_header(heads, model_id, board, in_shape, cpu_hz, batch))
     (out_dir / "Makefile").write_text(
-        "# Cross-compile the PS controller objects (link with your Zynq BSP / FSBL linker script).\n"
-        # not 'CC ?=': GNU make predefines CC=cc, so '?=' never applies and a plain 'make' would
-        # build ARM code with the host compiler; only make's own default is replaced here, so
-        # 'make CC=...' and CC in the environment still choose the compiler
-        "ifeq ($(origin CC),default)\n"
-        "CC = arm-none-eabi-gcc\n"
-        "endif\n"
-        f"ARCH_CFLAGS = {ARCH_CFLAGS}\n"
-        f"CFLAGS ?= {CFLAGS[len(ARCH_CFLAGS) :].strip()}\n"
-        "OBJS = td_fpga.o td_fpga_zynq.o protocol.o\n"
-        "all: $(OBJS)\n"
-        "%.o: %.c\n\t$(CC) $(ARCH_CFLAGS) $(CFLAGS) -c $< -o $@\n"
-        "clean:\n\trm -f $(OBJS)\n"
+        MAKEFILE.format(arch=ARCH_CFLAGS, cflags=CFLAGS[len(ARCH_CFLAGS) :].strip())
     )
     return out_dir

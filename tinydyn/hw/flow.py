@@ -21,6 +21,7 @@ from tinydyn.hw.steps import (
     step_tinydyn_cut_tail,
     step_tinydyn_global_pool,
     step_tinydyn_streamline_forks,
+    step_tinydyn_threshold_memory,
 )
 
 FRONT_END_STEPS: list[Any] = [
@@ -37,6 +38,7 @@ FRONT_END_STEPS: list[Any] = [
     "step_specialize_layers",
     "step_target_fps_parallelization",
     "step_apply_folding_config",
+    step_tinydyn_threshold_memory,
     "step_minimize_bit_width",
     "step_generate_estimate_reports",
 ]
@@ -63,6 +65,7 @@ class StageEstimate:
     layer_cycles: dict[str, int] = field(default_factory=dict)
     step_seconds: dict[str, float] = field(default_factory=dict)
     float_layers: list[str] = field(default_factory=list)
+    extras: dict[str, dict[str, float]] = field(default_factory=dict)  # tinydyn.hw.resources
 
     def fps(self, clock_mhz: float) -> float:
         return clock_mhz * 1e6 / max(self.max_cycles, 1)

@@ -12,8 +12,10 @@ FINN's default streamlining leaves four things of an LC-Net partition unmapped:
   reference does (``acc + bias``, fixed-point requantisation), see :mod:`tinydyn.hw.controller`;
 * a backbone segment's output scale multiply: cut, so the segment streams its uint8 feature map.
 
-The residual join stays float32 (finn-plus ElementwiseMul/Add): the trained shortcut and
-branch have different scales, so there is no integer-only form without retraining.
+The residual join stays float32 (finn-plus ElementwiseMul/Add) when the trained shortcut and
+branch have different scales; a model trained with integer joins (one shared quantiser,
+``LCNetConfig.int_joins``) has the same scale on both inputs: ``MoveLinearPastEltwiseAdd`` takes
+it past the add, which finn-plus then maps to an integer AddStreams.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def step_tinydyn_streamline_forks(model: Any, cfg: Any) -> Any:
         AbsorbTransposeIntoMultiThreshold,
     )
     from finn.transformation.streamline.reorder import (
+        MoveLinearPastEltwiseAdd,
         MoveLinearPastFork,
         MoveScalarLinearPastInvariants,
         MoveTransposePastEltwise,
@@ -42,6 +45,9 @@ def step_tinydyn_streamline_forks(model: Any, cfg: Any) -> Any:
     for _ in range(FORK_ROUNDS):
         for transform in (
             MoveLinearPastFork(),
+            # integer joins (one shared quantiser): Mul(a, s) + Mul(b, s) -> Mul(a + b, s), so the add
+            # sees integers (AddStreams) and the scale moves on into the next thresholds
+            MoveLinearPastEltwiseAdd(),
             MoveTransposePastFork(),
             MoveTransposePastEltwise(),
             MoveTransposePastJoinAdd(),
@@ -51,7 +57,12 @@ def step_tinydyn_streamline_forks(model: Any, cfg: Any) -> Any:
             AbsorbTransposeIntoMultiThreshold(),
         ):
             model = model.transform(transform)
-    return model
+    # the shared join quantiser on an identity shortcut thresholds a uint8 input into int8: its
+    # negative thresholds (always passed) become 0 once the input type is known, as finn-plus requires
+    from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+
+    return model.transform(InferDataTypes()).transform(RoundAndClipThresholds())
 
 
 def step_tinydyn_global_pool(model: Any, cfg: Any) -> Any:
@@ -193,4 +204,25 @@ def step_tinydyn_check_mapped(model: Any, cfg: Any) -> Any:
     ]
     if unmapped:
         raise ValueError(f"unmapped layers with no finn-plus HW form: {', '.join(unmapped[:5])}")
+    return model
+
+
+# Threshold memories of at least this many entries go into block RAM (Thresholding_rtl's
+# depth_trigger_bram, which the RTL and finn-plus's estimate both read): left to LUTRAM they were
+# the largest LUT item of the design (e.g. 8,160 LUT for 64 channels of 32-bit thresholds) while
+# most of the Zynq-7020's 280 BRAM18 sat idle. Shallower stages stay in LUTRAM (a BRAM18 holds
+# 512 x 36 bits: below 256 entries it would be mostly empty).
+THRESHOLD_BRAM_DEPTH = 256
+NO_URAM = 2**30  # the Zynq-7000 has no URAM; 0 would make finn-plus's estimate pick URAM
+
+
+def step_tinydyn_threshold_memory(model: Any, cfg: Any) -> Any:
+    """Put deep Thresholding_rtl memories into BRAM (after the folding is chosen)."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    for node in model.graph.node:
+        if node.op_type == "Thresholding_rtl":
+            op = getCustomOp(node)
+            op.set_nodeattr("depth_trigger_bram", THRESHOLD_BRAM_DEPTH)
+            op.set_nodeattr("depth_trigger_uram", NO_URAM)
     return model

@@ -5,7 +5,10 @@ FINN builds fixed dataflow pipelines with no data-dependent control flow, so ear
 realised by partitioning (DESIGN.md, "FPGA path"). With exits after blocks e_0 < e_1 < …:
 
 * ``seg0``: input pixels → stem → blocks 0..e_0 → the integer (uint8) feature map of block e_0;
-* ``head0``: that feature map → GAP → exit head 0 → the head's integer accumulators;
+* exit head 0 (GAP → FC on that feature map) runs on the PS in software, bit for bit like the
+  integer reference: a few microseconds on the Cortex-A9, where the exit decision is taken anyway.
+  In the fabric it would cost a partition of its own, with two IODMAs and two interconnect ports
+  (about 8,000 LUT of fixed cost on the xc7z020, docs/FPGA.md), for a layer of ~1,000 MACs;
 * ``seg1``: the feature map of block e_0 (read back from DDR) → blocks e_0+1..e_1 → features;
 * … the last segment runs the remaining blocks and the final classifier in one partition.
 
@@ -29,6 +32,9 @@ exports to QONNX and maps to FINN:
   multiply FINN streamlines into the first thresholds;
 * feature output: the last block's uint8 activation; the flow cuts the trailing scale multiply so
   that the partition streams the integers themselves (what the next segment reads);
+* residual joins: float (finn-plus ElementwiseMul/Add) unless the model was trained with integer
+  joins (``LCNetConfig.int_joins``, ``tinydyn train --int-joins``): then branch and shortcut pass
+  one shared int8 quantiser and the add maps to an integer AddStreams;
 * GAP on the activation grid: ``AdaptiveAvgPool2d(1)`` (→ FINN GlobalAccPool) followed by a copy
   of the block's output quantiser, so it rounds to the grid of ``pooled_on_grid`` (Brevitas rounds
   ties to even, ``pooled_on_grid`` and the integer executor half up: the only difference).
@@ -88,12 +94,12 @@ class PartitionSpec:
 
 
 def partition_specs(config: LCNetConfig) -> list[PartitionSpec]:
-    """seg0, head0, seg1, head1, …, segN (the last segment holds the final classifier)."""
+    """seg0, seg1, …, segN: backbone segments only (the last one holds the final classifier);
+    the early exit heads run on the PS (see the module docstring)."""
     specs, first = [], 0
     exits = sorted(config.exits)
     for k, block in enumerate(exits):
         specs.append(PartitionSpec(f"seg{k}", "segment", k, first, block, first == 0, None))
-        specs.append(PartitionSpec(f"head{k}", "head", k, block, block, False, str(block)))
         first = block + 1
     last = sum(config.blocks) - 1
     specs.append(PartitionSpec(f"seg{len(exits)}", "segment", len(exits), first, last, first == 0, "final"))
@@ -158,6 +164,9 @@ class FinnPartition(nn.Module):
             block = n.blocks[i]
             h = block.relu1(block.bn1(block.conv1(x)))
             f = block.bn2(block.conv2(h))
+            if block.int_joins:  # one shared quantiser: FINN adds the integers (AddStreams)
+                x = block.out_relu(block.join(x, f))
+                continue
             short = block.short_quant(block.short_bn(block.short_conv(x))) if block.projection else x
             x = block.out_relu(short + f)
         if self.head is None:

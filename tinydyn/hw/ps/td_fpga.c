@@ -86,22 +86,86 @@ int td_fpga_leave(const td_fpga_model_t *m, const td_fpga_policy_t *p, uint8_t s
     }
 }
 
-static int run_partition(uintptr_t idma, uintptr_t odma, const uint8_t *in_buf, uint32_t in_bytes,
-                         uint8_t *out_buf, uint32_t out_bytes) {
-    td_hal_cache_flush(in_buf, in_bytes);
-    td_hal_cache_invalidate(out_buf, out_bytes);
-    /* output DMA first so that the pipeline never stalls on a full output stream */
-    reg_write(odma, TD_IODMA_ADDR_LO, (uint32_t)td_hal_phys(out_buf));
+void td_fpga_ps_head(const td_fpga_model_t *m, const td_fpga_stage_t *s, const uint8_t *feat,
+                     int16_t *logits) {
+    uint32_t sums[TD_FPGA_MAX_CHANNELS];
+    uint8_t pooled[TD_FPGA_MAX_CHANNELS];
+    const uint32_t c = s->feat_c, hw = s->feat_bytes / s->feat_c;
+    for (uint32_t ch = 0; ch < c; ++ch) sums[ch] = 0;
+    for (uint32_t p = 0; p < hw; ++p, feat += c) /* NHWC: the channels of one pixel side by side */
+        for (uint32_t ch = 0; ch < c; ++ch) sums[ch] += feat[ch];
+    for (uint32_t ch = 0; ch < c; ++ch) pooled[ch] = (uint8_t)((sums[ch] + hw / 2u) / hw); /* half up */
+    for (uint8_t k = 0; k < m->num_classes; ++k) {
+        const int8_t *w = s->head_weight + (size_t)k * c;
+        int32_t acc = 0;
+        for (uint32_t ch = 0; ch < c; ++ch) acc += (int32_t)w[ch] * (int32_t)pooled[ch];
+        logits[k] = td_fpga_logit(acc, s->bias[k], s->mult[k], s->shift[k]);
+    }
+}
+
+/* ---- batched, software-pipelined schedule (see td_fpga.h and tinydyn/hw/schedule.py) ---- */
+
+typedef struct {
+    uintptr_t idma, odma;
+    uint8_t *out;
+    uint32_t out_bytes;
+} td_run_t;
+
+static uint64_t align_up(uint64_t n) { return (n + TD_FPGA_DMA_ALIGN - 1u) / TD_FPGA_DMA_ALIGN * TD_FPGA_DMA_ALIGN; }
+
+static int is_last(const td_fpga_stage_t *s) { return s->head_weight == NULL; }
+
+/* arena layout, as tinydyn.hw.schedule.arena_layout: per stage its slots (feature maps, or the
+ * last stage's accumulators), each slot `stride` bytes, a multiple of the cache-line alignment */
+static uint64_t layout(const td_fpga_model_t *m, uint32_t batch, uint32_t *off, uint32_t *stride) {
+    uint64_t at = 0;
+    for (uint8_t k = 0; k < m->num_stages; ++k) {
+        const td_fpga_stage_t *s = &m->stages[k];
+        const int last = is_last(s);
+        uint64_t one = align_up((uint64_t)batch * (last ? s->out_bytes : s->feat_bytes));
+        if (one > 0xFFFFFFFFu) return 0;
+        off[k] = (uint32_t)at;
+        stride[k] = (uint32_t)one;
+        at += one * (last ? TD_FPGA_ACC_SLOTS : TD_FPGA_FEAT_SLOTS);
+        if (at > 0xFFFFFFFFu) return 0;
+    }
+    return at;
+}
+
+uint32_t td_fpga_batch_dma_bytes(const td_fpga_model_t *m, uint32_t batch) {
+    uint32_t off[TD_FPGA_MAX_STAGES], stride[TD_FPGA_MAX_STAGES];
+    if (batch == 0u || batch > TD_FPGA_MAX_BATCH || m->num_stages > TD_FPGA_MAX_STAGES) return 0;
+    return (uint32_t)layout(m, batch, off, stride);
+}
+
+/* Start one segment on `images` images: the caches give the IODMAs the input the CPU wrote and
+ * hold no line of the output that could be evicted over the IODMA's data; output IODMA first,
+ * so that the pipeline never stalls on a full output stream, then the input IODMA; the repeat
+ * count is the number of images. */
+static void start_run(td_run_t *run, uintptr_t idma, uintptr_t odma, const uint8_t *in, uint32_t in_bytes,
+                      uint8_t *out, uint32_t out_bytes, uint32_t images) {
+    td_hal_cache_flush(in, (size_t)in_bytes * images);
+    td_hal_cache_invalidate(out, (size_t)out_bytes * images);
+    reg_write(odma, TD_IODMA_ADDR_LO, (uint32_t)td_hal_phys(out));
     reg_write(odma, TD_IODMA_ADDR_HI, 0u);
-    reg_write(odma, TD_IODMA_REPEAT, 1u);
+    reg_write(odma, TD_IODMA_REPEAT, images);
     reg_write(odma, TD_IODMA_CTRL, TD_IODMA_START);
-    reg_write(idma, TD_IODMA_ADDR_LO, (uint32_t)td_hal_phys(in_buf));
+    reg_write(idma, TD_IODMA_ADDR_LO, (uint32_t)td_hal_phys(in));
     reg_write(idma, TD_IODMA_ADDR_HI, 0u);
-    reg_write(idma, TD_IODMA_REPEAT, 1u);
+    reg_write(idma, TD_IODMA_REPEAT, images);
     reg_write(idma, TD_IODMA_CTRL, TD_IODMA_START);
+    run->idma = idma;
+    run->odma = odma;
+    run->out = out;
+    run->out_bytes = out_bytes * images;
+}
+
+/* Wait for a segment; then drop any line of its output the CPU fetched (speculatively) while the
+ * IODMA wrote it. */
+static int wait_run(const td_run_t *run) {
     for (uint32_t spin = 0; spin < TD_DMA_TIMEOUT; ++spin) {
-        if (reg_read(odma, TD_IODMA_CTRL) & TD_IODMA_DONE) {
-            td_hal_cache_invalidate(out_buf, out_bytes);
+        if (reg_read(run->odma, TD_IODMA_CTRL) & TD_IODMA_DONE) {
+            td_hal_cache_invalidate(run->out, run->out_bytes);
             return 0;
         }
     }
@@ -109,51 +173,132 @@ static int run_partition(uintptr_t idma, uintptr_t odma, const uint8_t *in_buf, 
 }
 
 static void finish_logits(const td_fpga_model_t *m, const td_fpga_stage_t *s, const uint8_t *acc_buf,
-                          td_fpga_result_t *r) {
+                          int16_t *logits) {
     for (uint8_t c = 0; c < m->num_classes; ++c) {
         int32_t acc = td_fpga_unpack(acc_buf, c, s->out_bits, s->out_per_word, s->out_word_bits);
-        r->logits[c] = td_fpga_logit(acc, s->bias[c], s->mult[c], s->shift[c]);
+        logits[c] = td_fpga_logit(acc, s->bias[c], s->mult[c], s->shift[c]);
     }
 }
 
-int td_fpga_infer(const td_fpga_model_t *m, const td_fpga_policy_t *p, const uint8_t *image,
-                  uint8_t *feat_a, uint8_t *feat_b, uint8_t *acc_buf, td_fpga_result_t *r) {
-    uint32_t start = td_hal_cycles();
-    memset(r, 0, sizeof(*r));
-    memcpy(feat_a, image, m->stages[0].in_bytes);
-    uint8_t *in = feat_a, *out = feat_b;
+static void set_result(const td_fpga_model_t *m, td_fpga_result_t *r, const int16_t *logits, uint8_t stage,
+                       uint32_t macs, uint32_t cycles) {
+    uint8_t best = 0;
+    for (uint8_t c = 0; c < m->num_classes; ++c) {
+        r->logits[c] = logits[c];
+        if (logits[c] > logits[best]) best = c; /* ties: lowest index, as the reference */
+    }
+    r->predicted = best;
+    r->exit_index = stage;
+    r->macs = macs;
+    r->cycles = cycles;
+}
+
+/* Which heads run and the MACs of an image leaving at each stage, as the integer reference counts
+ * them: no policy computes no early head; a MAC budget decides before the head, which then runs
+ * only where the images leave (the budget does not depend on the image). */
+static void plan(const td_fpga_model_t *m, const td_fpga_policy_t *p, uint8_t *run_head, uint32_t *macs_exit) {
+    uint32_t macs = 0;
+    int16_t none[TD_FPGA_MAX_CLASSES] = {0};
     for (uint8_t k = 0; k < m->num_stages; ++k) {
         const td_fpga_stage_t *s = &m->stages[k];
-        r->exit_index = k;
-        if (s->head_idma == 0u) { /* last stage: segment and final head in one partition */
-            if (run_partition(s->seg_idma, s->seg_odma, in, s->in_bytes, acc_buf, s->out_bytes) != 0)
-                return -1;
-            r->macs += s->seg_macs + s->head_macs;
-            finish_logits(m, s, acc_buf, r);
-            break;
+        macs += s->seg_macs;
+        run_head[k] = 1u;
+        if (!is_last(s)) {
+            run_head[k] = p->policy != TD_POLICY_NONE;
+            if (p->policy == TD_POLICY_BUDGET) run_head[k] = (uint8_t)td_fpga_leave(m, p, k, none, macs);
         }
-        /* segment k: features of the previous segment (or the image) -> this stage's features */
-        if (run_partition(s->seg_idma, s->seg_odma, in, s->in_bytes, out, s->feat_bytes) != 0) return -1;
-        r->macs += s->seg_macs;
-        /* as the integer reference: no policy computes no early head; a MAC budget decides
-         * before the head, which then runs only for an image that leaves */
-        int run_head = p->policy != TD_POLICY_NONE;
-        if (p->policy == TD_POLICY_BUDGET) run_head = td_fpga_leave(m, p, k, r->logits, r->macs);
-        if (run_head) {
-            if (run_partition(s->head_idma, s->head_odma, out, s->feat_bytes, acc_buf, s->out_bytes) != 0)
-                return -1;
-            r->macs += s->head_macs;
-            finish_logits(m, s, acc_buf, r);
-            if (p->policy == TD_POLICY_BUDGET || td_fpga_leave(m, p, k, r->logits, r->macs)) break;
-        }
-        uint8_t *t = in; /* segment k+1 reads the features segment k just wrote */
-        in = out;
-        out = t;
+        if (run_head[k]) macs += s->head_macs;
+        macs_exit[k] = macs;
     }
-    uint8_t best = 0;
-    for (uint8_t c = 1; c < m->num_classes; ++c)
-        if (r->logits[c] > r->logits[best]) best = c; /* ties: lowest index, as the reference */
-    r->predicted = best;
-    r->cycles = td_hal_cycles() - start;
+}
+
+int td_fpga_run_batch(const td_fpga_model_t *m, const td_fpga_policy_t *p, const uint8_t *images,
+                      uint32_t n, const td_fpga_batch_mem_t *mem, td_fpga_result_t *results) {
+    const uint32_t batch = mem->batch, stages = m->num_stages;
+    uint32_t off[TD_FPGA_MAX_STAGES], stride[TD_FPGA_MAX_STAGES], macs_exit[TD_FPGA_MAX_STAGES];
+    uint32_t count[TD_FPGA_MAX_STAGES][TD_FPGA_FEAT_SLOTS], entered[TD_FPGA_FEAT_SLOTS * TD_FPGA_MAX_STAGES];
+    uint8_t run_head[TD_FPGA_MAX_STAGES];
+    td_run_t runs[TD_FPGA_MAX_STAGES];
+    int16_t logits[TD_FPGA_MAX_CLASSES];
+    uint32_t need = td_fpga_batch_dma_bytes(m, batch);
+    if (need == 0u || mem->dma_bytes < need || stages == 0u) return -2;
+    for (uint32_t k = 0; k + 1u < stages; ++k) /* a PS head needs whole pixels of <= MAX_CHANNELS */
+        if (m->stages[k].feat_c == 0u || m->stages[k].feat_c > TD_FPGA_MAX_CHANNELS ||
+            m->stages[k].feat_bytes % m->stages[k].feat_c != 0u)
+            return -2;
+    layout(m, batch, off, stride);
+    plan(m, p, run_head, macs_exit);
+    const uint32_t batches = (n + batch - 1u) / batch;
+    const uint32_t depth = TD_FPGA_ROUNDS_PER_STAGE * (stages - 1u) + 2u;
+    const uint32_t ring = TD_FPGA_FEAT_SLOTS * TD_FPGA_MAX_STAGES; /* > depth: batches in flight */
+#define TD_IDS(k, slot) (mem->ids + ((size_t)(k) * TD_FPGA_FEAT_SLOTS + (slot)) * batch)
+#define TD_SLOT(k, slot) (mem->dma + off[k] + (size_t)(slot) * stride[k])
+    for (uint32_t r = 0; batches && r < batches + depth - 1u; ++r) {
+        uint32_t started = 0;
+        /* 1. start every segment with work this round, in stage order */
+        for (uint32_t k = 0; k < stages; ++k) {
+            const td_fpga_stage_t *s = &m->stages[k];
+            const int last = is_last(s);
+            if (r < TD_FPGA_ROUNDS_PER_STAGE * k || r - TD_FPGA_ROUNDS_PER_STAGE * k >= batches) continue;
+            uint32_t b = r - TD_FPGA_ROUNDS_PER_STAGE * k, slot = b % TD_FPGA_FEAT_SLOTS, c;
+            const uint8_t *in;
+            if (k == 0u) {
+                c = n - b * batch < batch ? n - b * batch : batch;
+                for (uint32_t i = 0; i < c; ++i) TD_IDS(0, slot)[i] = (uint16_t)(b * batch + i);
+                in = images + (size_t)b * batch * s->in_bytes;
+                entered[b % ring] = td_hal_cycles();
+            } else { /* the images that stayed after head k-1, compacted in place */
+                c = count[k - 1][slot];
+                memcpy(TD_IDS(k, slot), TD_IDS(k - 1, slot), c * sizeof(uint16_t));
+                in = TD_SLOT(k - 1, slot);
+            }
+            count[k][slot] = c;
+            uint8_t *out = TD_SLOT(k, last ? b % TD_FPGA_ACC_SLOTS : slot);
+            if (c)
+                start_run(&runs[started++], s->idma, s->odma, in, s->in_bytes, out,
+                          last ? s->out_bytes : s->feat_bytes, c);
+        }
+        /* 2. heads, decisions and compaction for the segments of the previous round, while the
+         * fabric runs */
+        for (uint32_t k = 0; k < stages; ++k) {
+            const td_fpga_stage_t *s = &m->stages[k];
+            const int last = is_last(s);
+            const uint32_t lag = TD_FPGA_ROUNDS_PER_STAGE * k + 1u;
+            if (r < lag || r - lag >= batches || !run_head[k]) continue; /* no head: all stay */
+            uint32_t b = r - lag, slot = b % TD_FPGA_FEAT_SLOTS, kept = 0;
+            uint16_t *ids = TD_IDS(k, slot);
+            uint8_t *buf = TD_SLOT(k, last ? b % TD_FPGA_ACC_SLOTS : slot);
+            for (uint32_t i = 0; i < count[k][slot]; ++i) {
+                if (last)
+                    finish_logits(m, s, buf + (size_t)i * s->out_bytes, logits);
+                else
+                    td_fpga_ps_head(m, s, buf + (size_t)i * s->feat_bytes, logits);
+                int leave = last || p->policy == TD_POLICY_BUDGET ||
+                            td_fpga_leave(m, p, (uint8_t)k, logits, macs_exit[k]);
+                if (leave) {
+                    set_result(m, &results[ids[i]], logits, (uint8_t)k, macs_exit[k],
+                               td_hal_cycles() - entered[b % ring]);
+                    continue;
+                }
+                if (kept != i) { /* compaction: the image moves forward to the next free place */
+                    memmove(buf + (size_t)kept * s->feat_bytes, buf + (size_t)i * s->feat_bytes, s->feat_bytes);
+                    ids[kept] = ids[i];
+                }
+                ++kept;
+            }
+            if (!last) count[k][slot] = kept;
+        }
+        /* 3. wait for every segment started this round */
+        for (uint32_t i = 0; i < started; ++i)
+            if (wait_run(&runs[i]) != 0) return -1;
+    }
+#undef TD_IDS
+#undef TD_SLOT
     return 0;
+}
+
+int td_fpga_infer(const td_fpga_model_t *m, const td_fpga_policy_t *p, const uint8_t *image,
+                  const td_fpga_batch_mem_t *mem, td_fpga_result_t *r) {
+    memset(r, 0, sizeof(*r));
+    return td_fpga_run_batch(m, p, image, 1u, mem, r);
 }
