@@ -158,8 +158,8 @@ def cli() -> None:
     type=int,
     default=None,
     help="Weight fake-quant only in the last N epochs (float weights before; activation "
-    "quantisers always on). Default: from the start. Which gives the better int8 accuracy is "
-    "not measured yet.",
+    "quantisers always on). Default: from the start. Measured once (static ResNet-8, 3 epochs on "
+    "20,000 images): 85.68% int8 with the last epoch only vs 85.16% from the start (README).",
 )
 @click.option("--widths", default="16,32,64", show_default=True, help="Channels per stage.")
 @click.option("--blocks", default="1,1,1", show_default=True, help="Residual blocks per stage.")
