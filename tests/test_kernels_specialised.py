@@ -180,6 +180,26 @@ def handoff_ir(seed: int = 11) -> IRModel:
     return ir
 
 
+def stem1_ir(seed: int = 13) -> IRModel:
+    """One-channel 3x3 stems (td_conv2d_stem3: taps read straight from the input, no im2col) with
+    stride 2 and an int8 output on an odd-sized grey input (every border case), beside the paths
+    IR's stride-1 uint8 one."""
+    nb = NetBuilder(np.random.default_rng(seed))
+    x = nb.tensor((1, 11, 9), "uint8", name="input")
+    ops = []
+    a, op = nb.conv("stem1s2", x, 6, 3, 2, 1, dtype="int8")
+    ops.append(op)
+    b, op = nb.conv("after", a, 4, 3, 1, 1)
+    ops.append(op)
+    pooled, gap = nb.gap(b)
+    ops.append(gap)
+    logits, fc = nb.linear("final.fc", pooled, 4, "logits", "exit_head")
+    ops.append(Op("exit", "final", attrs={"index": 0, "final": True, "logits": logits}, then=[fc]))
+    ir = IRModel("stem1", "input", nb.tensors, ops, nb.arrays, ["a", "b", "c", "d"], {})
+    validate(ir)
+    return ir
+
+
 def images_for(ir: IRModel, n: int = 24) -> np.ndarray:
     return np.random.default_rng(3).integers(0, 256, (n, *ir.input_spec.shape)).astype(np.uint8)
 
@@ -204,6 +224,13 @@ def test_paths_are_the_specialised_ones():
     assert layers["gated_low"]["skipped_dead"] == 0  # its switched-off outputs reach a pool
     paths = describe(paths_ir()).layers
     assert all(paths[n]["quant"]["rq_sh"] > 0 for n in ("stem3", "pw2", "res_u8", "out_s16"))
+    # the one-channel stems take td_conv2d_stem3 (no gates, no residual, shared shift, even out_c)
+    stems = {"stem1": paths["stem1"], "stem1s2": describe(stem1_ir()).layers["stem1s2"]}
+    for layer in stems.values():
+        assert layer["in_c"] == 1 and layer["kernel"] == 3 and layer["out_c"] % 2 == 0
+        assert layer["quant"]["rq_sh"] > 0 and layer["residual"] == "NULL"
+        assert set(layer["gates"].values()) == {"NULL"}
+    assert stems["stem1s2"]["stride"] == 2 and stems["stem1s2"]["out_type"] == "TD_S8"
     # "gated"'s only reader masks its input with the same salience: skipped outputs unwritten
     assert paths["gated"]["skipped_dead"] == 1 and paths["k3s2"]["skipped_dead"] == 0
     # unmasked 8-bit convs with kernel rows of whole groups of 4 get the int16 ring where the
@@ -226,7 +253,7 @@ def test_paths_are_the_specialised_ones():
 
 
 @pytest.mark.parametrize("flags", ["", "-DTD_EMULATE_DSP", "-DTD_PORTABLE"])
-@pytest.mark.parametrize("make_ir", [paths_ir, shifts_ir, masked_ir, handoff_ir])
+@pytest.mark.parametrize("make_ir", [paths_ir, shifts_ir, masked_ir, handoff_ir, stem1_ir])
 def test_host_bit_exact(make_ir, flags, tmp_path: Path):
     require_tool("gcc")
     ir = make_ir()
@@ -236,7 +263,7 @@ def test_host_bit_exact(make_ir, flags, tmp_path: Path):
         assert_same(execute(ir, images, policy), run_host(ir, tmp_path / "fw", images, policy))
 
 
-@pytest.mark.parametrize("make_ir", [paths_ir, shifts_ir, masked_ir, handoff_ir])
+@pytest.mark.parametrize("make_ir", [paths_ir, shifts_ir, masked_ir, handoff_ir, stem1_ir])
 def test_qemu_bit_exact(make_ir, tmp_path: Path):
     require_tool("arm-none-eabi-gcc")
     require_tool("qemu-system-arm")

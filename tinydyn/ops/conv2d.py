@@ -140,6 +140,10 @@ class Conv2d(WeightedOp):
             # output index list, row-pair table and accumulators (16 B per pair each), two
             # im2col columns
             scratch = align(2 * cout) + 32 * ((cout + 1) // 2) + 4 * row_len
+            if cin == 1 and k == 3 and x.dtype == "uint8":
+                # a one-channel 3x3 stem may take td_conv2d_stem3: 28 B of widened weights, bias
+                # and multiplier per output channel
+                scratch = max(scratch, 28 * cout)
         elif groups == 1:
             # masked input channels (td_conv2d_scratch_size): + the input index list, the
             # compaction's source list (one uint16 per packed byte of a row, k*k*cin rounded up to

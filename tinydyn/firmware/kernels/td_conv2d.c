@@ -58,7 +58,12 @@ uint32_t td_conv2d_scratch_size(const td_conv_params_t *p, const td_gates_t *g)
     const uint32_t outs = TD_ALIGN4(2u * p->out_c);
     if (p->groups != 1) return outs + TD_ALIGN4(2u * p->in_c) + TD_ALIGN4(p->in_c);
     const uint32_t ring = has_ring(p, g) ? ring_bytes(p) : 0u;
-    if (g->input_mask == NULL) return outs + ring + 32u * pairs_of(p) + 4u * p->row_len;
+    if (g->input_mask == NULL) {
+        const uint32_t plain = outs + ring + 32u * pairs_of(p) + 4u * p->row_len;
+        /* a one-channel 3x3 stem (td_conv2d_stem3): 7 words per output channel */
+        if (p->in_c == 1 && p->kernel == 3 && p->in_type == TD_U8 && 28u * p->out_c > plain) return 28u * p->out_c;
+        return plain;
+    }
     const uint32_t k = p->kernel, len = masked_len(p);
     const uint32_t lists = TD_ALIGN4(2u * p->in_c) + 2u * TD_ALIGN4(k * k * p->in_c);
     const uint32_t rows = p->row_group != 0 ? p->row_group : p->out_c;
@@ -104,13 +109,22 @@ void td_conv2d_begin(td_ctx_t *ctx, const td_conv_params_t *p, const td_quant_t 
          * full rows' layout with the active channels only), zero-padded to a multiple of 4. The
          * source byte of each packed weight byte: byte b holds element packed_pos(b); 0xFFFF
          * marks the padding. */
-        const uint32_t n = run->n_in, total = kk * n;
+        const uint32_t n = run->n_in, total = kk * n, kn = k * n, krp = TD_ALIGN4(kn);
+        if (n == 0) run->ring = NULL; /* no active input: the element path writes zeros */
+        /* Through the ring, when padding every kernel row to whole groups of 4 costs no column
+         * element more than padding the end (k * round4(k*n) == round4(k*k*n)): kernel row ky at
+         * ky * round4(k*n), so the column pair is whole-group copies (td_ring_cols_*), none of the
+         * save-and-restore of td_im2col_ring_rows. run->kr = round4(k*n) marks this layout. */
+        if (run->ring != NULL && (kn & 3u) != 0 && k * krp == TD_ALIGN4(total)) run->kr = (uint16_t)krp;
         uint16_t *src = run->src_list;
         for (uint32_t b = 0; b < TD_ALIGN4(total); b++) {
-            const uint32_t e = packed_pos(b);
+            uint32_t e = packed_pos(b);
+            if (run->kr != kn) { /* row-padded: element e of the layout is e - ky*(krp - kn) unpadded */
+                const uint32_t ky = e / krp, rem = e - ky * krp;
+                e = rem < kn ? ky * kn + rem : total;
+            }
             src[b] = e < total ? (uint16_t)packed_pos(e / n * p->in_c + run->in_idx[e % n]) : 0xFFFFu;
         }
-        if (n == 0) run->ring = NULL; /* no active input: the element path writes zeros */
     }
     if (run->ring != NULL) {
         run->ring_stride = ring_stride(p, run->n_in);
@@ -156,17 +170,24 @@ uint32_t td_conv2d_rows(const td_conv_params_t *p, const td_quant_t *q, td_conv_
             const uint8_t *src = (const uint8_t *)p->weight + row;
             uint32_t *out = (uint32_t *)(void *)(run->wbuf + r * k4);
             const uint16_t *sl = run->src_list;
-            uint32_t b = 0;
-            for (; b + 4u <= total; b += 4u, sl += 4) { /* a packed word of 4 gathered bytes */
-                *out++ = (uint32_t)src[sl[0]] | ((uint32_t)src[sl[1]] << 8) | ((uint32_t)src[sl[2]] << 16) |
-                         ((uint32_t)src[sl[3]] << 24);
-            }
-            if (b < k4) { /* the last group, with padding (all of it without active input) */
-                uint32_t w = 0;
-                for (uint32_t i = 0; i < 4u && b + i < TD_ALIGN4(total); i++) {
-                    if (sl[i] != 0xFFFFu) w |= (uint32_t)src[sl[i]] << (8u * i);
+            /* kernel rows padded to groups of 4 (run->kr != k*n_in): each row's last group has
+             * padding; otherwise only the row's end */
+            const uint32_t kn = (uint32_t)p->kernel * run->n_in, seg = run->kr != kn ? kn : total;
+            const uint32_t seg_pad = run->kr != kn ? run->kr : k4;
+            for (uint32_t s0 = 0; s0 < k4; s0 += seg_pad) {
+                uint32_t b = 0;
+                for (; b + 4u <= seg; b += 4u, sl += 4) { /* a packed word of 4 gathered bytes */
+                    *out++ = (uint32_t)src[sl[0]] | ((uint32_t)src[sl[1]] << 8) | ((uint32_t)src[sl[2]] << 16) |
+                             ((uint32_t)src[sl[3]] << 24);
                 }
-                *out = w;
+                if (b < seg_pad) { /* the last group, with padding (all of it without active input) */
+                    uint32_t w = 0;
+                    for (uint32_t i = 0; i < 4u && s0 + b + i < TD_ALIGN4(total); i++) {
+                        if (sl[i] != 0xFFFFu) w |= (uint32_t)src[sl[i]] << (8u * i);
+                    }
+                    *out++ = w;
+                    sl += 4;
+                }
             }
             row = r * k4;
         }

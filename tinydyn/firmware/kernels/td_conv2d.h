@@ -331,12 +331,188 @@ static TD_ALWAYS_INLINE void td_conv2d_dot(td_conv_run_t *run, uint32_t gn, uint
     }
 }
 
+/* ------------------------------------------------------------------ 3x3 one-channel stems */
+/* A 3x3 conv of a one-channel uint8 input (a grey-image stem) without gates or residual, with a
+ * shared-shift high-word table: no im2col and no row-pair table. The weights are widened once per
+ * call into the layer's scratch, 5 int16 pairs per output channel ((w0,w1) .. (w8,0)); per output
+ * pixel the 9 taps are read straight from the input as 5 int16 pairs held in registers, and each
+ * output channel is 5 SMLADs from its bias, then the requantisation. */
+static TD_ALWAYS_INLINE uint32_t td_pair16(int32_t lo, int32_t hi)
+{
+    return (uint32_t)(uint16_t)lo | ((uint32_t)(uint16_t)hi << 16);
+}
+
+static TD_ALWAYS_INLINE int32_t td_smlad2(uint32_t x, uint32_t w, int32_t acc)
+{
+#if TD_USE_DSP && defined(__ARM_FEATURE_DSP)
+    int32_t r;
+    __asm__("smlad %0, %1, %2, %3" : "=r"(r) : "r"(x), "r"(w), "r"(acc));
+    return r;
+#else
+    return acc + (int32_t)(int16_t)(uint16_t)x * (int16_t)(uint16_t)w +
+           (int32_t)(int16_t)(uint16_t)(x >> 16) * (int16_t)(uint16_t)(w >> 16);
+#endif
+}
+
+/* Whether the layer takes td_conv2d_stem3 (compile-time constants in a generated layer); its
+ * scratch (28 bytes per output channel) is in td_conv2d_scratch_size for every one-channel 3x3
+ * conv. */
+static TD_ALWAYS_INLINE int td_conv2d_is_stem3(const td_conv_params_t *p, const td_quant_t *q, const td_gates_t *g,
+                                               const void *residual)
+{
+    return p->groups == 1 && p->in_c == 1 && p->kernel == 3 && p->in_type == TD_U8 && residual == NULL &&
+           g->channel_gate == NULL && g->block_gate == NULL && g->input_mask == NULL && q->rq != NULL &&
+           q->rq_sh != 0 && (p->out_c & 1u) == 0;
+}
+
+/* Every output channel of one pixel (taps x0..x4) from the widened weights wp, to element o0 on. */
+static TD_ALWAYS_INLINE void td_stem3_channels(const td_conv_params_t *p, const td_quant_t *q, const uint32_t *wp,
+                                               uint32_t x0, uint32_t x1, uint32_t x2, uint32_t x3, uint32_t x4,
+                                               void *output, uint32_t o0)
+{
+    const uint32_t oc = p->out_c;
+#if defined(__ARM_FEATURE_DSP) && defined(__thumb2__) && !defined(TD_PORTABLE) && !defined(TD_EMULATE_DSP) && \
+    defined(__OPTIMIZE__)
+    if (__builtin_constant_p(q->rq_sh) && q->rq_sh >= 1 && q->rq_sh <= 31 && p->out_type != TD_S16 &&
+        ((p->out_type == TD_U8 && q->out_min == 0 && q->out_max == 255) ||
+         (p->out_type == TD_S8 && q->out_min == -128 && q->out_max == 127))) {
+        /* two channels per pass (out_c even), 14 instructions per output: the channel's record in
+         * 3 LDRD and an LDR, 5 SMLAD, the high-word requantisation (11 registers: all the asm
+         * can have here) */
+        const uint32_t *w = wp;
+        uint8_t *out = (uint8_t *)output + o0, *const end = out + oc;
+        int32_t acc, a, b;
+#define TD_STEM3_ASM(sat)                                                                                              \
+    __asm__ volatile("1:\n\t"                                                                                          \
+                     "ldrd %[acc], %[a], [%[w]], #8\n\t"                                                               \
+                     "smlad %[acc], %[x0], %[a], %[acc]\n\t"                                                           \
+                     "ldrd %[a], %[b], [%[w]], #8\n\t"                                                                 \
+                     "smlad %[acc], %[x1], %[a], %[acc]\n\t"                                                           \
+                     "smlad %[acc], %[x2], %[b], %[acc]\n\t"                                                           \
+                     "ldrd %[a], %[b], [%[w]], #8\n\t"                                                                 \
+                     "smlad %[acc], %[x3], %[a], %[acc]\n\t"                                                           \
+                     "smlad %[acc], %[x4], %[b], %[acc]\n\t"                                                           \
+                     "ldr %[a], [%[w]], #4\n\t"                                                                        \
+                     "smull %[acc], %[a], %[acc], %[a]\n\t"                                                            \
+                     "add %[a], %[a], %[rnd]\n\t"                                                                      \
+                     sat " %[a], #8, %[a], asr %[sh1]\n\t"                                                             \
+                     "strb %[a], [%[out]], #1\n\t"                                                                     \
+                     "ldrd %[acc], %[a], [%[w]], #8\n\t"                                                               \
+                     "smlad %[acc], %[x0], %[a], %[acc]\n\t"                                                           \
+                     "ldrd %[a], %[b], [%[w]], #8\n\t"                                                                 \
+                     "smlad %[acc], %[x1], %[a], %[acc]\n\t"                                                           \
+                     "smlad %[acc], %[x2], %[b], %[acc]\n\t"                                                           \
+                     "ldrd %[a], %[b], [%[w]], #8\n\t"                                                                 \
+                     "smlad %[acc], %[x3], %[a], %[acc]\n\t"                                                           \
+                     "smlad %[acc], %[x4], %[b], %[acc]\n\t"                                                           \
+                     "ldr %[a], [%[w]], #4\n\t"                                                                        \
+                     "smull %[acc], %[a], %[acc], %[a]\n\t"                                                            \
+                     "add %[a], %[a], %[rnd]\n\t"                                                                      \
+                     sat " %[a], #8, %[a], asr %[sh1]\n\t"                                                             \
+                     "strb %[a], [%[out]], #1\n\t"                                                                     \
+                     "cmp %[out], %[end]\n\t"                                                                          \
+                     "bne 1b"                                                                                          \
+                     : [w] "+&r"(w), [out] "+&r"(out), [acc] "=&r"(acc), [a] "=&r"(a), [b] "=&r"(b)                    \
+                     : [x0] "r"(x0), [x1] "r"(x1), [x2] "r"(x2), [x3] "r"(x3), [x4] "r"(x4), [end] "r"(end),           \
+                       [rnd] "i"(1 << (q->rq_sh - 1)), [sh1] "i"(q->rq_sh)                                             \
+                     : "memory", "cc")
+        if (p->out_type == TD_U8) {
+            TD_STEM3_ASM("usat");
+        } else {
+            TD_STEM3_ASM("ssat");
+        }
+#undef TD_STEM3_ASM
+        return;
+    }
+#endif
+    const uint32_t *w = wp;
+    for (uint32_t c = 0; c < oc; c++, w += 7) {
+        int32_t acc = td_smlad2(x0, w[1], (int32_t)w[0]);
+        acc = td_smlad2(x1, w[2], acc);
+        acc = td_smlad2(x2, w[3], acc);
+        acc = td_smlad2(x3, w[4], acc);
+        acc = td_smlad2(x4, w[5], acc);
+        const int32_t h = td_rq_hi(acc, (int32_t)w[6], 0, 0, 0, 0);
+        const int32_t y = td_rq_round_sat(h, q->rq_sh - 1, q->out_min, q->out_max);
+        const uint32_t i = o0 + c;
+        if (p->out_type == TD_U8) {
+            ((uint8_t *)output)[i] = (uint8_t)y;
+        } else if (p->out_type == TD_S8) {
+            ((int8_t *)output)[i] = (int8_t)y;
+        } else {
+            ((int16_t *)output)[i] = (int16_t)y;
+        }
+    }
+}
+
+static TD_ALWAYS_INLINE void td_conv2d_stem3(td_ctx_t *ctx, const td_conv_params_t *p, const td_quant_t *q,
+                                             const uint8_t *in, void *output)
+{
+    const uint32_t oc = p->out_c, in_w = p->in_w, in_h = p->in_h, s = p->stride;
+    const int32_t pad = p->pad;
+    uint32_t *wp = (uint32_t *)(void *)ctx->scratch;
+    for (uint32_t c = 0; c < oc; c++) {
+        /* per channel {bias, (w0,w1), (w2,w3), (w4,w5), (w6,w7), (w8,0), mult'}; packed groups
+         * [w0 w2 w1 w3]: element e sits at byte (e & ~3) | (e & 1) << 1 | (e >> 1) & 1 */
+        const int8_t *row = p->weight + c * p->row_len;
+        uint32_t *r = wp + 7u * c;
+        r[0] = (uint32_t)q->bias[c];
+        r[1] = td_pair16(row[0], row[2]);
+        r[2] = td_pair16(row[1], row[3]);
+        r[3] = td_pair16(row[4], row[6]);
+        r[4] = td_pair16(row[5], row[7]);
+        r[5] = td_pair16(row[8], 0);
+        r[6] = (uint32_t)q->rq[2u * c];
+    }
+    ctx->macs += 9u * oc * p->out_h * p->out_w;
+    uint32_t pix = 0;
+    for (uint32_t oy = 0; oy < p->out_h; oy++) {
+        const int32_t iy0 = (int32_t)(oy * s) - pad;
+        for (uint32_t ox = 0; ox < p->out_w; ox++, pix++) {
+            const int32_t ix0 = (int32_t)(ox * s) - pad;
+            uint32_t x0, x1, x2, x3, x4;
+            if (iy0 >= 0 && ix0 >= 0 && iy0 + 3 <= (int32_t)in_h && ix0 + 3 <= (int32_t)in_w) {
+                const uint8_t *r = in + (uint32_t)iy0 * in_w + (uint32_t)ix0;
+                x0 = r[0] | ((uint32_t)r[1] << 16);
+                x1 = r[2] | ((uint32_t)r[in_w] << 16);
+                x2 = r[in_w + 1u] | ((uint32_t)r[in_w + 2u] << 16);
+                x3 = r[2u * in_w] | ((uint32_t)r[2u * in_w + 1u] << 16);
+                x4 = r[2u * in_w + 2u];
+            } else {
+                /* the border: taps outside the input read 0 */
+                uint32_t t[9];
+#pragma GCC unroll 3
+                for (uint32_t ky = 0; ky < 3u; ky++) {
+                    const int32_t iy = iy0 + (int32_t)ky;
+                    const int row_in = iy >= 0 && iy < (int32_t)in_h;
+#pragma GCC unroll 3
+                    for (uint32_t kx = 0; kx < 3u; kx++) {
+                        const int32_t ix = ix0 + (int32_t)kx;
+                        t[3u * ky + kx] =
+                            (row_in && ix >= 0 && ix < (int32_t)in_w) ? in[(uint32_t)iy * in_w + (uint32_t)ix] : 0u;
+                    }
+                }
+                x0 = t[0] | (t[1] << 16);
+                x1 = t[2] | (t[3] << 16);
+                x2 = t[4] | (t[5] << 16);
+                x3 = t[6] | (t[7] << 16);
+                x4 = t[8];
+            }
+            td_stem3_channels(p, q, wp, x0, x1, x2, x3, x4, output, pix * oc);
+        }
+    }
+}
+
 /* ------------------------------------------------------------------ the layer */
 static TD_ALWAYS_INLINE void td_conv2d(td_ctx_t *ctx, const td_conv_params_t *p, const td_quant_t *q, const td_gates_t *g,
                              const void *input, const void *residual, void *output)
 {
     if (p->groups != 1) {
         td_conv2d_grouped(ctx, p, q, g, input, residual, output);
+        return;
+    }
+    if (td_conv2d_is_stem3(p, q, g, residual)) {
+        td_conv2d_stem3(ctx, p, q, (const uint8_t *)input, output);
         return;
     }
     td_conv_run_t run;
