@@ -97,7 +97,7 @@ def test_finn_maps_the_join_to_integer_hardware(int_join_model, tmp_path):
     build_dataflow = load_finn(tmp_path)
     board = get_board("zedboard")
     register_with_finn(board)
-    spec = partition_specs(int_join_model.config)[2]
+    spec = partition_specs(int_join_model.config)[-1]  # exit heads run on the PS: seg0, seg1
     assert spec.name == "seg1"
     part = export_partition(
         FinnPartition(int_join_model, spec), spec, (8, 28, 28), tmp_path / "seg1" / "model.onnx"
@@ -114,3 +114,23 @@ def test_finn_maps_the_join_to_integer_hardware(int_join_model, tmp_path):
     forks = ModelWrapper(str(models / "step_tinydyn_streamline_forks.onnx"))
     first_add = next(n for n in forks.graph.node if n.op_type == "Add")
     assert forks.get_tensor_datatype(first_add.output[0]).is_integer()
+
+
+def test_checks_count_a_join_step_in_output_steps(int_join_model):
+    """A float32 tie at the shared join quantiser moves the block output by ceil(s_j / s_out)
+    output steps, not one: the FPGA checks measure it so (the trained model: s_j / s_out = 2.18,
+    one join tie = 2-3 output steps)."""
+    from tinydyn.hw.checks import join_steps, requantisations
+    from tinydyn.models.lcnet_fpga import partition_specs
+
+    block = int_join_model.blocks[0]
+    s_j, s_out = float(act_scale(block.join_quant)), float(act_scale(block.out_relu))
+    seg0 = partition_specs(int_join_model.config)[0]
+    assert join_steps(seg0, int_join_model) == [int(np.ceil(s_j / s_out))]
+    assert requantisations(seg0, int_join_model) == 3 + int(np.ceil(s_j / s_out))
+    # the behaviour it rests on: two branch values one join step apart, the same shortcut
+    branch = torch.tensor([3.0, 4.0]).reshape(1, 2, 1, 1) * s_j
+    with torch.no_grad():
+        out = block.out_relu(torch.full_like(branch, 10 * s_j) + branch)
+    steps = np.round(out.numpy() / s_out).astype(int).ravel()
+    assert steps[1] - steps[0] in (int(np.floor(s_j / s_out)), int(np.ceil(s_j / s_out)))

@@ -539,7 +539,9 @@ def test_bundled_fpga_checkpoint_is_the_folded_fine_tuned_model():
     assert not model.config.gates and gated.config.gates
     assert model.config.exits == gated.config.exits and model.config.widths == gated.config.widths
     assert payload["train"]["folded_from"].endswith("fashion_lcnet.pt")
+    assert model.config.int_joins  # one shared quantiser per residual join: integer adds on the FPGA
     assert payload["train"]["epochs_done"] == 4
+    assert "--int-joins" in payload["train"]["commands"][-1]
 
 
 def test_assumed_reach_must_name_every_stage(small_model, tmp_path):

@@ -342,7 +342,13 @@ def build_fpga(
             "segment k computes only the blocks after exit k-1; its uint8 feature map goes through DDR to "
             "the PS, which runs exit head k (GAP + FC, bit for bit the integer reference) and compacts the "
             "maps of the images that stay for segment k+1; the last segment holds the final head",
-            "residual joins run in float32 (finn-plus ElementwiseMul/Add): trained branch scales differ",
+            (
+                "residual joins are integer: one shared quantiser per join, an integer ElementwiseAdd "
+                "(trained with --int-joins)"
+                if getattr(cfg, "int_joins", False)
+                else "residual joins run in float32 (finn-plus ElementwiseMul/Add): trained branch scales "
+                "differ; a checkpoint fine-tuned with --int-joins adds integers"
+            ),
             "totals count everything the design instantiates: finn-plus's layer estimates, DWCs and FIFOs "
             "(finn-plus estimates of the nodes the Zynq build inserts; residual-shortcut FIFOs sized for a "
             "whole feature map), per-instance figures for the layers finn-plus does not estimate, IODMAs and "
