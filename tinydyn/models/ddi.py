@@ -59,6 +59,7 @@ from tinydyn.models.lcnet import (
     _ints,
     _RoundHalfUp,
     _shown,
+    config_from_json,
     conv3x3,
     pooled_on_grid,
     uint8_relu,
@@ -219,18 +220,7 @@ class DDIConfig:
     @staticmethod
     def from_json(data: Any) -> DDIConfig:
         """The config a checkpoint stores; every field must be there (no silent defaults)."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"the model config is {_shown(data)}, not a mapping", "retrain the model")
-        known = DDIConfig.__dataclass_fields__
-        unknown = [str(k)[:40] for k in data if k not in known]
-        if unknown:
-            raise ConfigError(
-                f"unknown model config keys {sorted(unknown)[:5]}", "checkpoint from another version?"
-            )
-        missing = [k for k in known if k not in data]
-        if missing:
-            raise ConfigError(f"model config lacks {missing}", "checkpoint from another version?")
-        return DDIConfig(**data)
+        return config_from_json(DDIConfig, data)
 
 
 def parameter_count(cfg: DDIConfig) -> int:

@@ -15,6 +15,7 @@ the integer ``gap`` op does.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -208,18 +209,25 @@ class LCNetConfig:
     @staticmethod
     def from_json(data: Any) -> LCNetConfig:
         """The config a checkpoint stores; every field must be there (no silent defaults)."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"the model config is {_shown(data)}, not a mapping", "retrain the model")
-        known = LCNetConfig.__dataclass_fields__
-        unknown = [str(k)[:40] for k in data if k not in known]
-        if unknown:
-            raise ConfigError(
-                f"unknown model config keys {sorted(unknown)[:5]}", "checkpoint from another version?"
-            )
-        missing = [k for k in known if k not in data and k not in OPTIONAL_CONFIG_KEYS]
-        if missing:
-            raise ConfigError(f"model config lacks {missing}", "checkpoint from another version?")
-        return LCNetConfig(**data)
+        return config_from_json(LCNetConfig, data, OPTIONAL_CONFIG_KEYS)
+
+
+def config_from_json(config_class: type, data: Any, optional: Iterable[str] = ()) -> Any:
+    """A family's dataclass config from a checkpoint's JSON: a mapping with exactly its fields (the
+    ``optional`` ones may be absent: fields added later); the class's ``__post_init__`` then
+    checks each value's type and bounds before any module is built."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"the model config is {_shown(data)}, not a mapping", "retrain the model")
+    known = config_class.__dataclass_fields__
+    unknown = [str(k)[:40] for k in data if k not in known]
+    if unknown:
+        raise ConfigError(
+            f"unknown model config keys {sorted(unknown)[:5]}", "checkpoint from another version?"
+        )
+    missing = [k for k in known if k not in data and k not in set(optional)]
+    if missing:
+        raise ConfigError(f"model config lacks {missing}", "checkpoint from another version?")
+    return config_class(**data)
 
 
 class ReLU1(nn.Module):

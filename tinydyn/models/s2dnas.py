@@ -52,6 +52,7 @@ from tinydyn.models.lcnet import (
     _int,
     _ints,
     _shown,
+    config_from_json,
     conv3x3,
     pooled_on_grid,
     uint8_relu,
@@ -236,18 +237,7 @@ class S2DNASConfig:
     @staticmethod
     def from_json(data: Any) -> S2DNASConfig:
         """The config a checkpoint stores; every field must be there (no silent defaults)."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"the model config is {_shown(data)}, not a mapping", "retrain the model")
-        known = S2DNASConfig.__dataclass_fields__
-        unknown = [str(k)[:40] for k in data if k not in known]
-        if unknown:
-            raise ConfigError(
-                f"unknown model config keys {sorted(unknown)[:5]}", "checkpoint from another version?"
-            )
-        missing = [k for k in known if k not in data]
-        if missing:
-            raise ConfigError(f"model config lacks {missing}", "checkpoint from another version?")
-        return S2DNASConfig(**data)
+        return config_from_json(S2DNASConfig, data)
 
 
 def layer_plan(cfg: S2DNASConfig) -> list[dict[str, Any]]:
