@@ -47,12 +47,6 @@ class DDIFamily(ModelFamily):
     def build(self, config: DDIConfig) -> DDINet:
         return DDINet(config)
 
-    def input_shape(self, config: DDIConfig) -> tuple[int, int, int]:
-        return (config.in_channels, config.input_size, config.input_size)
-
-    def classes(self, config: DDIConfig) -> tuple[str, ...]:
-        return tuple(config.classes)
-
     def lower(self, model: nn.Module, name: str) -> IRModel:
         from tinydyn.models.ddi_lower import lower
 

@@ -63,10 +63,11 @@ class ModelFamily:
         raise NotImplementedError
 
     def input_shape(self, config: Any) -> tuple[int, int, int]:
-        raise NotImplementedError
+        """(channels, height, width); every family's config so far names square inputs so."""
+        return (config.in_channels, config.input_size, config.input_size)
 
     def classes(self, config: Any) -> tuple[str, ...]:
-        raise NotImplementedError
+        return tuple(config.classes)
 
     # --- lowering ---------------------------------------------------------------------
     def lower(self, model: nn.Module, name: str) -> IRModel:

@@ -38,12 +38,6 @@ class LCNetFamily(ModelFamily):
     def build(self, config: LCNetConfig) -> LCNet:
         return LCNet(config)
 
-    def input_shape(self, config: LCNetConfig) -> tuple[int, int, int]:
-        return (config.in_channels, config.input_size, config.input_size)
-
-    def classes(self, config: LCNetConfig) -> tuple[str, ...]:
-        return tuple(config.classes)
-
     def lower(self, model: nn.Module, name: str) -> IRModel:
         from tinydyn.models.lcnet_lower import lower
 

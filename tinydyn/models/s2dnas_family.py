@@ -53,12 +53,6 @@ class S2DNASFamily(ModelFamily):
     def build(self, config: S2DNASConfig) -> S2DNASNet:
         return S2DNASNet(config)
 
-    def input_shape(self, config: S2DNASConfig) -> tuple[int, int, int]:
-        return (config.in_channels, config.input_size, config.input_size)
-
-    def classes(self, config: S2DNASConfig) -> tuple[str, ...]:
-        return tuple(config.classes)
-
     def lower(self, model: nn.Module, name: str) -> IRModel:
         from tinydyn.models.s2dnas_lower import lower
 
