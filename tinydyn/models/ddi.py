@@ -46,19 +46,16 @@ from tinydyn.models.lcnet import (
     MAX_BLOCKS_PER_STAGE,
     MAX_CLASS_NAME,
     MAX_CLASSES,
-    MAX_IN_CHANNELS,
-    MAX_INPUT_SIZE,
     MAX_PARAMETERS,
     MAX_STAGES,
     MAX_WIDTH,
-    MIN_CLASSES,
-    MIN_INPUT_SIZE,
     ConfigError,
     ExitHead,
     _int,
     _ints,
     _RoundHalfUp,
     _shown,
+    check_image_fields,
     config_from_json,
     conv3x3,
     pooled_on_grid,
@@ -133,15 +130,7 @@ class DDIConfig:
                 f"backbone must be one of {', '.join(BACKBONES)}, got {shown or _shown(self.backbone)}",
                 "pass --backbone resnet or --backbone densenet",
             )
-        self.in_channels = _int(
-            "in_channels", self.in_channels, 1, MAX_IN_CHANNELS, "train on grey or colour images"
-        )
-        self.input_size = _int(
-            "input_size", self.input_size, MIN_INPUT_SIZE, MAX_INPUT_SIZE, "train on images of that size"
-        )
-        self.num_classes = _int(
-            "num_classes", self.num_classes, MIN_CLASSES, MAX_CLASSES, "train on a dataset with that many"
-        )
+        check_image_fields(self)
         self.stem_width = _int("stem_width", self.stem_width, 1, MAX_WIDTH, f"give widths in 1..{MAX_WIDTH}")
         self.widths = _ints("widths", self.widths, 1, MAX_WIDTH, f"give widths in 1..{MAX_WIDTH}")
         self.blocks = _ints(

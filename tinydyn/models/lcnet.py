@@ -131,15 +131,7 @@ class LCNetConfig:
     def __post_init__(self) -> None:
         # types and bounds first: a checkpoint is untrusted, and nothing is built from it before this
         shape = "e.g. --widths 16,32,64 --blocks 1,1,1"
-        self.in_channels = _int(
-            "in_channels", self.in_channels, 1, MAX_IN_CHANNELS, "train on grey or colour images"
-        )
-        self.input_size = _int(
-            "input_size", self.input_size, MIN_INPUT_SIZE, MAX_INPUT_SIZE, "train on images of that size"
-        )
-        self.num_classes = _int(
-            "num_classes", self.num_classes, MIN_CLASSES, MAX_CLASSES, "train on a dataset with that many"
-        )
+        check_image_fields(self)
         self.widths = _ints("widths", self.widths, 1, MAX_WIDTH, f"give widths in 1..{MAX_WIDTH}, {shape}")
         self.stem_width = _int("stem_width", self.stem_width, 1, MAX_WIDTH, f"give widths in 1..{MAX_WIDTH}")
         self.blocks = _ints(
@@ -210,6 +202,19 @@ class LCNetConfig:
     def from_json(data: Any) -> LCNetConfig:
         """The config a checkpoint stores; every field must be there (no silent defaults)."""
         return config_from_json(LCNetConfig, data, OPTIONAL_CONFIG_KEYS)
+
+
+def check_image_fields(config: Any) -> None:
+    """The input and label fields every family's config has: image channels and size, classes."""
+    config.in_channels = _int(
+        "in_channels", config.in_channels, 1, MAX_IN_CHANNELS, "train on grey or colour images"
+    )
+    config.input_size = _int(
+        "input_size", config.input_size, MIN_INPUT_SIZE, MAX_INPUT_SIZE, "train on images of that size"
+    )
+    config.num_classes = _int(
+        "num_classes", config.num_classes, MIN_CLASSES, MAX_CLASSES, "train on a dataset with that many"
+    )
 
 
 def config_from_json(config_class: type, data: Any, optional: Iterable[str] = ()) -> Any:
