@@ -4,14 +4,17 @@ Rows (Fashion-MNIST test images 0..N-1, QEMU mps2-an386 Cortex-M4):
 * ``static``: the bundled static int8 ResNet (``fashion_static.pt``, trained without gates
   or exits) — the accuracy and cost every dynamic model is measured against;
 * ``lcnet``: the bundled LC-Net, gates on, confidence 0.9 early exits;
-* ``lcnet (gates folded, FPGA)``: the bundled gate-free FPGA model, confidence 0.9 exits.
-DDI and S2DNAS add their rows when their families land (tinydyn.models.registry).
+* ``lcnet (gates folded, FPGA)``: the bundled gate-free FPGA model, confidence 0.9 exits;
+* ``ddi resnet`` / ``ddi densenet``: the bundled DDI checkpoints (``--ddi-resnet`` /
+  ``--ddi-densenet``), MGL2S gates on, confidence 0.9 at the RADI branches; a missing file is
+  said in one line and its row left out.
+S2DNAS adds its row when its family lands (tinydyn.models.registry).
 
 Per row: accuracy (integer reference = board, checked bit for bit), mean executed MACs,
 mean retired instructions on the board (measured: QEMU -icount, exact), modelled energy per
 inference (tinydyn.cost.energy; modelled, never measured), and the exit histogram.
 
-    .venv/bin/python benchmarks/families.py [--images N]
+    .venv/bin/python benchmarks/families.py [--images N] [--ddi-resnet PATH] [--ddi-densenet PATH]
 Prints a table and writes benchmarks/results/families.json.
 """
 
@@ -76,6 +79,14 @@ def row(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=100)
+    checkpoints = bundled_checkpoint().parent
+    for backbone in ("resnet", "densenet"):
+        parser.add_argument(
+            f"--ddi-{backbone}",
+            type=Path,
+            default=checkpoints / f"fashion_ddi_{backbone}.pt",
+            help=f"the {backbone} DDI checkpoint (default: the bundled one)",
+        )
     args = parser.parse_args()
     data = load_dataset("fashion-mnist", "test")
     images, labels = data.images[: args.images], data.labels[: args.images]
@@ -87,6 +98,13 @@ def main() -> None:
         ("lcnet (gates + exits)", "lcnet", lcnet, ExitPolicy("confidence", 0.9)),
         ("lcnet (gates folded, FPGA model)", "lcnet", fpga, ExitPolicy("confidence", 0.9)),
     ]
+    for backbone in ("resnet", "densenet"):
+        path = getattr(args, f"ddi_{backbone}")
+        if not path.is_file():
+            print(f"ddi {backbone}: no checkpoint at {path} (train it: docs/DDI.md): row left out")
+            continue
+        label = f"ddi {backbone} (MGL2S gates + RADI branches)"
+        runs.append((label, "ddi", load_ir(path).ir, ExitPolicy("confidence", 0.9)))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, (label, family, ir, policy) in enumerate(runs):

@@ -45,7 +45,9 @@ from tinydyn.quantize.executor import Results, Run, check_images, top1
 from tinydyn.quantize.policy import ExitPolicy
 
 BOARD = "qemu-mps2-an386"
-PROFILE_CFLAGS = "-DTD_PROFILE"  # TD_NOINLINE: layer functions out of line (templates/model.c.j2)
+# TD_NOINLINE: layer functions out of line (templates/model.c.j2); no identical code folding, which
+# would merge two layers with the same code (e.g. two equal pools) into one address range
+PROFILE_CFLAGS = "-DTD_PROFILE -fno-ipa-icf"
 CONTROL = "control"
 MODEL_SOURCE = "model.c"  # the layer functions' source file (its STT_FILE symbol)
 FIELDS = ("logits", "predictions", "exits", "macs", "skipped_blocks", "skipped_channels")

@@ -21,7 +21,7 @@ import numpy as np
 
 from tinydyn.ir import IRModel, Op
 from tinydyn.ops import op_kind
-from tinydyn.quantize.executor import every_head, top1, trace
+from tinydyn.quantize.executor import Trace, every_head, top1, trace
 from tinydyn.quantize.policy import ExitPolicy
 
 CONFIDENCE_SWEEP = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.995, 1.0)
@@ -76,8 +76,13 @@ class Probe:
 
 def probe(ir: IRModel, images: np.ndarray, batch_size: int = 256) -> Probe:
     """One pass computing every head (see the module docstring)."""
+    return probe_from_trace(ir, trace(ir, images, every_head(), batch_size, keep_tensors=False))
+
+
+def probe_from_trace(ir: IRModel, run: Trace) -> Probe:
+    """The probe of a trace run under :func:`every_head` (a caller that also wants the run's
+    skip figures, which gating makes the same as under policy none, traces once)."""
     exit_ops = sorted(ir.exits(), key=lambda op: op.attrs["index"])
-    run = trace(ir, images, every_head(), batch_size, keep_tensors=False)
     final = int(exit_ops[-1].attrs["index"])
     logits = {**run.exit_logits, final: run.results.logits}
     macs = {**run.exit_macs, final: run.results.macs}
