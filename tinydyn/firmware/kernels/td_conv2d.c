@@ -48,8 +48,8 @@ static uint32_t ring_rows(const td_conv_params_t *p)
 static uint32_t ring_bytes(const td_conv_params_t *p) { return 2u * ring_rows(p) * ring_stride(p, p->in_c); }
 
 /* The scratch td_conv2d carves, in its order: the active output channel list; with an input
- * mask the active input channel list, the compaction's source list (k*k*in_c uint16) and
- * destination list (k*in_c uint16) and, for 8-bit input, the ring of k input rows; the row-pair
+ * mask the active input channel list and the compaction's source list (round4(k*k*in_c)
+ * uint16); for 8-bit input, the ring of k input rows; the row-pair
  * table and the accumulators (16 bytes per output-channel pair each); a column pair (2 x the
  * column length int16); with an input mask, row_group compacted weight rows (all when row_group
  * is 0) of at most masked_len bytes. Grouped: both lists and one flag per input channel. */
@@ -106,24 +106,36 @@ void td_conv2d_begin(td_ctx_t *ctx, const td_conv_params_t *p, const td_quant_t 
     run->kr = (uint16_t)(k * run->n_in);
     if (!full) {
         /* compacted layout: element (ky, kx, j) of a column or row at (ky*k + kx)*n_in + j (the
-         * full rows' layout with the active channels only), zero-padded to a multiple of 4. The
-         * source byte of each packed weight byte: byte b holds element packed_pos(b); 0xFFFF
-         * marks the padding. */
+         * full rows' layout with the active channels only), zero-padded to a multiple of 4. */
         const uint32_t n = run->n_in, total = kk * n, kn = k * n, krp = TD_ALIGN4(kn);
         if (n == 0) run->ring = NULL; /* no active input: the element path writes zeros */
         /* Through the ring, when padding every kernel row to whole groups of 4 costs no column
          * element more than padding the end (k * round4(k*n) == round4(k*k*n)): kernel row ky at
-         * ky * round4(k*n), so the column pair is whole-group copies (td_ring_cols_*), none of the
-         * save-and-restore of td_im2col_ring_rows. run->kr = round4(k*n) marks this layout. */
+         * ky * round4(k*n), so the column pair is whole-group copies (td_ring_cols_aligned where
+         * the sources are word-aligned), no partial first groups. run->kr = round4(k*n) marks
+         * this layout. */
         if (run->ring != NULL && (kn & 3u) != 0 && k * krp == TD_ALIGN4(total)) run->kr = (uint16_t)krp;
+        /* The source byte, in the packed full row, of each packed byte of a compacted row (byte b
+         * holds element packed_pos(b)): element (ky, kx, j) comes from (ky*k + kx)*in_c + in_idx[j].
+         * Padding bytes read byte 0 and their word is masked (pad_*): the gather has no branch. */
         uint16_t *src = run->src_list;
-        for (uint32_t b = 0; b < TD_ALIGN4(total); b++) {
-            uint32_t e = packed_pos(b);
-            if (run->kr != kn) { /* row-padded: element e of the layout is e - ky*(krp - kn) unpadded */
-                const uint32_t ky = e / krp, rem = e - ky * krp;
-                e = rem < kn ? ky * kn + rem : total;
+        const uint32_t krow = run->kr != kn ? krp : kn; /* layout elements from one kernel row to the next */
+        for (uint32_t ky = 0; ky < k; ky++) {
+            for (uint32_t kx = 0; kx < k; kx++) {
+                const uint32_t from = (ky * k + kx) * p->in_c, to = ky * krow + kx * n;
+                for (uint32_t j = 0; j < n; j++) src[packed_pos(to + j)] = (uint16_t)packed_pos(from + run->in_idx[j]);
             }
-            src[b] = e < total ? (uint16_t)packed_pos(e / n * p->in_c + run->in_idx[e % n]) : 0xFFFFu;
+        }
+        /* padded words: each kernel row's last (row-padded), else the row's last (none when the
+         * elements fill whole words; the one word of zeros without active input) */
+        const uint32_t valid = (run->kr != kn ? kn : total) & 3u;
+        static const uint32_t keep[4] = {0u, 0x000000FFu, 0x00FF00FFu, 0x00FFFFFFu}; /* elements 0..v-1, packed */
+        run->pad_mask = keep[valid];
+        run->pad_first = (uint16_t)((run->kr != kn ? kn : total) >> 2);
+        run->pad_step = (uint16_t)(krp >> 2);
+        run->pad_count = (uint16_t)(run->kr != kn ? k : (valid != 0 || n == 0));
+        for (uint32_t i = 0; i < run->pad_count; i++) {
+            for (uint32_t e = valid; e < 4u; e++) src[4u * (run->pad_first + i * run->pad_step) + packed_pos(e)] = 0;
         }
     }
     if (run->ring != NULL) {
@@ -135,6 +147,8 @@ void td_conv2d_begin(td_ctx_t *ctx, const td_conv_params_t *p, const td_quant_t 
         run->copy.adv = 2u * run->ring_stride - 8u * run->copy.groups;
         run->copy.size = size;
         run->copy.end = (uintptr_t)run->ring + size;
+        run->copy.kn = run->kr;
+        run->copy.row_bytes = 2u * run->ring_stride;
     }
     ctx->macs += (uint32_t)run->n_out * run->n_in * kk * hw;
     if (g->channel_gate) {
@@ -156,39 +170,31 @@ void td_conv2d_begin(td_ctx_t *ctx, const td_conv_params_t *p, const td_quant_t 
     if (run->group == 0) run->group = 1; /* no active output: the pixel loop does not run */
 }
 
+/* words packed words of 4 bytes each, byte i of word w from src[sl[4w + i]] */
+static void td_gather_words(uint32_t *out, const uint8_t *src, const uint16_t *sl, uint32_t words)
+{
+#pragma GCC unroll 2
+    for (uint32_t w = 0; w < words; w++, sl += 4) {
+        out[w] = (uint32_t)src[sl[0]] | ((uint32_t)src[sl[1]] << 8) | ((uint32_t)src[sl[2]] << 16) |
+                 ((uint32_t)src[sl[3]] << 24);
+    }
+}
+
 uint32_t td_conv2d_rows(const td_conv_params_t *p, const td_quant_t *q, td_conv_run_t *run, uint32_t g0,
                         uint32_t gn)
 {
     const int full = run->n_in == p->in_c;
-    const uint32_t k4 = run->k4, total = (uint32_t)p->kernel * p->kernel * run->n_in;
+    const uint32_t k4 = run->k4;
     run->rows = full ? p->weight : run->wbuf;
     for (uint32_t r = 0; r < gn; r++) {
         const uint32_t co = run->out_idx[g0 + r];
         uint32_t row = co * p->row_len;
         if (!full) {
-            /* the row with only the active input channels, in the compacted layout */
-            const uint8_t *src = (const uint8_t *)p->weight + row;
+            /* the row with only the active input channels, in the compacted layout: a packed word
+             * of 4 gathered bytes at a time, then the padded words masked */
             uint32_t *out = (uint32_t *)(void *)(run->wbuf + r * k4);
-            const uint16_t *sl = run->src_list;
-            /* kernel rows padded to groups of 4 (run->kr != k*n_in): each row's last group has
-             * padding; otherwise only the row's end */
-            const uint32_t kn = (uint32_t)p->kernel * run->n_in, seg = run->kr != kn ? kn : total;
-            const uint32_t seg_pad = run->kr != kn ? run->kr : k4;
-            for (uint32_t s0 = 0; s0 < k4; s0 += seg_pad) {
-                uint32_t b = 0;
-                for (; b + 4u <= seg; b += 4u, sl += 4) { /* a packed word of 4 gathered bytes */
-                    *out++ = (uint32_t)src[sl[0]] | ((uint32_t)src[sl[1]] << 8) | ((uint32_t)src[sl[2]] << 16) |
-                             ((uint32_t)src[sl[3]] << 24);
-                }
-                if (b < seg_pad) { /* the last group, with padding (all of it without active input) */
-                    uint32_t w = 0;
-                    for (uint32_t i = 0; i < 4u && s0 + b + i < TD_ALIGN4(total); i++) {
-                        if (sl[i] != 0xFFFFu) w |= (uint32_t)src[sl[i]] << (8u * i);
-                    }
-                    *out++ = w;
-                    sl += 4;
-                }
-            }
+            td_gather_words(out, (const uint8_t *)p->weight + row, run->src_list, k4 / 4u);
+            for (uint32_t i = 0, w = run->pad_first; i < run->pad_count; i++, w += run->pad_step) out[w] &= run->pad_mask;
             row = r * k4;
         }
         td_rowpair_t *t = &run->tab[r >> 1];
@@ -503,11 +509,11 @@ void td_conv2d_ring_fill(const td_conv_params_t *p, const void *input, td_conv_r
 /* The column pair from the ring: for each of c->k kernel rows, c->groups groups of 4 int16 from
  * x0 and from x1 into the pair (x0[k..k+3], x1[k..k+3]); after a kernel row both sources move
  * to the next ring row (c->adv bytes on from where the copy stopped, wrapping around the ring's
- * end). */
+ * end). td_ring_cols_rows below takes every other case. */
 #if TD_WIDEN_DSP && defined(__thumb2__) && !defined(TD_EMULATE_DSP)
-/* r0 = dst, r1 = x0, r2 = x1, r3 = c ({adv, end, size, groups, k}). Word-aligned sources: two
- * groups per LDM of each column and two STMs (3 instructions a group); otherwise LDRs, which
- * the M4 allows unaligned (6.5 a group). An odd group count copies one group first. */
+/* r0 = dst, r1 = x0, r2 = x1, r3 = c ({adv, end, size, groups, k}), word-aligned sources: two
+ * groups per LDM of each column and two STMs (3 instructions a group). An odd group count copies
+ * one group first. */
 #define TD_ASM_RING_COLS(name, one, two)                                                                       \
     "    .global " name "\n"                                                                                   \
     "    .type " name ", %function\n"                                                                          \
@@ -541,48 +547,121 @@ __asm__(
     "    .text\n"
     TD_ASM_RING_COLS("td_ring_cols_aligned",
                      "    ldrd r4, r5, [r1], #8\n    ldrd r6, r7, [r2], #8\n",
-                     "    ldmia r1!, {r4, r5, r8, r9}\n    ldmia r2!, {r6, r7, r10, r11}\n")
-    TD_ASM_RING_COLS("td_ring_cols_any",
-                     "    ldr r4, [r1], #4\n    ldr r5, [r1], #4\n    ldr r6, [r2], #4\n    ldr r7, [r2], #4\n",
-                     "    ldr r4, [r1]\n    ldr r5, [r1, #4]\n    ldr r8, [r1, #8]\n    ldr r9, [r1, #12]\n"
-                     "    adds r1, r1, #16\n"
-                     "    ldr r6, [r2]\n    ldr r7, [r2, #4]\n    ldr r10, [r2, #8]\n    ldr r11, [r2, #12]\n"
-                     "    adds r2, r2, #16\n"));
+                     "    ldmia r1!, {r4, r5, r8, r9}\n    ldmia r2!, {r6, r7, r10, r11}\n"));
+
 #undef TD_ASM_RING_COLS
-/* one kernel row: r0 = dst, r1 = x0, r2 = x1, r3 = groups (> 0) */
-#define TD_ASM_RING_ROW(name, one, two)                                                                        \
-    "    .global " name "\n"                                                                                   \
-    "    .type " name ", %function\n"                                                                          \
-    "    .thumb_func\n" name ":\n"                                                                             \
-    "    push {r4-r11}\n"                                                                                      \
-    "    lsrs r3, r3, #1\n"                                                                                    \
-    "    bcc 1f\n" one "    stmia r0!, {r4-r7}\n"                                                              \
-    "1:  beq 3f\n"                                                                                             \
-    "2:" two "    stmia r0!, {r4-r7}\n"                                                                        \
+/* Kernel rows of kn elements, not whole groups of 4, packed back to back (the compacted layout of
+ * a masked conv): row ky starts at column element c0 = ky*kn, r = c0 mod 4 elements into a group.
+ * Its first (4 - r) mod 4 elements complete that group (partial stores into the group the
+ * previous row's copy ended in: nothing to save and put back), the rest are whole groups, each
+ * column loaded with LDM where its source is word-aligned, with LDRs (unaligned) otherwise.
+ * Elements a row's last group reads past its end are overwritten by the next row's first ones,
+ * or lie in the column's padding (zero weights). r0 = dst, r1 = x0, r2 = x1, r3 = c; lr = c0;
+ * stack: [sp] x0's row start, [sp, #4] x1's, [sp, #8] rows left. In its own section: a build
+ * without masked convs drops it (--gc-sections). */
+#define TD_ASM_GROUPS(lbl, one, two)                                                                           \
+    "    lsrs r12, r12, #1\n"                                                                                  \
+    "    bcc " lbl "1f\n" one "    stmia r0!, {r4-r7}\n" lbl "1:\n"                                            \
+    "    beq 9f\n" lbl "2:" two "    stmia r0!, {r4-r7}\n"                                                     \
     "    stmia r0!, {r8-r11}\n"                                                                                \
-    "    subs r3, r3, #1\n"                                                                                    \
-    "    bne 2b\n"                                                                                             \
-    "3:  pop {r4-r11}\n"                                                                                       \
-    "    bx lr\n"                                                                                              \
-    "    .size " name ", .-" name "\n"
+    "    subs r12, r12, #1\n"                                                                                  \
+    "    bne " lbl "2b\n"                                                                                      \
+    "    b 9f\n"
+#define TD_ASM_X0_LDM1 "    ldrd r4, r5, [r1], #8\n"
+#define TD_ASM_X1_LDM1 "    ldrd r6, r7, [r2], #8\n"
+#define TD_ASM_X0_LDR1 "    ldr r4, [r1], #4\n    ldr r5, [r1], #4\n"
+#define TD_ASM_X1_LDR1 "    ldr r6, [r2], #4\n    ldr r7, [r2], #4\n"
+#define TD_ASM_X0_LDM2 "    ldmia r1!, {r4, r5, r8, r9}\n"
+#define TD_ASM_X1_LDM2 "    ldmia r2!, {r6, r7, r10, r11}\n"
+#define TD_ASM_X0_LDR2 "    ldr r4, [r1]\n    ldr r5, [r1, #4]\n    ldr r8, [r1, #8]\n    ldr r9, [r1, #12]\n    adds r1, r1, #16\n"
+#define TD_ASM_X1_LDR2 "    ldr r6, [r2]\n    ldr r7, [r2, #4]\n    ldr r10, [r2, #8]\n    ldr r11, [r2, #12]\n    adds r2, r2, #16\n"
 __asm__(
     "    .syntax unified\n"
     "    .thumb\n"
-    "    .text\n"
-    TD_ASM_RING_ROW("td_ring_row_aligned",
-                    "    ldrd r4, r5, [r1], #8\n    ldrd r6, r7, [r2], #8\n",
-                    "    ldmia r1!, {r4, r5, r8, r9}\n    ldmia r2!, {r6, r7, r10, r11}\n")
-    TD_ASM_RING_ROW("td_ring_row_any",
-                    "    ldr r4, [r1], #4\n    ldr r5, [r1], #4\n    ldr r6, [r2], #4\n    ldr r7, [r2], #4\n",
-                    "    ldr r4, [r1]\n    ldr r5, [r1, #4]\n    ldr r8, [r1, #8]\n    ldr r9, [r1, #12]\n"
-                    "    adds r1, r1, #16\n"
-                    "    ldr r6, [r2]\n    ldr r7, [r2, #4]\n    ldr r10, [r2, #8]\n    ldr r11, [r2, #12]\n"
-                    "    adds r2, r2, #16\n"));
-#undef TD_ASM_RING_ROW
-void td_ring_row_aligned(uint32_t *dst, const int16_t *x0, const int16_t *x1, uint32_t groups);
-void td_ring_row_any(uint32_t *dst, const int16_t *x0, const int16_t *x1, uint32_t groups);
+    "    .section .text.td_ring_cols_rows,\"ax\",%progbits\n"
+    "    .global td_ring_cols_rows\n"
+    "    .type td_ring_cols_rows, %function\n"
+    "    .thumb_func\n"
+    "td_ring_cols_rows:\n"
+    "    push {r4-r11, lr}\n"
+    "    sub sp, sp, #12\n"
+    "    ldr r4, [r3, #16]\n"                 /* k */
+    "    str r4, [sp, #8]\n"
+    "    movs lr, #0\n"
+    "0:  strd r1, r2, [sp]\n"
+    "    ands r4, lr, #3\n"                   /* r */
+    "    beq 5f\n"
+    "    sub r5, r0, #16\n"                   /* the group the previous row ended in */
+    "    add r5, r5, r4, lsl #1\n"            /* its element r, column 0 (column 1: 8 bytes on) */
+    "    cmp r4, #2\n"
+    "    beq 42f\n"
+    "    bhi 43f\n"
+    "    ldrh r6, [r1], #2\n"                 /* r = 1: one element, then two */
+    "    ldr r7, [r1], #4\n"
+    "    ldrh r8, [r2], #2\n"
+    "    ldr r9, [r2], #4\n"
+    "    strh r6, [r5]\n"
+    "    str r7, [r5, #2]\n"
+    "    strh r8, [r5, #8]\n"
+    "    str r9, [r5, #10]\n"
+    "    b 5f\n"
+    "42: ldr r6, [r1], #4\n"                  /* r = 2: two elements */
+    "    ldr r7, [r2], #4\n"
+    "    str r6, [r5]\n"
+    "    str r7, [r5, #8]\n"
+    "    b 5f\n"
+    "43: ldrh r6, [r1], #2\n"                 /* r = 3: one element */
+    "    ldrh r7, [r2], #2\n"
+    "    strh r6, [r5]\n"
+    "    strh r7, [r5, #8]\n"
+    "5:  add r4, lr, #3\n"                    /* whole groups: ceil(c1 / 4) - ceil(c0 / 4) */
+    "    ldr r12, [r3, #20]\n"
+    "    add lr, lr, r12\n"
+    "    add r12, lr, #3\n"
+    "    lsrs r12, r12, #2\n"
+    "    sub r12, r12, r4, lsr #2\n"
+    "    tst r1, #2\n"
+    "    bne 60f\n"
+    "    tst r2, #2\n"
+    "    bne 70f\n"
+    TD_ASM_GROUPS("5", TD_ASM_X0_LDM1 TD_ASM_X1_LDM1, TD_ASM_X0_LDM2 TD_ASM_X1_LDM2)
+    "60: tst r2, #2\n"
+    "    bne 80f\n"
+    TD_ASM_GROUPS("6", TD_ASM_X0_LDR1 TD_ASM_X1_LDM1, TD_ASM_X0_LDR2 TD_ASM_X1_LDM2)
+    "70:\n"
+    TD_ASM_GROUPS("7", TD_ASM_X0_LDM1 TD_ASM_X1_LDR1, TD_ASM_X0_LDM2 TD_ASM_X1_LDR2)
+    "80:\n"
+    TD_ASM_GROUPS("8", TD_ASM_X0_LDR1 TD_ASM_X1_LDR1, TD_ASM_X0_LDR2 TD_ASM_X1_LDR2)
+    "9:  ldrd r1, r2, [sp]\n"                 /* the next ring row, wrapping around the end */
+    "    ldr r4, [r3, #24]\n"
+    "    ldrd r5, r6, [r3, #4]\n"
+    "    add r1, r1, r4\n"
+    "    cmp r1, r5\n"
+    "    it hs\n"
+    "    subhs r1, r1, r6\n"
+    "    add r2, r2, r4\n"
+    "    cmp r2, r5\n"
+    "    it hs\n"
+    "    subhs r2, r2, r6\n"
+    "    ldr r4, [sp, #8]\n"
+    "    subs r4, r4, #1\n"
+    "    str r4, [sp, #8]\n"
+    "    bne 0b\n"
+    "    add sp, sp, #12\n"
+    "    pop {r4-r11, pc}\n"
+    "    .size td_ring_cols_rows, .-td_ring_cols_rows\n"
+    "    .text\n");
+#undef TD_ASM_GROUPS
+#undef TD_ASM_X0_LDM1
+#undef TD_ASM_X1_LDM1
+#undef TD_ASM_X0_LDR1
+#undef TD_ASM_X1_LDR1
+#undef TD_ASM_X0_LDM2
+#undef TD_ASM_X1_LDM2
+#undef TD_ASM_X0_LDR2
+#undef TD_ASM_X1_LDR2
 #else
-void td_ring_cols_any(uint32_t *dst, const int16_t *x0, const int16_t *x1, const td_ring_copy_t *c)
+void td_ring_cols_aligned(uint32_t *dst, const int16_t *x0, const int16_t *x1, const td_ring_copy_t *c)
 {
     const uint8_t *a = (const uint8_t *)x0, *b = (const uint8_t *)x1;
     for (uint32_t ky = 0; ky < c->k; ky++) {
@@ -596,68 +675,33 @@ void td_ring_cols_any(uint32_t *dst, const int16_t *x0, const int16_t *x1, const
         if ((uintptr_t)b >= c->end) b -= c->size;
     }
 }
-void td_ring_cols_aligned(uint32_t *dst, const int16_t *x0, const int16_t *x1, const td_ring_copy_t *c)
+void td_ring_cols_rows(uint32_t *dst, const int16_t *x0, const int16_t *x1, const td_ring_copy_t *c)
 {
-    td_ring_cols_any(dst, x0, x1, c);
-}
-
-static void td_ring_row_any(uint32_t *dst, const int16_t *x0, const int16_t *x1, uint32_t groups)
-{
-    for (; groups; groups--, dst += 4, x0 += 4, x1 += 4) {
-        memcpy(dst, x0, 8);
-        memcpy(dst + 2, x1, 8);
-    }
-}
-#define td_ring_row_aligned td_ring_row_any
-#endif
-
-void td_im2col_ring_rows(const td_conv_params_t *p, const td_conv_run_t *run, uint32_t s0, uint32_t e0, uint32_t s1,
-                         uint32_t e1)
-{
-    /* kernel row ky starts at column element c0 = ky*kn, r = c0 mod 4 elements into a group:
-     * its groups are copied from r elements before the window's edge, which overwrites the last
-     * r elements of kernel row ky - 1 in that group (saved before, put back after) */
-    const uint32_t kn = run->kr, k = p->kernel, stride = run->ring_stride;
-    const int16_t *const wrap = run->ring + run->ring_rows * stride;
-    const int16_t *a = run->ring + s0 * stride + e0, *b = run->ring + s1 * stride + e1;
-    uint32_t *const dst = (uint32_t *)(void *)run->pair;
-    for (uint32_t ky = 0, c0 = 0; ky < k; ky++, c0 += kn) {
-        const uint32_t r = c0 & 3u, groups = (r + kn + 3u) >> 2;
-        uint32_t *d = dst + (c0 & ~3u); /* 4 words per group */
-        const int16_t *sa = a - r, *sb = b - r;
-        const int aligned = (((uintptr_t)sa | (uintptr_t)sb) & 3u) == 0;
-        if (r == 0) {
-            if (aligned) {
-                td_ring_row_aligned(d, sa, sb, groups);
-            } else {
-                td_ring_row_any(d, sa, sb, groups);
-            }
-        } else {
-            const uint32_t d0 = d[0], d1 = d[1], d2 = d[2], d3 = d[3];
-            if (aligned) {
-                td_ring_row_aligned(d, sa, sb, groups);
-            } else {
-                td_ring_row_any(d, sa, sb, groups);
-            }
-            if (r == 1u) {
-                d[0] = (d[0] & 0xFFFF0000u) | (d0 & 0xFFFFu);
-                d[2] = (d[2] & 0xFFFF0000u) | (d2 & 0xFFFFu);
-            } else {
-                d[0] = d0;
-                d[2] = d2;
-                if (r == 3u) {
-                    d[1] = (d[1] & 0xFFFF0000u) | (d1 & 0xFFFFu);
-                    d[3] = (d[3] & 0xFFFF0000u) | (d3 & 0xFFFFu);
-                }
-            }
+    /* the assembly's walk: per kernel row, the elements completing the previous row's last group,
+     * then whole groups (what they read past the row's end is overwritten or multiplies zeros) */
+    int16_t *const d = (int16_t *)(void *)dst;
+    const uint8_t *a = (const uint8_t *)x0, *b = (const uint8_t *)x1;
+    for (uint32_t ky = 0, c0 = 0; ky < c->k; ky++, c0 += c->kn) {
+        const uint32_t r = c0 & 3u, head = (4u - r) & 3u, groups = ((c0 + c->kn + 3u) >> 2) - ((c0 + 3u) >> 2);
+        const uint8_t *sa = a, *sb = b;
+        int16_t *g = d + ((c0 + 3u) >> 2) * 8u; /* 8 int16 per group of the pair */
+        if (head) {
+            memcpy(g - 8 + r, sa, 2u * head);
+            memcpy(g - 4 + r, sb, 2u * head);
+            sa += 2u * head;
+            sb += 2u * head;
         }
-        /* the next ring row (slot + 1, wrapping around the last) */
-        a += stride;
-        b += stride;
-        if (a >= wrap) a -= run->ring_rows * stride;
-        if (b >= wrap) b -= run->ring_rows * stride;
+        for (uint32_t i = 0; i < groups; i++, g += 8, sa += 8, sb += 8) {
+            memcpy(g, sa, 8);
+            memcpy(g + 4, sb, 8);
+        }
+        a += c->row_bytes;
+        b += c->row_bytes;
+        if ((uintptr_t)a >= c->end) a -= c->size;
+        if ((uintptr_t)b >= c->end) b -= c->size;
     }
 }
+#endif
 
 /* ------------------------------------------------------------------ dot products */
 #if TD_USE_DSP && defined(__ARM_FEATURE_DSP) && !defined(TD_EMULATE_DSP)

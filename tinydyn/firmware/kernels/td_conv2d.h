@@ -70,18 +70,19 @@ typedef struct {
 #endif
 
 /* How td_im2col_ring walks the ring (the assembly reads the fields in this order): after a
- * kernel row's groups of 4, adv bytes on to the next ring row, minus size at or past end. */
+ * kernel row's groups of 4, adv bytes on to the next ring row, minus size at or past end. Kernel
+ * rows of kn elements, not whole groups of 4 (td_ring_cols_rows): row_bytes from one kernel row's
+ * start to the next's. */
 typedef struct {
     uintptr_t adv, end, size;
-    uint32_t groups, k;
+    uint32_t groups, k, kn, row_bytes;
 } td_ring_copy_t;
 
 /* What td_conv2d_begin prepares in the scratch for the pixel loop. */
 typedef struct {
     uint16_t *out_idx; /* active output channels (all without a channel gate) */
     uint16_t *in_idx;  /* active input channels (input mask only) */
-    uint16_t *src_list; /* input mask: packed source byte, within a weight row, of each compacted element */
-    uint16_t *dst_list; /* input mask: packed position of element t of a compacted kernel row */
+    uint16_t *src_list; /* input mask: packed source byte, within a weight row, of each compacted byte */
     int16_t *ring;      /* k input rows widened to int16, active channels only, zero padded (NULL: none) */
     const int8_t *rows; /* base of the current group's weight rows */
     td_rowpair_t *tab;  /* the current group's channel pairs (and their accumulators) */
@@ -94,6 +95,9 @@ typedef struct {
     td_ring_copy_t copy;  /* the column pair's walk through the ring */
     uint16_t n_out, n_in, group;
     uint16_t kr;          /* ring or input mask: column elements per kernel row (k * n_in rounded up to 4) */
+    uint16_t pad_first, pad_step, pad_count; /* input mask: the compacted row's padded words (word index
+                                              * of the first, step between them, count) */
+    uint32_t pad_mask;    /* the bytes of a padded word that hold weights (the rest read byte 0) */
 } td_conv_run_t;
 
 /* Bytes td_conv2d takes from ctx->scratch for these parameters and gates (only which gates are
@@ -120,14 +124,13 @@ void td_im2col_masked(const td_conv_params_t *p, const void *input, uint32_t pix
  * td_im2col_ring below): the input rows up to output row oy's last into the ring (active
  * channels only, widened to int16, each input row once per group; run->ring_next = -pad first) */
 void td_conv2d_ring_fill(const td_conv_params_t *p, const void *input, td_conv_run_t *run, uint32_t oy);
-/* the column pair from ring slots s0, s1 (first kernel row) at elements e0, e1, kernel rows of
- * any length (not whole groups of 4) */
-void td_im2col_ring_rows(const td_conv_params_t *p, const td_conv_run_t *run, uint32_t s0, uint32_t e0, uint32_t s1,
-                         uint32_t e1);
-/* the column pair, kernel rows of whole groups of 4: every kernel row of both columns in one call
- * (word-aligned sources, or any) */
+/* the column pair, kernel rows of c->kn elements packed back to back (any kn, any alignment):
+ * each row's first elements complete the group the previous row ended in, the rest whole groups
+ * (LDM for a word-aligned source, LDRs otherwise, chosen per row and column) */
+void td_ring_cols_rows(uint32_t *dst, const int16_t *x0, const int16_t *x1, const td_ring_copy_t *c);
+/* the column pair, kernel rows of whole groups of 4 and word-aligned sources: every kernel row of
+ * both columns in one call */
 void td_ring_cols_aligned(uint32_t *dst, const int16_t *x0, const int16_t *x1, const td_ring_copy_t *c);
-void td_ring_cols_any(uint32_t *dst, const int16_t *x0, const int16_t *x1, const td_ring_copy_t *c);
 /* tab[r].acc = bias + the 2x2 block of pair r against the column pair, r < n_pairs (>= 1),
  * groups (>= 1) groups of 4 elements; rows: the base TD_ROW_REF offsets are relative to */
 void td_mm_rows(td_rowpair_t *tab, uint32_t n_pairs, const int16_t *pair, uint32_t groups, const int8_t *rows);
@@ -155,16 +158,15 @@ static TD_ALWAYS_INLINE void td_im2col_ring(const td_conv_params_t *p, const td_
     }
     if (run->ring_next <= (int32_t)(oy1 * s + p->kernel) - 1 - (int32_t)p->pad) td_conv2d_ring_fill(p, input, run, oy1);
     const uint32_t s0 = oy0 * s % rows, s1 = oy1 * s % rows, e0 = ox0 * step, e1 = ox1 * step;
-    if ((run->kr & 3u) != 0) {
-        td_im2col_ring_rows(p, run, s0, e0, s1, e1);
-        return;
-    }
     const uint32_t o0 = s0 * run->ring_stride + e0, o1 = s1 * run->ring_stride + e1;
     uint32_t *dst = (uint32_t *)(void *)run->pair;
-    if (((o0 | o1) & 1u) == 0) { /* every ring row starts on a word */
+    /* an unmasked ring has kernel rows of whole groups (the planner's condition) and, with an even
+     * channel count, every source on a word (ring rows start on one): known when compiling */
+    const int aligned = g->input_mask == NULL && (p->in_c & 1u) == 0;
+    if (aligned || ((run->kr & 3u) == 0 && ((o0 | o1) & 1u) == 0)) {
         td_ring_cols_aligned(dst, run->ring + o0, run->ring + o1, &run->copy);
-    } else {
-        td_ring_cols_any(dst, run->ring + o0, run->ring + o1, &run->copy);
+    } else { /* kernel rows not whole groups, or an odd active count: a column not on a word */
+        td_ring_cols_rows(dst, run->ring + o0, run->ring + o1, &run->copy);
     }
 }
 
