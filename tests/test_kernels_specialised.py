@@ -1,11 +1,11 @@
 """Each specialised conv path of td_conv2d (kernels/td_conv2d.h) bit-exact with the executor, on
 the host (DSP path emulated, plain DSP-less C, and the default build) and under QEMU (the
 Cortex-M4 assembly, SSAT/USAT, UXTB16/PKHBT widening): few-channel stems (1, 2 and 3 input
-channels, strides 1 and 2), 1x1 with stride 1 and 2, k x k, a channel-gated conv and convs
-with masked input channels (input rows through the ring, rows compacted; odd widths, stride 2,
-5x5, 1x1 with stride 2, int8 and int16 input, several row groups per call), unmasked convs
-through the int16 ring (stride 2, odd widths), uint8 / int8 /
-int16 outputs, residuals of both 8-bit types and none, and extreme shifts (1, 62, per-channel
+channels, strides 1 and 2), 1x1 with stride 1 and 2 (uint8 and int8 input, 4k and 6 channels),
+k x k, a channel-gated conv and convs with masked input channels (input rows through the ring,
+rows compacted; odd widths, stride 2, 5x5, 1x1 with stride 2, int8 and int16 input, several row
+groups per call), unmasked convs through the int16 ring (stride 2, odd widths), uint8 / int8 / int16
+outputs, residuals of both 8-bit types and none, and extreme shifts (1, 62, per-channel
 mixes below and above 33, a gated layer whose shift forces the general requantisation).
 No instruction counts here: those are benchmark figures (benchmarks/mcu.py)."""
 
@@ -202,6 +202,34 @@ def stem1_ir(seed: int = 13) -> IRModel:
     return ir
 
 
+def pointwise_ir(seed: int = 17) -> IRModel:
+    """1x1 convs on int8 input (td_im2col_1x1's per-column path): 8 channels with stride 2 and an
+    odd output width (pixel pairs spanning two output rows, the last pixel alone), and 6 channels;
+    then a masked conv with an odd output count (the last compacted weight row gathered alone)."""
+    nb = NetBuilder(np.random.default_rng(seed))
+    x = nb.tensor((3, 9, 9), "uint8", name="input")
+    ops = []
+    a, op = nb.conv("pre", x, 8, 3, 1, 1, dtype="int8")
+    ops.append(op)
+    b, op = nb.conv("pw_s8", a, 6, 1, 2, 0, dtype="int8")
+    ops.append(op)
+    c, op = nb.conv("pw_c6", b, 8, 1, 1, 0)
+    ops.append(op)
+    pooled, gap = nb.gap(c)
+    ops.append(gap)
+    s8, cnet = nb.linear("cnet", pooled, 8, "salience", "gate")
+    ops.append(cnet)
+    d, op = nb.conv("m_out7", c, 7, 3, 1, 1, input_mask=s8)
+    ops.append(op)
+    pooled2, gap2 = nb.gap(d)
+    ops.append(gap2)
+    logits, fc = nb.linear("final.fc", pooled2, 4, "logits", "exit_head")
+    ops.append(Op("exit", "final", attrs={"index": 0, "final": True, "logits": logits}, then=[fc]))
+    ir = IRModel("pointwise", "input", nb.tensors, ops, nb.arrays, ["a", "b", "c", "d"], {})
+    validate(ir)
+    return ir
+
+
 def images_for(ir: IRModel, n: int = 24) -> np.ndarray:
     return np.random.default_rng(3).integers(0, 256, (n, *ir.input_spec.shape)).astype(np.uint8)
 
@@ -253,10 +281,15 @@ def test_paths_are_the_specialised_ones():
     assert handoff["c2"]["compact_in"] == 1 and handoff["c2_s2"]["compact_in"] == 1
     assert handoff["c2_5x5"]["compact_in"] == 1 and handoff["c2_5x5"]["kernel"] == 5
     assert handoff["c2"]["out_w"] % 2 == 1 and handoff["c2_s2"]["stride"] == 2
+    pw = describe(pointwise_ir()).layers
+    assert pw["pw_s8"]["in_type"] == "TD_S8" and pw["pw_s8"]["in_c"] % 4 == 0
+    assert pw["pw_s8"]["out_w"] % 2 == 1 and pw["pw_s8"]["stride"] == 2
+    assert pw["pw_c6"]["in_c"] == 6 and pw["pw_c6"]["kernel"] == 1
+    assert pw["m_out7"]["out_c"] % 2 == 1 and pw["m_out7"]["gates"]["input_mask"] != "NULL"
 
 
 @pytest.mark.parametrize("flags", ["", "-DTD_EMULATE_DSP", "-DTD_PORTABLE"])
-@pytest.mark.parametrize("make_ir", [paths_ir, shifts_ir, masked_ir, handoff_ir, stem1_ir])
+@pytest.mark.parametrize("make_ir", [paths_ir, shifts_ir, masked_ir, handoff_ir, stem1_ir, pointwise_ir])
 def test_host_bit_exact(make_ir, flags, tmp_path: Path):
     require_tool("gcc")
     ir = make_ir()
@@ -266,7 +299,7 @@ def test_host_bit_exact(make_ir, flags, tmp_path: Path):
         assert_same(execute(ir, images, policy), run_host(ir, tmp_path / "fw", images, policy))
 
 
-@pytest.mark.parametrize("make_ir", [paths_ir, shifts_ir, masked_ir, handoff_ir, stem1_ir])
+@pytest.mark.parametrize("make_ir", [paths_ir, shifts_ir, masked_ir, handoff_ir, stem1_ir, pointwise_ir])
 def test_qemu_bit_exact(make_ir, tmp_path: Path):
     require_tool("arm-none-eabi-gcc")
     require_tool("qemu-system-arm")
