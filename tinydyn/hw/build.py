@@ -1,5 +1,6 @@
-"""``build_fpga``: checkpoint → static model (gates folded) → backbone segments + exit heads as
-QONNX partitions → finn-plus front end → checks → report + PS controller + Vivado package."""
+"""``build_fpga``: checkpoint → static model (gates folded) → the family's partitions (LC-Net:
+backbone segments, exit heads on the PS; S2DNAS: one partition per stage, each reading the image)
+as QONNX → finn-plus front end → checks → report + PS controller + Vivado package."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from torch import nn
 
 from tinydyn.data.dataset import VALIDATION_OFFSET
 from tinydyn.hw.boards import FpgaBoard, get_board, register_with_finn
+from tinydyn.hw.branch_choice import LAYER_SHARE, branch_count, choose_branches
 from tinydyn.hw.checks import block_features, check_partition, head_arrays, reference_tensors
-from tinydyn.hw.controller import StageHead, write_controller
+from tinydyn.hw.controller import MAX_STAGES, StageHead, write_controller
 from tinydyn.hw.export import ExportedPartition, ExportError, export_partition, run_qonnx
 from tinydyn.hw.finn_shims import finn_version, load_finn
 from tinydyn.hw.flow import StageEstimate, run_front_end
@@ -37,7 +39,8 @@ from tinydyn.hw.rtlsim import select_partitions, simulate_build
 from tinydyn.hw.schedule import Partition, PsCosts, Stage, closed_form, heads_for_policy, schedule_figures
 from tinydyn.ir import IRModel
 from tinydyn.models.checkpoint import bundled_fpga_checkpoint, load_model
-from tinydyn.models.registry import get_family
+from tinydyn.models.family import ModelFamily
+from tinydyn.models.registry import family_names, get_family
 from tinydyn.ops import op_kind
 from tinydyn.quantize.executor import execute
 from tinydyn.quantize.policy import ExitPolicy
@@ -48,6 +51,37 @@ AUTO_TRIES = 6
 STUCK_SHARE = 0.25  # the search stops when a lower rate shrank the over-budget part < 1/4 as much
 AUTO_HEADROOM = 0.85  # aim at this share of the part (a place-and-route margin; the total counts everything)
 DEFAULT_BATCH = 64  # images per batch of the PS schedule (tinydyn.hw.schedule)
+MAX_CLASSES = 32  # TD_FPGA_MAX_CLASSES: logits the PS controller keeps per image
+
+
+def fpga_families() -> list[str]:
+    """The model families with a dataflow partitioning (ModelFamily.fpga_partitions)."""
+    base = ModelFamily.fpga_partitions
+    return [name for name in family_names() if type(get_family(name)).fpga_partitions is not base]
+
+
+def check_buildable(family: ModelFamily, model: nn.Module, source: str, config: object = None) -> None:
+    """One line for a checkpoint the FPGA path cannot build, before anything is exported.
+    ``config``: what the partitions are cut from (a family's branch subset), default the model's."""
+    if type(family).fpga_partitions is ModelFamily.fpga_partitions:
+        raise ExportError(
+            f"{source} is a {family.name} model, which has no FPGA partitioning: tinydyn fpga builds "
+            f"{' and '.join(fpga_families())} checkpoints"
+        )
+    classes = len(family.classes(model.config))
+    if classes > MAX_CLASSES:
+        raise ExportError(
+            f"{source} has {classes} classes: the FPGA PS controller handles at most {MAX_CLASSES}: "
+            "train a model with fewer classes"
+        )
+    # a stage: a partition, or a segment and its RADI branch (DDI)
+    specs = family.fpga_partitions(model.config if config is None else config)
+    stages = sum(getattr(s, "kind", "") != "branch" for s in specs)
+    if stages > MAX_STAGES:
+        raise ExportError(
+            f"{source} needs {stages} stages: the FPGA PS controller runs at most {MAX_STAGES}: "
+            "use fewer exits (stages)"
+        )
 
 
 def dataset_images(
@@ -103,9 +137,8 @@ def evaluate(
     gated = family.has_gates(model)
     final_only = execute(static_ir, images, ExitPolicy("none"))
     runs = {"fpga": fpga}
-    accuracy[f"FPGA model{' (gates folded)' if gated else ''}, early exit"] = float(
-        (fpga.predictions == labels).mean()
-    )
+    how = " (gates folded)" if gated and family.name == "lcnet" else " (gates not mapped)" if gated else ""
+    accuracy[f"FPGA model{how}, early exit"] = float((fpga.predictions == labels).mean())
     accuracy["FPGA model, final exit only"] = float((final_only.predictions == labels).mean())
     if gated:  # the model the gates were folded from, for comparison
         runs["dynamic"] = execute(family.lower(model, "dynamic"), images, policy)
@@ -141,6 +174,7 @@ def build_fpga(
     batch: int = DEFAULT_BATCH,
     ps_costs: PsCosts | None = None,
     rtlsim: str | None = None,
+    branches: tuple[int, ...] | str | None = None,
     progress: Callable[[str], None] = print,
 ) -> FpgaReport:
     """Build the FPGA front end for a checkpoint (or ``model``); see docs/FPGA.md.
@@ -150,7 +184,9 @@ def build_fpga(
     estimates, e.g. an untrained model; the report says so). ``batch``: images per batch of the
     PS controller's pipelined schedule; the report's throughput is that schedule's
     (:mod:`tinydyn.hw.schedule`, PS costs ``ps_costs``). ``rtlsim``: a partition name or "all":
-    simulate its RTL layers with Verilator, bit for bit against finn-plus (:mod:`tinydyn.hw.rtlsim`)."""
+    simulate its RTL layers with Verilator, bit for bit against finn-plus (:mod:`tinydyn.hw.rtlsim`).
+    ``branches``: the optional early exits to build (DDI's RADI branches, ``fpga_branches``), or
+    "all"; None: the default rule of :mod:`tinydyn.hw.branch_choice` (what fits)."""
     fpga = get_board(board)
     policy = policy or ExitPolicy("confidence", 0.9)
     out_dir = Path(out_dir).resolve()
@@ -167,6 +203,21 @@ def build_fpga(
     model.eval()
     cfg = model.config
     family = get_family(model.family)
+    choosable = family.fpga_branches(cfg)  # optional early exits (DDI's RADI branches)
+    if branches is not None:
+        if not choosable:
+            raise ExportError(
+                f"--branches: a {family.name} model has no optional early exits (every exit is built): "
+                "leave --branches out"
+            )
+        if branches == "all":
+            branches = tuple(range(len(choosable)))
+        cfg = family.fpga_subset(cfg, tuple(branches))
+    source = str(checkpoint) if checkpoint is not None else "the model"
+    # the default rule chooses the branches later: until then, count the stages without them
+    check_buildable(
+        family, model, source, family.fpga_subset(cfg, ()) if branches is None and choosable else cfg
+    )
 
     # 1. the static model: gates folded into their mean saliences over calibration images
     gated = family.has_gates(model)
@@ -175,6 +226,17 @@ def build_fpga(
     net, note = static.module, static.note
     progress(f"fpga: {note}")
     ir = family.lower(net, "fpga_static")
+    branch_note = None
+    if choosable:  # keep only the chosen branches: the FPGA model has exits there and nowhere else
+        how = "with --branches"
+        if branches is None:
+            branches, how = _default_branches(family, model, ir, policy, fpga, target_fps, eval_images)
+            cfg = family.fpga_subset(cfg, branches)
+            check_buildable(family, model, source, cfg)
+        net = family.fpga_keep_branches(net, cfg)
+        ir = family.lower(net, "fpga_static")
+        branch_note = _branch_note(choosable, branches, how)
+        progress(f"fpga: {branch_note}")
     ir.save(out_dir / "ir")  # the integer reference of what the FPGA runs (tinydyn measure --ir)
 
     # 2. reach on validation images (it decides the folding), accuracy on test images (integer
@@ -193,7 +255,7 @@ def build_fpga(
     progress("fpga: images reaching each stage: " + ", ".join(f"{r:.1%}" for r in reach))
     if accuracy:
         progress("fpga: accuracy: " + ", ".join(f"{k} {v:.2%}" for k, v in accuracy.items()))
-    if gated and checkpoint is not None:
+    if static.calibration_images and checkpoint is not None:  # something was folded
         progress(
             "fpga: to recover accuracy lost to folding, fine-tune the gate-free model and build that: "
             f"tinydyn train --init-from {checkpoint} --fold-gates --optimizer adamw --lr 1e-3 --epochs 4 "
@@ -268,6 +330,9 @@ def build_fpga(
         rows.append(_row(est, part, reach, fpga, check.to_json()))
         timings[spec.name] = round(time.time() - t1, 2)
     heads = _stage_heads(parts, ir)
+    head_of = {p: hd for hd in heads for p in (hd.seg_partition, hd.head_partition) if p is not None}
+    for p, (row, part) in enumerate(zip(rows, parts, strict=True)):
+        row.macs = stage_macs(heads, head_of[p], part.path.parent, p == head_of[p].head_partition)
     rtlsim_results = []
     if rtlsim_parts:  # the RTL layers of the chosen partitions, on the first check image
         t0 = time.time()
@@ -339,16 +404,8 @@ def build_fpga(
                 else []
             ),
             note,
-            "segment k computes only the blocks after exit k-1; its uint8 feature map goes through DDR to "
-            "the PS, which runs exit head k (GAP + FC, bit for bit the integer reference) and compacts the "
-            "maps of the images that stay for segment k+1; the last segment holds the final head",
-            (
-                "residual joins are integer: one shared quantiser per join, an integer ElementwiseAdd "
-                "(trained with --int-joins)"
-                if getattr(cfg, "int_joins", False)
-                else "residual joins run in float32 (finn-plus ElementwiseMul/Add): trained branch scales "
-                "differ; a checkpoint fine-tuned with --int-joins adds integers"
-            ),
+            *([branch_note] if branch_note else []),
+            *partition_notes(parts, heads, cfg),
             "totals count everything the design instantiates: finn-plus's layer estimates, DWCs and FIFOs "
             "(finn-plus estimates of the nodes the Zynq build inserts; residual-shortcut FIFOs sized for a "
             "whole feature map), per-instance figures for the layers finn-plus does not estimate, IODMAs and "
@@ -397,6 +454,50 @@ def build_fpga(
     if not allow_overfit:
         check_fit(report, fpga)
     return report
+
+
+def _default_branches(
+    family: ModelFamily,
+    model: nn.Module,
+    ir: IRModel,
+    policy: ExitPolicy,
+    fpga: FpgaBoard,
+    target_fps: float | None,
+    eval_images: int,
+) -> tuple[tuple[int, ...], str]:
+    """The branches the default rule builds (tinydyn.hw.branch_choice) and how they were chosen."""
+    choosable = family.fpga_branches(model.config)
+    share = 1.0 if target_fps else AUTO_HEADROOM
+    budget = {k: float(v) * share for k, v in fpga.resources.items()}
+
+    def partitions(b: int) -> int:
+        return len(family.fpga_partitions(family.fpga_subset(model.config, tuple(range(b)))))
+
+    count = min(branch_count(len(choosable), partitions, budget, FIT_KEYS), MAX_STAGES - 1)
+    images, _ = dataset_images(model, "validation", eval_images)
+    chosen = choose_branches(ir, images, policy, count)
+    how = (
+        f"by the default rule: the most branches ({count}) whose {partitions(count)} partitions' shell and "
+        f"IODMAs leave {LAYER_SHARE:.0%} of the {fpga.part}'s budget to the layers, and of those the "
+        f"fewest mean MACs per image on {len(images)} validation images under policy {policy.kind}; "
+        "choose others with --branches"
+    )
+    return chosen, how
+
+
+def _branch_note(choosable: list[str], built: tuple[int, ...], how: str) -> str:
+    """Which optional early exits the design holds and which it leaves out, said plainly."""
+
+    def names(ks: list[int]) -> str:
+        return ", ".join(f"{k} ({choosable[k]})" for k in ks) or "none"
+
+    left = [k for k in range(len(choosable)) if k not in built]
+    return (
+        f"RADI branches built: {names(list(built))} of {len(choosable)}; NOT built: {names(left)}: "
+        "no partition and no exit there, so the PS decides only at the built branches and the FPGA "
+        "model's integer reference (ir/) has only their exits (FPGA exit k = the k-th built branch); "
+        f"chosen {how}"
+    )
 
 
 def next_target(
@@ -475,25 +576,98 @@ def _row(
     )
 
 
+def partition_notes(parts: list[ExportedPartition], heads: list[StageHead], cfg: object) -> list[str]:
+    """What the partitions are and how the PS chains them, for the report."""
+    notes = []
+    if any(p.spec.kind == "branch" for p in parts):
+        notes.append(
+            "segment k computes only the units after branch k-1; its uint8 feature map goes through DDR to "
+            "RADI branch k, a partition of its own (max pools, 3x3 conv, GAP, FC) ending in exit k's "
+            "accumulators; once it is done the PS finishes the logits like the integer reference, decides "
+            "and compacts the maps of the images that stay for segment k+1; the last segment holds the final "
+            "head; residual joins run in float32 (finn-plus ElementwiseMul/Add)"
+        )
+    elif any(p.spec.reads_image for p in parts):
+        notes.append(
+            "one partition per stage, each reading the image: partition k recomputes the channels of stages "
+            "1..k (the masked connections inside too: fabric MACs below) and ends in classifier k's "
+            "accumulators; the PS finishes the logits, decides, and gathers the images that stay from the "
+            "image array into stage k+1's input (no feature map kept in DDR)"
+        )
+    else:
+        notes.append(
+            "segment k computes only the blocks after exit k-1; its uint8 feature map goes through DDR to "
+            "the PS, which runs exit head k (GAP + FC, bit for bit the integer reference) and compacts the "
+            "maps of the images that stay for segment k+1; the last segment holds the final head"
+        )
+        notes.append(
+            "residual joins are integer: one shared quantiser per join, an integer ElementwiseAdd "
+            "(trained with --int-joins)"
+            if getattr(cfg, "int_joins", False)
+            else "residual joins run in float32 (finn-plus ElementwiseMul/Add): trained branch scales "
+            "differ; a checkpoint fine-tuned with --int-joins adds integers"
+        )
+    own = [hd.confidence_t16 for hd in heads[:-1] if hd.confidence_t16 is not None]
+    if own:
+        notes.append(
+            "the early exits carry their own confidence thresholds from the checkpoint ("
+            + " / ".join(f"{t / 65536:.4g}" for t in own)
+            + "): under policy confidence they replace --threshold, as in the integer reference"
+        )
+    return notes
+
+
 def _stage_heads(parts: list[ExportedPartition], ir: IRModel) -> list[StageHead]:
-    """What the PS needs per stage: segment k's partition and sizes, exit head k (run on the PS:
-    its FC weights from the integer IR), MACs, the integer requantisation."""
+    """What the PS needs per stage: partition k and its sizes, exit head k (run on the PS: its FC
+    weights from the integer IR; or in the fabric: the accumulator layout), the exit's own
+    threshold, MACs, the integer requantisation."""
     macs = _op_macs(ir)
     exits = sorted(ir.exits(), key=lambda op: op.attrs["index"])
     heads = []
     for p, seg in enumerate(parts):
         spec = seg.spec
-        head_key = spec.head or str(spec.last_block)  # a segment without a head: exit after its last block
+        if spec.kind == "branch":
+            continue  # DDI's RADI branch: the head partition of the segment before (below)
+        # DDI: a segment followed by its RADI branch, a partition of its own ending in the exit's
+        # accumulators (tinydyn.models.ddi_fpga)
+        branch = parts[p + 1] if p + 1 < len(parts) and parts[p + 1].spec.kind == "branch" else None
+        if branch is not None:
+            bias, mult, shift, scale = head_arrays(ir, branch.spec.head)
+            feat = ir.tensors[spec.output_tensor].shape  # (C, H, W)
+            bits, per_word, word_bits = accumulator_layout(branch.path.parent)
+            heads.append(
+                StageHead(
+                    name=f"stage{spec.stage}",
+                    bias=bias,
+                    mult=mult,
+                    shift=shift,
+                    logit_scale=scale,
+                    out_bits=bits,
+                    out_per_word=per_word,
+                    out_word_bits=word_bits,
+                    in_bytes=int(np.prod(seg.in_shape)),
+                    feat_bytes=int(np.prod(feat)),
+                    seg_macs=int(sum(macs.get(prefix, 0) for prefix in spec.mac_prefixes)),
+                    head_macs=int(macs.get(branch.spec.head_prefix, 0)),
+                    seg_partition=p,
+                    feat_c=int(feat[0]),
+                    head_partition=p + 1,
+                )
+            )
+            continue
+        # an LC-Net segment without a head: the exit after its last block
+        head_key = spec.head or str(spec.last_block)
         bias, mult, shift, scale = head_arrays(ir, head_key)
-        seg_macs = sum(macs.get(f"b{i}", 0) for i in spec.blocks) + (macs["stem"] if spec.stem else 0)
-        head_name = "final" if head_key == "final" else f"exit{spec.stage}"
-        last = spec.output_tensor is None
+        seg_macs = sum(macs.get(prefix, 0) for prefix in spec.mac_prefixes)
+        fabric = spec.output_tensor is None  # the partition ends in the head's accumulators
         weight, feat_c, feat_bytes = None, 0, 0
-        if not last:
+        if not fabric:
             feat = ir.tensors[spec.output_tensor].shape  # (C, H, W)
             feat_c, feat_bytes = int(feat[0]), int(np.prod(feat))
-            weight = ir.array(exits[spec.stage].then[0], "weight").astype(np.int8)
-        bits, per_word, word_bits = accumulator_layout(seg.path.parent) if last else (32, 1, 32)
+            fc = next(op for op in exits[spec.stage].then if op.kind == "linear")
+            weight = ir.array(fc, "weight").astype(np.int8)
+        bits, per_word, word_bits = accumulator_layout(seg.path.parent) if fabric else (32, 1, 32)
+        own = exits[spec.stage].attrs.get("confidence_t16")
         heads.append(
             StageHead(
                 name=f"stage{spec.stage}",
@@ -507,18 +681,51 @@ def _stage_heads(parts: list[ExportedPartition], ir: IRModel) -> list[StageHead]
                 in_bytes=int(np.prod(seg.in_shape)),
                 feat_bytes=feat_bytes,
                 seg_macs=int(seg_macs),
-                head_macs=int(macs.get(head_name, 0)),
+                head_macs=int(macs.get(spec.head_prefix, 0)),
                 seg_partition=p,
                 head_weight=weight,
                 feat_c=feat_c,
+                reads_image=bool(spec.reads_image),
+                confidence_t16=None if own is None else int(own),
             )
         )
     return heads
 
 
+def stage_macs(
+    heads: list[StageHead], head: StageHead, part_dir: Path, branch: bool = False
+) -> dict[str, int]:
+    """MACs per image of one partition: ``fabric``, what its matrix units compute (finn-plus's own
+    count of the final folded model: recomputed channels and masked connections included); in the
+    integer reference, ``reference_new`` what this stage adds (segment, and its head where the
+    partition holds it) and ``reference_to_exit`` an image leaving here (every head computed)."""
+    k = heads.index(head)
+    new = head.seg_macs + (head.head_macs if head.fabric_head and not head.branch else 0)
+    if branch:  # the partition is the stage's RADI branch (DDI)
+        new = head.head_macs
+    return {
+        "fabric": fabric_macs(part_dir),
+        "reference_new": int(new),
+        "reference_to_exit": int(sum(hd.seg_macs + hd.head_macs for hd in heads[: k + 1])),
+    }
+
+
+def fabric_macs(part_dir: Path) -> int:
+    """finn-plus's MAC count of a partition (``report/op_and_param_counts.json``, every op_mac_*)."""
+    path = part_dir / "report" / "op_and_param_counts.json"
+    try:
+        total = json.loads(path.read_text())["total"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ExportError(
+            f"{part_dir.name}: finn-plus wrote no op counts ({path.name}): re-run tinydyn fpga"
+        ) from None
+    return int(sum(v for k, v in total.items() if k.startswith("op_mac")))
+
+
 def schedule_stages(heads: list[StageHead], rows: list[StageRow]) -> list[Stage]:
     """The stages as the schedule model sees them: each segment's finn-plus latency and
-    initiation interval, the bytes its IODMAs move per image and the MACs of its PS exit head."""
+    initiation interval, the bytes its IODMAs move per image, the MACs of its PS exit head and
+    whether it reads the image again (the PS gathers those that stay)."""
     return [
         Stage(
             Partition(rows[hd.seg_partition].name, rows[hd.seg_partition].latency_cycles,
@@ -526,7 +733,10 @@ def schedule_stages(heads: list[StageHead], rows: list[StageRow]) -> list[Stage]
             hd.in_bytes,
             hd.feat_bytes,
             hd.out_bytes,
-            0 if hd.last else hd.head_macs,
+            0 if hd.fabric_head else hd.head_macs,
+            hd.reads_image,
+            Partition(rows[hd.head_partition].name, rows[hd.head_partition].latency_cycles,
+                      rows[hd.head_partition].max_cycles) if hd.head_partition is not None else None,
         )
         for hd in heads
     ]  # fmt: skip

@@ -28,7 +28,12 @@ Logits (heads, and the last segment with the final classifier) must match Brevit
 ``ATOL`` = 1e-5 on every image whose difference is not traced to a rounding tie
 (:func:`explain_logit_differences`): one int16 logit step (the FC sum on the output
 quantiser's rounding boundary), an exact tie in the pooled vector, or a block of the same
-partition already one step apart on that image. Measured on 300 test images (the bundled model,
+partition already one step apart on that image. The HW graph's accumulators must be within one
+accumulator step of QONNX's likewise, an image whose map at the pool differs between the HW graph
+and QONNX excused (a float32 tie at one of finn-plus's thresholds: seen in S2DNAS stage
+partitions, which hold the whole backbone: 3 of 20 images, one activation at 7.5000029 steps
+rounded down, 0.5 % of the last map's elements after the layers that follow); that map itself must
+meet the integer-reference bounds below. Measured on 300 test images (the bundled model,
 gates folded): head 1 279 within 1e-5, 19 exact pooling ties, 2 one-step logits; head 0 and the
 last segment 297 and 294 within, the rest one-step logits; no image unexplained.
 """
@@ -89,23 +94,27 @@ def reference_tensors(ir: IRModel, images: np.ndarray) -> dict[str, np.ndarray]:
     return trace(ir, images, every_head()).tensors
 
 
-def head_arrays(ir: IRModel, head: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """(bias, mult, shift, logit scale) of exit ``head`` ('final' or an exit-head key)."""
+def exit_op(ir: IRModel, head: str):  # noqa: ANN201 - an IR Op
+    """The exit op of ``head``: 'final', 'stage<k>' (exit k: S2DNAS's stage partitions), or an
+    LC-Net exit-head key (the block it follows)."""
     exits = sorted(ir.exits(), key=lambda op: op.attrs["index"])
-    exit_op = (
-        exits[-1] if head == "final" else exits[sorted(ir.meta["model_config"]["exits"]).index(int(head))]
-    )
-    fc = exit_op.then[0]
-    scale = ir.tensors[exit_op.attrs["logits"]].scale
+    if head == "final":
+        return exits[-1]
+    if head.startswith("stage"):
+        return exits[int(head[len("stage") :])]
+    return exits[sorted(ir.meta["model_config"]["exits"]).index(int(head))]
+
+
+def head_arrays(ir: IRModel, head: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(bias, mult, shift, logit scale) of exit ``head`` (see :func:`exit_op`)."""
+    op = exit_op(ir, head)
+    fc = next(o for o in op.then if o.kind == "linear")  # after a concat of the pooled stages (S2DNAS)
+    scale = ir.tensors[op.attrs["logits"]].scale
     return ir.array(fc, "bias"), ir.array(fc, "mult"), ir.array(fc, "shift"), scale
 
 
 def logits_name(ir: IRModel, head: str) -> str:
-    exits = sorted(ir.exits(), key=lambda op: op.attrs["index"])
-    exit_op = (
-        exits[-1] if head == "final" else exits[sorted(ir.meta["model_config"]["exits"]).index(int(head))]
-    )
-    return exit_op.attrs["logits"]
+    return exit_op(ir, head).attrs["logits"]
 
 
 def finish_logits(acc: np.ndarray, ir: IRModel, head: str) -> np.ndarray:
@@ -127,6 +136,46 @@ def run_hw_python(hw_model_path: Path, inputs: np.ndarray) -> np.ndarray:
     if not np.array_equal(out, np.round(out)):
         raise ExportError(f"{hw_model_path.name}: HW graph output is not integer: the tail was not cut")
     return np.round(out).astype(np.int64)
+
+
+def check_streams_nhwc(name: str, hw_model_path: Path, feature_shape: tuple[int, ...] | None) -> None:
+    """One line when the HW graph does not stream NHWC, the layout the IODMAs move between
+    partitions: finn-plus turned a layout Transpose inside it into a Shuffle layer (a transpose
+    the streamlining could not absorb, e.g. around a residual join), or a feature output is not
+    (N, H, W, C) for ``feature_shape`` (C, H, W)."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    model = ModelWrapper(str(hw_model_path))
+    shuffles = [node.name for node in model.graph.node if node.op_type.startswith("Shuffle")]
+    out = model.get_tensor_shape(model.graph.output[0].name)
+    wrong_out = feature_shape is not None and (
+        out is None or len(out) != 4 or tuple(out[1:]) != (*feature_shape[1:], feature_shape[0])
+    )
+    if shuffles or wrong_out:
+        what = f"Shuffle layers {', '.join(shuffles[:3])}" if shuffles else f"an output of shape {out}"
+        raise ExportError(
+            f"{name}: the partition does not stream NHWC ({what} in {hw_model_path.name}): finn-plus "
+            "could not absorb a layout transpose, so its DMAs would not read what the previous partition "
+            "writes; tinydyn's flow steps (tinydyn/hw/steps.py) do not handle this graph (report this bug)"
+        )
+
+
+def hw_pooled_features(hw_model_path: Path, inputs: np.ndarray) -> np.ndarray | None:
+    """The integer feature map the HW graph's GlobalAccPool pools (NCHW), from finn-plus's python
+    execution image by image; None for a graph without one."""
+    from finn.core.onnx_exec import execute_onnx
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    wrapper = ModelWrapper(str(hw_model_path))
+    pools = [node for node in wrapper.graph.node if node.op_type == "GlobalAccPool"]
+    if len(pools) != 1:
+        return None
+    iname, tensor = wrapper.graph.input[0].name, pools[0].input[0]
+    outs = [
+        execute_onnx(wrapper, {iname: x[None].astype(np.float32)}, return_full_exec_context=True)[tensor]
+        for x in inputs
+    ]
+    return np.round(np.concatenate(outs)).astype(np.int64).transpose(0, 3, 1, 2)  # streamed NHWC
 
 
 @dataclass
@@ -152,6 +201,12 @@ class PartitionCheck:
     images_gap_tie: int = -1
     images_feature_step: int = -1
     images_unexplained: int = -1
+    # logits of a partition with layers before its head: the HW graph's map at the pool vs QONNX's
+    # (a float32 tie at one of finn-plus's thresholds feeds the layers after it), and the images
+    # on which they differ, which may then differ by more than one accumulator step
+    hw_features_vs_qonnx_equal: float = -1.0
+    hw_features_vs_qonnx_within_one: float = -1.0
+    images_hw_feature_step: int = -1
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -237,6 +292,8 @@ def check_partition(
     spec = part.spec
     inputs = ref[spec.input_tensor]
     n = len(inputs)
+    out_shape = ir.tensors[spec.output_tensor].shape if spec.output_tensor is not None else None
+    check_streams_nhwc(spec.name, hw_model_path, out_shape)
     qonnx = run_qonnx(part.path, inputs)
     brevitas = torch_outputs(part.module, inputs)
     hw = run_hw_python(hw_model_path, inputs)
@@ -285,15 +342,36 @@ def check_partition(
     # mult / 2**shift logit steps (often several: int16 logits have a fine scale)
     per_acc = mult.astype(np.float64) / 2.0 ** shift.astype(np.float64)
     close = (lsb_all <= per_acc[None, :] + 1).all(axis=1)
+    check = PartitionCheck(spec.name, "logits", n)
+    hw_step = np.zeros(n, dtype=bool)
     if features is None:  # a head: its input is the reference's feature map itself
         pooled_input, feature_step = inputs, np.zeros(n, dtype=bool)
     else:
         q_feat, b_feat = features
         pooled_input = b_feat
         feature_step = (q_feat != b_feat).reshape(n, -1).any(axis=1)
+        hw_feat = hw_pooled_features(hw_model_path, inputs)
+        if hw_feat is not None and hw_feat.shape == q_feat.shape:
+            # finn-plus's thresholds round a float32 value on a rounding boundary (seen: 7.5000029
+            # steps) unlike QONNX; the layers after it spread that one step: bound the share of the
+            # map's elements, as for the integer reference
+            apart = np.abs(hw_feat - q_feat)
+            hw_step = (apart != 0).reshape(n, -1).any(axis=1)
+            check.hw_features_vs_qonnx_equal = float((apart == 0).mean())
+            check.hw_features_vs_qonnx_within_one = float((apart <= 1).mean())
+            check.images_hw_feature_step = int(hw_step.sum())
+            if (
+                check.hw_features_vs_qonnx_equal < MIN_INTEGER_EQUAL
+                or check.hw_features_vs_qonnx_within_one < MIN_INTEGER_WITHIN_ONE
+            ):
+                raise _fail(
+                    part,
+                    f"HW graph vs QONNX feature maps before the pool differ "
+                    f"({check.hw_features_vs_qonnx_equal:.2%} equal, "
+                    f"{check.hw_features_vs_qonnx_within_one:.2%} within one step)",
+                )
     tie = gap_ties(pooled_input)
     causes = explain_logit_differences(qonnx, brevitas, lscale, tie, feature_step)
-    check = PartitionCheck(spec.name, "logits", n)
     check.qonnx_vs_brevitas_max = float(diff.max())
     check.qonnx_vs_brevitas_equal = float((diff <= ATOL).sum())
     check.images_one_logit_step = int(causes["one_logit_step"].sum())
@@ -319,10 +397,9 @@ def check_partition(
             f"1e-5 not explained by a rounding tie, max {check.qonnx_vs_brevitas_max:.3g}; class = integer "
             f"reference on {check.qonnx_class_vs_integer}/{n}): check the brevitas/qonnx versions"
         )
-    # the HW graph pools in integers and rounds ties up; QONNX's float pool may not
-    # (a float32 tie inside the last segment's blocks is only measured for QONNX vs Brevitas:
-    # all but MIN_AGREEMENT of the images)
-    hw_bad = ~close & ~tie & ~feature_step
+    # the HW graph pools in integers and rounds ties up; QONNX's float pool may not; a float32 tie
+    # inside the partition's layers shows in its map at the pool (QONNX vs Brevitas, HW vs QONNX)
+    hw_bad = ~close & ~tie & ~feature_step & ~hw_step
     if not agrees(n - int(hw_bad.sum()), n) or not agrees(check.hw_python_class_vs_qonnx, n):
         raise _fail(
             part,

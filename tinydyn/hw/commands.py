@@ -7,6 +7,24 @@ from pathlib import Path
 import click
 
 
+def parse_branches(text: str | None) -> tuple[int, ...] | str | None:
+    """``--branches``: comma-separated indices, ``all`` or ``none`` (None: the default rule)."""
+    from tinydyn.hw.export import ExportError
+
+    if text is None:
+        return None
+    text = text.strip().lower()
+    if text in ("all", "none"):
+        return "all" if text == "all" else ()
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) > 64 or not all(p.isascii() and p.isdigit() and len(p) <= 3 for p in parts):
+        raise ExportError(
+            f"--branches {text[:40]!r}: give RADI branch indices separated by commas (e.g. 1,3), "
+            "'all' or 'none'"
+        )
+    return tuple(int(p) for p in parts)
+
+
 @click.command("fpga")
 @click.argument("checkpoint", required=False, type=click.Path(path_type=Path))
 @click.option("--board", default="zedboard", show_default=True, help="FPGA board (zedboard).")
@@ -48,6 +66,14 @@ import click
     help="Simulate the RTL layers of this partition (seg0, head0, ...; 'all': every one) with Verilator "
     "and compare bit for bit with finn-plus's python execution (report in OUT/rtlsim/).",
 )
+@click.option(
+    "--branches",
+    default=None,
+    metavar="K,K,...",
+    help="DDI: the RADI branches to build, by index (0 = the first; 'all' or 'none'). Default: what fits "
+    "(the most whose shell and IODMAs leave 40% of the part to the layers; of those, the fewest mean MACs "
+    "per image). The report names the branches left out.",
+)
 @click.option("--no-codegen", is_flag=True, help="Stop after the estimates (skip HLS/RTL code generation).")
 @click.option("--allow-overfit", is_flag=True, help="Write the report even if the design does not fit.")
 def fpga(
@@ -62,6 +88,7 @@ def fpga(
     check_images: int,
     batch: int,
     rtlsim: str | None,
+    branches: str | None,
     no_codegen: bool,
     allow_overfit: bool,
 ) -> None:
@@ -83,6 +110,7 @@ def fpga(
         check_images=check_images,
         batch=batch,
         rtlsim=rtlsim,
+        branches=parse_branches(branches),
         codegen=not no_codegen,
         allow_overfit=allow_overfit,
         progress=lambda msg: click.echo(msg, err=True),

@@ -4,10 +4,13 @@ The header carries what the controller needs per stage k: the IODMA register bas
 (partition k), as macros of ``td_fpga_addresses.h`` (predicted here as finn-plus's Zynq shell
 assigns them, rewritten from the hardware handoff by ``build_bitstream.sh``); the sizes of the
 segment's input and of the uint8 NHWC feature map it writes to DDR; exit head k, which the PS runs
-in software (GAP, then the FC's int8 weights); for the last stage the width of the packed final
-accumulators the segment writes; MACs; and the integer requantisation (bias, mult, shift) taken
-from the integer IR of the static model, so the PS computes logits bit for bit like the integer
-reference executor, plus the confidence LUT of :mod:`tinydyn.quantize.policy`.
+in software (GAP, then the FC's int8 weights), or, for a head in the fabric (the last LC-Net
+segment, every S2DNAS stage), the width of the packed accumulators the segment writes; whether
+the segment reads the image again (S2DNAS: the PS gathers the images that stay); the exit's own
+confidence threshold if the model has one (S2DNAS's t_i); MACs; and the integer requantisation
+(bias, mult, shift) taken from the integer IR of the static model, so the PS computes logits bit
+for bit like the integer reference executor, plus the confidence LUT of
+:mod:`tinydyn.quantize.policy`.
 
 Also the bare-metal bring-up for the ZedBoard (start-up, linker script, MMU/caches, UART) and a
 Makefile that links ``td_fpga_ps.elf`` (docs/FPGA.md, "PS bring-up").
@@ -23,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from tinydyn.hw.link import addresses_header, predicted_addresses
-from tinydyn.hw.schedule import arena_layout
+from tinydyn.hw.schedule import Partition, Stage, arena_layout, stage_regions
 from tinydyn.quantize.policy import exp_lut, lut_multiplier
 
 PS_SOURCES = (
@@ -47,37 +50,47 @@ CFLAGS = f"{ARCH_CFLAGS} -Wall -Wextra -Werror -std=c99 -O2"
 @dataclass
 class StageHead:
     """What the PS needs to run stage k: segment k in the fabric, then exit head k in software
-    (every stage but the last) or the final accumulators the last segment writes."""
+    on its feature map (``head_weight``), or the accumulators of a head in the fabric (the last
+    LC-Net segment; every S2DNAS stage)."""
 
     name: str
     bias: np.ndarray  # int32 (classes,)
     mult: np.ndarray  # int64
     shift: np.ndarray  # int (>= 1)
     logit_scale: float
-    out_bits: int  # last stage: width of one final-head accumulator
+    out_bits: int  # head in the fabric: width of one accumulator
     out_per_word: int  # accumulators per output stream word (the head's PE)
     out_word_bits: int  # that word's width padded to whole bytes (what the output IODMA writes)
     in_bytes: int  # the segment's packed input (image, or the previous segment's feature map)
-    feat_bytes: int  # the uint8 NHWC feature map the segment writes (0: last stage)
+    feat_bytes: int  # the uint8 NHWC feature map the segment writes (0: head in the fabric)
     seg_macs: int
     head_macs: int
     seg_partition: int  # partition index p: its IODMAs are idma<p> and odma<p>
-    head_weight: np.ndarray | None = None  # int8 [classes, C] of exit head k (None: last stage)
+    head_weight: np.ndarray | None = None  # int8 [classes, C] of exit head k on the PS (None: in the fabric)
     feat_c: int = 0  # channels of the feature map (the GAP's C; HW = feat_bytes / C)
+    reads_image: bool = False  # stage k > 0 reads the image again (S2DNAS): the PS gathers those that stay
+    confidence_t16: int | None = None  # the exit's own confidence threshold (x 65536); None: the policy's
+    # DDI's RADI branch k: partition index of a head partition reading the segment's feature map
+    # (feat_bytes) and writing the exit's accumulators (out_*); None: no such partition
+    head_partition: int | None = None
 
     @property
     def macs(self) -> int:
         return self.seg_macs + self.head_macs
 
     @property
-    def last(self) -> bool:
+    def fabric_head(self) -> bool:
         return self.head_weight is None
 
     @property
+    def branch(self) -> bool:
+        return self.head_partition is not None
+
+    @property
     def out_bytes(self) -> int:
-        """Final accumulator bytes per image the last segment's output IODMA writes (whole stream
-        words); 0 for a stage whose head runs on the PS."""
-        if not self.last:
+        """Accumulator bytes per image the segment's output IODMA writes for a head in the fabric
+        (whole stream words); 0 for a stage whose head runs on the PS."""
+        if not self.fabric_head:
             return 0
         return -(-int(self.bias.size) // self.out_per_word) * self.out_word_bits // 8
 
@@ -89,7 +102,13 @@ MAX_CHANNELS = 1024  # TD_FPGA_MAX_CHANNELS: feature-map channels of a PS exit h
 
 def dma_arena_bytes(heads: list[StageHead], batch: int) -> int:
     """Bytes of the batched schedule's DMA arena (td_fpga_batch_dma_bytes)."""
-    return arena_layout([(hd.feat_bytes, hd.out_bytes, hd.last) for hd in heads], batch)[1]
+    timing = Partition("-", 1, 1)  # the layout needs sizes only
+    stages = [
+        Stage(timing, hd.in_bytes, hd.feat_bytes, hd.out_bytes, reads_image=hd.reads_image, head=branch)
+        for hd in heads
+        for branch in [timing if hd.branch else None]
+    ]
+    return arena_layout(stage_regions(stages), batch)[1]
 
 
 def dma_macro(kind: str, partition: int) -> str:
@@ -134,12 +153,21 @@ def render_header(
     classes = int(heads[0].bias.size)
     if len(heads) > MAX_STAGES or not 1 <= batch <= MAX_BATCH:
         raise ValueError(f"the PS controller runs 1..{MAX_STAGES} stages in batches of 1..{MAX_BATCH}")
-    if any(not hd.last and not 0 < hd.feat_c <= MAX_CHANNELS for hd in heads):
+    if any((not hd.fabric_head or hd.branch) and not 0 < hd.feat_c <= MAX_CHANNELS for hd in heads):
         raise ValueError(f"the PS exit heads take feature maps of 1..{MAX_CHANNELS} channels")
+    if any(hd.confidence_t16 is not None and not 0 <= hd.confidence_t16 <= 65536 for hd in heads):
+        raise ValueError("an exit's own confidence threshold must be 0..65536 (x 1/65536)")
+    for k, hd in enumerate(heads[:-1]):
+        nxt = heads[k + 1]
+        if hd.branch and (nxt.reads_image or not hd.feat_bytes):
+            raise ValueError(f"stage {k}'s RADI branch reads a feature map stage {k + 1} reads after it")
+        if hd.fabric_head and not hd.branch and not (nxt.reads_image and nxt.in_bytes == heads[0].in_bytes):
+            raise ValueError(f"stage {k} ends in accumulators: stage {k + 1} must read the image")
     lines = [
-        "/* Generated by tinydyn fpga: do not edit. One entry per stage: backbone segment k (FINN",
-        " * dataflow partition k, with an input and an output IODMA) and exit head k, which the PS",
-        " * runs in software (GAP + FC); the last segment holds the final head. */",
+        "/* Generated by tinydyn fpga: do not edit. One entry per stage: segment k (FINN dataflow",
+        " * partition k, with an input and an output IODMA) and exit head k, which the PS runs in",
+        " * software (GAP + FC) or the segment holds (its accumulators: the final head; every stage",
+        " * of a model whose stages read the image). */",
         "#ifndef TD_FPGA_MODEL_H",
         "#define TD_FPGA_MODEL_H",
         '#include "td_fpga.h"',
@@ -167,19 +195,27 @@ def render_header(
             _array("int64_t", f"td_{hd.name}_mult", hd.mult.astype(np.int64)),
             _array("uint8_t", f"td_{hd.name}_shift", hd.shift.astype(np.int64)),
         ]
-        if not hd.last:
+        if hd.branch:  # its RADI branch's IODMAs (a partition of its own)
+            lines += [
+                f"#define TD_FPGA_{up}_HEAD_IDMA {dma_macro('idma', hd.head_partition)}",
+                f"#define TD_FPGA_{up}_HEAD_ODMA {dma_macro('odma', hd.head_partition)}",
+            ]
+        if not hd.fabric_head:
             lines.append(_array("int8_t", f"td_{hd.name}_weight", np.asarray(hd.head_weight, dtype=np.int64)))
     lines.append(_array("uint16_t", "td_exp_lut", exp_lut()))
     lines.append("static const td_fpga_stage_t td_fpga_stages[TD_FPGA_NUM_STAGES] = {")
     for hd in heads:
         up = hd.name.upper()
-        weight = "NULL" if hd.last else f"td_{hd.name}_weight"
-        feat_c = 0 if hd.last else hd.feat_c
+        weight = "NULL" if hd.fabric_head else f"td_{hd.name}_weight"
+        feat_c = hd.feat_c if hd.branch or not hd.fabric_head else 0
+        own_t16 = -1 if hd.confidence_t16 is None else int(hd.confidence_t16)
+        head_dmas = f"TD_FPGA_{up}_HEAD_IDMA, TD_FPGA_{up}_HEAD_ODMA" if hd.branch else "0u, 0u"
         lines.append(
             f"    {{TD_FPGA_{up}_IDMA, TD_FPGA_{up}_ODMA, {hd.in_bytes}u, {hd.feat_bytes}u, {feat_c}u, "
             f"{weight}, {hd.out_bits}u, {hd.out_per_word}u, {hd.out_word_bits}u, {hd.out_bytes}u, "
             f"{hd.seg_macs}u, {hd.head_macs}u, td_{hd.name}_bias, td_{hd.name}_mult, "
-            f"td_{hd.name}_shift, {lut_multiplier(hd.logit_scale)}u}},"
+            f"td_{hd.name}_shift, {lut_multiplier(hd.logit_scale)}u, {head_dmas}, {int(hd.reads_image)}u, "
+            f"{own_t16}}},"
         )
     lines += [
         "};",
@@ -227,7 +263,7 @@ def write_controller(
     batch: int = 1,
 ) -> Path:
     copy_sources(out_dir)
-    partitions = 1 + max(hd.seg_partition for hd in heads)
+    partitions = 1 + max(max(hd.seg_partition, hd.head_partition or 0) for hd in heads)
     (out_dir / ADDRESSES_HEADER).write_text(
         addresses_header(
             predicted_addresses(partitions),

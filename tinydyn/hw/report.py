@@ -35,6 +35,8 @@ class StageRow:
     # what ``resources`` (the total) is made of: finn-plus's layers, DWCs, FIFOs, layers finn-plus
     # does not estimate, IODMAs (tinydyn.hw.resources)
     breakdown: dict[str, dict[str, float]] = field(default_factory=dict)
+    # MACs per image: fabric (finn-plus's count), reference_new, reference_to_exit (hw.build.stage_macs)
+    macs: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -90,6 +92,20 @@ class FpgaReport:
             for name, r in cats.items()
         ]
 
+    def macs_lines(self) -> list[str]:
+        """What each partition computes against what the integer reference counts."""
+        if not any(s.macs for s in self.stages):
+            return []
+        return [
+            "MACs per image (fabric: finn-plus's count of what the partition computes / integer reference: "
+            "what this stage adds / an image leaving here): "
+            + "; ".join(
+                f"{s.name} {m['fabric']:,} / {m['reference_new']:,} / {m['reference_to_exit']:,}"
+                for s in self.stages
+                if (m := s.macs)
+            )
+        ]
+
     def schedule_lines(self) -> list[str]:
         if not self.schedule:
             ee, st = self.early_exit_fps, self.static_fps
@@ -137,6 +153,7 @@ class FpgaReport:
             "available: "
             + ", ".join(f"{k} {self.available[k]} ({self.utilisation.get(k, 0):.0%} used)" for k in FIT_KEYS),
             f"fits {self.part}: {'yes' if self.fits else 'NO'}",
+            *self.macs_lines(),
             *self.schedule_lines(),
             "accuracy: " + (", ".join(f"{k} {v:.2%}" for k, v in self.accuracy.items()) or "no labels"),
             *exits,

@@ -42,6 +42,9 @@ def step_tinydyn_streamline_forks(model: Any, cfg: Any) -> Any:
         MoveTransposePastJoinAdd,
     )
 
+    inp = model.graph.input[0].name
+    in_shape = model.get_tensor_shape(inp)
+    model = _nhwc_before_fork(model)
     for _ in range(FORK_ROUNDS):
         for transform in (
             MoveLinearPastFork(),
@@ -61,8 +64,52 @@ def step_tinydyn_streamline_forks(model: Any, cfg: Any) -> Any:
     # negative thresholds (always passed) become 0 once the input type is known, as finn-plus requires
     from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
     from qonnx.transformation.infer_datatypes import InferDataTypes
+    from qonnx.transformation.infer_shapes import InferShapes
 
+    if model.get_tensor_shape(inp) != in_shape:
+        # MoveTransposePastFork on the input's Transpose pair (_nhwc_before_fork) drops the graph
+        # input's shape (and those after it): put it back and infer the rest again
+        model.set_tensor_shape(inp, in_shape)
+        for vi in [v for v in model.graph.value_info if not v.type.tensor_type.shape.dim]:
+            model.graph.value_info.remove(vi)
+        model = model.transform(InferShapes())
     return model.transform(InferDataTypes()).transform(RoundAndClipThresholds())
+
+
+def _nhwc_before_fork(model: Any) -> Any:
+    """A segment that starts inside a stage (DDI: a RADI branch follows the unit before) forks its
+    NCHW input, through the input scale, into a conv (behind FINN's NCHW→NHWC Transpose) and an
+    identity shortcut (no Transpose): the join and the thresholds after it stay NCHW and become
+    Shuffle layers, and the segment would stream NCHW. An NHWC→NCHW Transpose pair at the input
+    (the identity) gives the shortcut its Transpose too: the loop below moves the inner one past
+    the scale and the fork, cancels it against the conv's and moves the shortcut's past the join
+    (MoveTransposePastJoinAdd), so everything between the input and the output streams NHWC."""
+    from onnx import helper
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    inp = model.graph.input[0].name
+    shape = model.get_tensor_shape(inp)
+    if shape is None or len(shape) != 4:
+        return model
+    tensor, consumers = inp, model.find_consumers(inp) or []
+    while len(consumers) == 1 and consumers[0].op_type in ("Mul", "Add"):  # the input scale
+        if model.get_initializer(consumers[0].input[1]) is None:
+            break
+        tensor = consumers[0].output[0]
+        consumers = model.find_consumers(tensor) or []
+    if len(consumers) < 2 or all(c.op_type == "Transpose" for c in consumers):
+        return model  # no fork, or one the LC-Net flow handles (_merge_input_transposes)
+    n, c, h, w = shape
+    nhwc, nchw = model.make_new_valueinfo_name(), model.make_new_valueinfo_name()
+    for node in model.find_consumers(inp) or []:
+        node.input[list(node.input).index(inp)] = nchw
+    model.graph.node.insert(0, helper.make_node("Transpose", [nhwc], [nchw], perm=[0, 3, 1, 2]))
+    model.graph.node.insert(0, helper.make_node("Transpose", [inp], [nhwc], perm=[0, 2, 3, 1]))
+    model.set_tensor_shape(nhwc, [n, h, w, c])
+    model.set_tensor_shape(nchw, [n, c, h, w])
+    for name in (nhwc, nchw):
+        model.set_tensor_datatype(name, model.get_tensor_datatype(inp))
+    return model.transform(InferShapes())
 
 
 def step_tinydyn_global_pool(model: Any, cfg: Any) -> Any:

@@ -6,19 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from tinydyn.errors import TinydynError
 from tinydyn.ir import IRModel
 from tinydyn.models.ddi import DDIConfig, DDINet
-from tinydyn.models.family import ModelFamily, StepPlan, TrainOutputs
+from tinydyn.models.family import ModelFamily, StaticForFpga, StepPlan, TrainOutputs
 
 GATE_MODULES = (".layer_gate.", ".channel_gate.", "lstm.")
-NO_FPGA = (
-    "tinydyn fpga does not build DDI models (their LSTM layer gates, channel gates and RADI branches "
-    "have no dataflow partitions yet): deploy them on an MCU board with 'tinydyn run' or 'tinydyn firmware'"
-)
 
 
 class DDIFamily(ModelFamily):
@@ -102,15 +98,47 @@ class DDIFamily(ModelFamily):
     def has_gates(self, model: nn.Module) -> bool:
         return bool(model.config.gates)  # type: ignore[union-attr]
 
-    # --- FPGA: not mapped (said plainly, one line) -----------------------------------------
-    def static_for_fpga(self, model: nn.Module, images: Any, folded_from: str | None = None) -> Any:
-        raise TinydynError(NO_FPGA)
+    # --- FPGA: gates not mapped, RADI branches as partitions (tinydyn.models.ddi_fpga) --------
+    def static_for_fpga(
+        self, model: nn.Module, images: np.ndarray | None, folded_from: str | None = None
+    ) -> StaticForFpga:
+        """The network without its gates (every unit and channel: the gating-off model), branches
+        kept; nothing is folded, so ``images`` are not needed."""
+        from tinydyn.models.ddi_fpga import GATES_NOTE, static_model
+
+        net = static_model(model)  # type: ignore[arg-type]
+        note = GATES_NOTE if self.has_gates(model) else "this DDI model has no gates: it is built as it is"
+        return StaticForFpga(net, note, 0, None)
 
     def fpga_partitions(self, config: Any) -> list[Any]:
-        raise TinydynError(NO_FPGA)
+        from tinydyn.models.ddi_fpga import partition_specs
+
+        return partition_specs(config)  # type: ignore[return-value]
 
     def fpga_whole(self, config: Any) -> Any:
-        raise TinydynError(NO_FPGA)
+        from tinydyn.models.ddi_fpga import whole_network_spec
+
+        return whole_network_spec(config)
+
+    def fpga_module(self, model: nn.Module, spec: Any) -> nn.Module:
+        from tinydyn.models.ddi_fpga import partition_module
+
+        return partition_module(model, spec)  # type: ignore[arg-type]
+
+    def fpga_branches(self, config: DDIConfig) -> list[str]:
+        from tinydyn.models.ddi_fpga import all_branch_units
+
+        return [f"after unit {u}" for u in all_branch_units(config)]
+
+    def fpga_subset(self, config: DDIConfig, branches: tuple[int, ...]) -> Any:
+        from tinydyn.models.ddi_fpga import branch_subset
+
+        return branch_subset(config, branches)
+
+    def fpga_keep_branches(self, model: nn.Module, subset: Any) -> nn.Module:
+        from tinydyn.models.ddi_fpga import keep_branches
+
+        return keep_branches(model, subset)  # type: ignore[arg-type]
 
 
 DDI = DDIFamily()

@@ -149,3 +149,17 @@ class ModelFamily:
     def fpga_module(self, model: nn.Module, spec: Any) -> nn.Module:
         """The exportable torch module of one partition of the static model."""
         raise NotImplementedError
+
+    def fpga_branches(self, config: Any) -> list[str]:
+        """The early exits a dataflow build may leave out, one short description each (DDI's
+        RADI branches: 'after unit 4'); [] where a build always has every exit."""
+        return []
+
+    def fpga_subset(self, config: Any, branches: tuple[int, ...]) -> Any:
+        """The config ``fpga_partitions``/``fpga_whole`` take to build only the early exits
+        ``branches`` (indices into ``fpga_branches``)."""
+        raise NotImplementedError
+
+    def fpga_keep_branches(self, model: nn.Module, subset: Any) -> nn.Module:
+        """The static model (``static_for_fpga``) without the exits ``subset`` leaves out."""
+        raise NotImplementedError

@@ -92,6 +92,18 @@ class PartitionSpec:
         """IR tensor of a feature output (None: the partition ends in head accumulators)."""
         return None if self.head is not None else f"b{self.last_block}.out"
 
+    reads_image = False  # segment k > 0 reads segment k-1's feature map (not the image again)
+
+    @property
+    def mac_prefixes(self) -> tuple[str, ...]:
+        """IR op-name prefixes of the segment's layers (their MACs: stem, blocks)."""
+        return (*(("stem",) if self.stem else ()), *(f"b{i}" for i in self.blocks))
+
+    @property
+    def head_prefix(self) -> str:
+        """IR op-name prefix of the stage's exit head (on the PS, or the final one in the segment)."""
+        return "final" if self.head == "final" else f"exit{self.stage}"
+
 
 def partition_specs(config: LCNetConfig) -> list[PartitionSpec]:
     """seg0, seg1, …, segN: backbone segments only (the last one holds the final classifier);

@@ -16,7 +16,7 @@ from torch import nn
 from tinydyn.data import Dataset
 from tinydyn.errors import TinydynError
 from tinydyn.ir import IRModel
-from tinydyn.models.family import ModelFamily, TrainOutputs
+from tinydyn.models.family import ModelFamily, StaticForFpga, TrainOutputs
 from tinydyn.models.lcnet import ConfigError
 from tinydyn.models.s2dnas import S2DNASConfig, S2DNASNet, inherit
 
@@ -102,6 +102,35 @@ class S2DNASFamily(ModelFamily):
                 "same backbone, widths and blocks"
             )
         return True
+
+    # --- FPGA: one partition per stage, each reading the image (tinydyn.models.s2dnas_fpga) ------
+    def static_for_fpga(
+        self, model: nn.Module, images: np.ndarray | None, folded_from: str | None = None
+    ) -> StaticForFpga:
+        """No gates: the model is built as it is."""
+        joins = (
+            "residual joins run in float32 (finn-plus ElementwiseMul/Add: the trained branch and "
+            "shortcut scales differ)"
+            if model.config.backbone == "resnet"  # type: ignore[union-attr]
+            else "the VGG backbone has no residual joins"
+        )
+        note = f"S2DNAS has no gates: the model is built as it is, one partition per stage; {joins}"
+        return StaticForFpga(model, note, 0, None)
+
+    def fpga_partitions(self, config: S2DNASConfig) -> list[Any]:
+        from tinydyn.models.s2dnas_fpga import partition_specs
+
+        return partition_specs(config)  # type: ignore[return-value]
+
+    def fpga_whole(self, config: S2DNASConfig) -> Any:
+        from tinydyn.models.s2dnas_fpga import whole_network_spec
+
+        return whole_network_spec(config)
+
+    def fpga_module(self, model: nn.Module, spec: Any) -> nn.Module:
+        from tinydyn.models.s2dnas_fpga import stage_partition
+
+        return stage_partition(model, spec)  # type: ignore[arg-type]
 
     def after_training(self, model: nn.Module, held_out: Any) -> dict[str, Any] | None:
         """Per-stage thresholds maximising the reward on the held-out images (written into the

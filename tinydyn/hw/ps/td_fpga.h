@@ -17,6 +17,13 @@
  * compacts the feature maps of the images that stay to the front of their buffer, which segment
  * k+1 reads in round b + 2k + 2. In one round every segment with work starts, each on another
  * batch; the PS works while they run, then waits for all of them.
+ *
+ * Stages that read the image (reads_image; S2DNAS: partition k recomputes the earlier stages'
+ * channels from the image and ends in classifier k's accumulators): every stage writes
+ * accumulators, the PS finishes them like the final ones and decides with the stage's own
+ * confidence threshold (confidence_t16 >= 0), and gathers the images that stay from the image
+ * array into stage k+1's input buffer (TD_FPGA_IN_SLOTS slots). A stage whose head does not run
+ * (policy none) is not started: the next stage reads the same images.
  * The model comes from the generated td_fpga_model.h.
  */
 #ifndef TD_FPGA_H
@@ -44,15 +51,20 @@ extern "C" {
 #define TD_FPGA_ROUNDS_PER_STAGE 2u /* segment, then the PS's head and decision */
 #define TD_FPGA_FEAT_SLOTS 3u       /* a feature map lives 2 rounds after its segment's round */
 #define TD_FPGA_ACC_SLOTS 2u        /* final accumulators: written in one round, read in the next */
+#define TD_FPGA_IN_SLOTS 2u         /* gathered images: written by the PS, read in the next round */
+/* RADI branch partitions (DDI): in round b + 2k + 1 branch k reads segment k's feature maps and
+ * writes its accumulators into one of TD_FPGA_ACC_SLOTS slots laid out after every other slot of
+ * the arena; once the round's runs are done the PS decides on them and compacts the feature maps
+ * of the images that stay, which segment k+1 reads in round b + 2k + 2. */
 #define TD_FPGA_DMA_ALIGN 64u       /* every buffer slot starts on a cache line (A9: 32 bytes) */
 
 typedef struct {
     uintptr_t idma, odma;         /* AXI-lite bases of segment k's input/output IODMA */
     uint32_t in_bytes;            /* segment input bytes (NHWC uint8 image or feature map) */
-    uint32_t feat_bytes;          /* NHWC uint8 feature map the segment writes (0 for the last) */
+    uint32_t feat_bytes;          /* NHWC uint8 feature map the segment writes (0: head in the fabric) */
     uint32_t feat_c;              /* its channels (HW = feat_bytes / feat_c) */
-    const int8_t *head_weight;    /* exit head k's FC on the PS, [classes][feat_c]; NULL: last */
-    uint32_t out_bits;            /* last stage: width of one final-head accumulator */
+    const int8_t *head_weight;    /* exit head k's FC on the PS, [classes][feat_c]; NULL: in the fabric */
+    uint32_t out_bits;            /* head in the fabric: width of one accumulator */
     uint32_t out_per_word;        /* accumulators per output stream word (the head's PE) */
     uint32_t out_word_bits;       /* stream word width padded to bytes, as the ODMA writes it */
     uint32_t out_bytes;           /* accumulator bytes the ODMA writes (whole words; 0: PS head) */
@@ -61,6 +73,10 @@ typedef struct {
     const int64_t *mult;          /* requantisation multiplier per class */
     const uint8_t *shift;         /* requantisation shift per class (>= 1) */
     uint32_t lut_mult;            /* confidence: logit difference -> 1/16-nat steps, shift 24 */
+    uintptr_t head_idma, head_odma; /* DDI's RADI branch k: a partition of its own reading the segment's
+                                     * feature map, writing the exit's accumulators (out_*); 0: none */
+    uint8_t reads_image;          /* k > 0: the segment reads the images that stay (gathered) */
+    int32_t confidence_t16;       /* the exit's own confidence threshold * 65536; -1: the policy's */
 } td_fpga_stage_t;
 
 typedef struct {
@@ -105,8 +121,9 @@ void td_fpga_ps_head(const td_fpga_model_t *m, const td_fpga_stage_t *s, const u
 
 /* Memory of the batched schedule. dma: DMA-able (non-cacheable, or kept coherent by the cache
  * hooks), TD_FPGA_DMA_ALIGN-aligned, td_fpga_batch_dma_bytes(m, batch) bytes: per stage
- * TD_FPGA_FEAT_SLOTS feature-map slots (the last stage: TD_FPGA_ACC_SLOTS accumulator slots) of
- * `batch` images, every slot starting on a TD_FPGA_DMA_ALIGN boundary.
+ * TD_FPGA_IN_SLOTS slots of gathered images (a stage k > 0 that reads the image), then
+ * TD_FPGA_FEAT_SLOTS feature-map slots (a head in the fabric: TD_FPGA_ACC_SLOTS accumulator
+ * slots) of `batch` images, every slot starting on a TD_FPGA_DMA_ALIGN boundary.
  * ids: TD_FPGA_MAX_STAGES * TD_FPGA_FEAT_SLOTS * batch entries (ordinary memory). */
 typedef struct {
     uint8_t *dma;
