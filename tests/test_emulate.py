@@ -274,11 +274,11 @@ def test_emulate_prints_the_port_and_stops_qemu_on_ctrl_c(qemu_fw: Path, gated_i
     try:
         port = proc.stdout.readline().strip()  # type: ignore[union-attr]
         assert port.startswith("/dev/pts/"), port
-        with BoardClient(port, timeout=3.0, expected_model_id=gated_ir.model_id()) as c:
+        with BoardClient(port, timeout=10.0, expected_model_id=gated_ir.model_id()) as c:
             assert c.board_info is not None and c.board_info.board_name == "qemu-mps2-an386"
     finally:
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     qemu_pid = int(err.split("QEMU pid ")[1].split(",")[0])
     with pytest.raises(ProcessLookupError):
