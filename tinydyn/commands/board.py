@@ -293,6 +293,9 @@ def _sigterm_as_interrupt() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    # Ctrl-C must stop QEMU even when the parent started us with SIGINT ignored (a non-interactive
+    # shell's background job, some test runners): Python then installs no KeyboardInterrupt handler
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @click.command(name="measure")
