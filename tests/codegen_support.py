@@ -47,10 +47,13 @@ def diversify(ir: IRModel, images: np.ndarray) -> IRModel:
     return ir
 
 
+def gated_config(classes: tuple[str, ...]) -> LCNetConfig:
+    """Three gated blocks and two early exits: the small LC-Net of :func:`gated_ir`."""
+    return LCNetConfig(widths=(8, 16, 24), blocks=(1, 1, 1), stem_width=8, exits=(0, 1), classes=classes)
+
+
 def gated_ir(fashion_test, make_model) -> IRModel:  # noqa: ANN001 - conftest objects
     """Three gated blocks and two early exits whose gates really skip blocks and channels."""
-    config = LCNetConfig(
-        widths=(8, 16, 24), blocks=(1, 1, 1), stem_width=8, exits=(0, 1), classes=fashion_test.classes
-    )
+    config = gated_config(fashion_test.classes)
     ir = lower(make_model(config, seed=3, warm_images=fashion_test.images[:64]), name="gated")
     return diversify(ir, fashion_test.images[:256])

@@ -297,6 +297,85 @@ def test_cost_table_from_the_profile(profiled: Path, gated) -> None:  # noqa: AN
         table.check_model(["stem"])
 
 
+# ---------------------------------------------------------------------------- LC-Net trains on it
+def test_lcnet_training_weighs_saliences_by_the_profiled_cycles(profiled: Path, fashion_test) -> None:  # noqa: ANN001
+    """`tinydyn train --cost profile`: each block salience weighs the cycles skipping its block
+    saves, each channel salience the cycles one channel saves, as halved shares of the model's
+    cycles (the MAC weighting's convention); without --cost the MAC weighting stays."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from tinydyn.cost.torch_cost import mac_salience_weights, salience_penalty
+    from tinydyn.models.lcnet import LCNet
+    from tinydyn.models.lcnet_family import LCNET
+
+    from .codegen_support import gated_config
+
+    path = profiled / "cost_table.json"
+    table = read_cost_table(path)
+    model = LCNet(gated_config(fashion_test.classes)).eval()
+    LCNET.start_training(model, SimpleNamespace(extra={"cost": "profile", "cost_table": str(path)}), 1, 1)
+    total = sum(r.full for r in table.layers) + table.control_cycles
+    blocks, channels = table.block_weights(), table.gate_channel_weights()
+    weights = model._salience_weights
+    assert [w.block for w in weights] == pytest.approx([blocks[f"b{i}.guard"] / total / 2 for i in range(3)])
+    assert [w.channel for w in weights] == pytest.approx(
+        [channels[f"b{i}.s_chan"] / total / 2 for i in range(3)]
+    )
+    assert all(w.block > 0 and w.channel > 0 for w in weights)
+    assert weights != mac_salience_weights(model)
+
+    x = torch.from_numpy(fashion_test.images[:8].astype(np.float32) / 255)
+    with torch.no_grad():
+        out, raw = LCNET.train_outputs(model, x), model(x)
+    by_hand = sum(
+        w.block * float(s_b.abs().mean()) + w.channel * float(s_c.abs().sum(dim=1).mean())
+        for w, s_b, s_c in zip(weights, raw.block_saliences, raw.channel_saliences, strict=True)
+    )
+    assert float(out.penalty) == pytest.approx(by_hand)
+    by_macs = salience_penalty(model, raw.block_saliences, raw.channel_saliences)
+    assert float(out.penalty) != pytest.approx(float(by_macs))
+
+    plain = LCNet(gated_config(fashion_test.classes)).eval()
+    LCNET.start_training(plain, SimpleNamespace(extra={}), 1, 1)
+    with torch.no_grad():
+        raw = plain(x)
+        by_macs = salience_penalty(
+            plain, raw.block_saliences, raw.channel_saliences, mac_salience_weights(plain)
+        )
+        assert float(LCNET.train_outputs(plain, x).penalty) == pytest.approx(float(by_macs))
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--cost", "profile", "--cost-table", "TABLE"], "was profiled on another architecture"),
+        (["--cost", "profile"], "--cost profile takes the table from --cost-table FILE"),
+        (["--cost", "energy"], "--cost energy is DDI's"),
+        (["--target-skip", "0.3"], "--target-skip is a DDI option"),
+    ],
+)
+def test_lcnet_train_refuses_bad_cost_options(
+    profiled: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    """A table of the small profiled model given to the default-width LC-Net: one line, exit 2,
+    nothing written."""
+    args = [str(profiled / "cost_table.json") if a == "TABLE" else a for a in args]
+    out = tmp_path / "m.pt"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tinydyn", "train", "--limit", "8", "--epochs", "1", "--eval-limit", "0"]
+        + ["--out", str(out), "--l1", "1", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and message in lines[0], lines[0]
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------------------- cost table files
 def sample_table() -> CostTable:
     fit = Fit("gated", 12, 4, 0.98, 1200.5, 2500.0)

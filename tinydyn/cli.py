@@ -190,10 +190,15 @@ def cli() -> None:
     type=click.Choice(["macs", "energy", "profile"]),
     default=None,
     help="ddi: the resource E of L + α·E: executed MACs, the DDI energy model (QEMU board "
-    "coefficients), or cycles from a 'tinydyn profile' cost table given with --cost-table (default macs).",
+    "coefficients), or cycles from a 'tinydyn profile' cost table given with --cost-table (default macs). "
+    "lcnet: what weighs each salience in the --l1 penalty: the MACs it controls (default), or "
+    "(profile) the cycles it saves on the profiled target.",
 )
 @click.option(
-    "--cost-table", type=click.Path(path_type=Path), default=None, help="ddi --cost profile: the table."
+    "--cost-table",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="--cost profile: the cost_table.json `tinydyn profile` wrote for a model of this architecture.",
 )
 @click.option("--alpha", type=float, default=None, help="ddi: |α|, the weight of E (default 0.5).")
 @click.option(
@@ -383,6 +388,14 @@ def train(
             "backbone_from": backbone_from,
         }
     recipe_options: dict = {}
+    if family == "lcnet":  # the salience penalty's weights: MACs, or a profiled target's cycles
+        recipe_options = {  # DDI's own options too, so that LC-Net refuses them in one line
+            "cost": cost,
+            "cost_table": str(cost_table) if cost_table else None,
+            "target_skip": target_skip,
+            "alpha": alpha,
+            "branch_epochs": branch_epochs,
+        }
     if family == "ddi":
         family_options = {"backbone": backbone, "growth_rate": growth_rate}
         recipe_options = {

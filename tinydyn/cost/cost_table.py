@@ -26,9 +26,12 @@ import stat
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tinydyn.errors import TinydynError
+
+if TYPE_CHECKING:
+    from tinydyn.ir import IRModel
 
 FORMAT = "tinydyn-cost-table"
 VERSION = 1
@@ -159,6 +162,24 @@ class CostTable:
                 f"cost table is of model {self.model_id}, not {model_id}: profile this model with "
                 "`tinydyn profile`"
             )
+
+    def check_shapes(self, model: IRModel) -> None:
+        """Refuse a table profiled on another architecture of the same layer names (other widths):
+        names as :meth:`check_model`, then each layer's MACs in full must be the model's."""
+        from tinydyn.cost.energy import coefficients
+        from tinydyn.cost.traffic import op_traffic
+
+        ops = {op.name: op for op in model.walk()}
+        self.check_model(ops)
+        board = coefficients("qemu-mps2-an386")  # MACs do not depend on the board's reuse figures
+        for row in self.layers:
+            macs = op_traffic(model, ops[row.name], board)[0] if ops[row.name].output is not None else 0
+            if macs != row.macs:
+                raise CostTableError(
+                    f"cost table of {self.model} was profiled on another architecture (layer {row.name}: "
+                    f"{row.macs:,} MACs, this model {macs:,}): profile a model of this architecture "
+                    "with `tinydyn profile`"
+                )
 
     def to_json(self) -> dict[str, Any]:
         def layer(r: LayerCycles) -> dict[str, Any]:

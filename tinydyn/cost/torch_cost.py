@@ -68,24 +68,45 @@ def static_backbone_macs(model: LCNet) -> int:
     return stem + body + final
 
 
-def salience_penalty(
-    model: LCNet, block_s: list[torch.Tensor], channel_s: list[torch.Tensor]
-) -> torch.Tensor:
-    """L1 of the saliences, each weighted by the share of the backbone's MACs it controls.
+@dataclass(frozen=True)
+class SalienceWeight:
+    """What one gated block's saliences weigh in the penalty, as shares of the static model's cost."""
 
-    A block salience controls its two convolutions; a channel salience controls one output
-    channel of conv1 and one input channel of conv2. Normalised by the static MACs, so the
-    coefficient trades (relative) MACs for accuracy the same way for any model size.
-    """
-    if not block_s:
-        return torch.zeros(())  # a static backbone (no gates) has nothing to penalise
+    block: float  # its block salience (L-Net)
+    channel: float  # each of its channel saliences (C-Net)
+
+
+def mac_salience_weights(model: LCNet) -> list[SalienceWeight]:
+    """LC-Net's own weighting: a block salience controls its two convolutions, a channel salience
+    one output channel of conv1 and one input channel of conv2. Both gates together control a
+    block, so each takes half of what it controls (a block's saliences all at 1 weigh its MACs)."""
     _, costs, _, _ = block_costs(model)
     total = float(static_backbone_macs(model))
+    weights = []
+    for cost, block in zip(costs, model.blocks, strict=True):
+        if block.gated:
+            per_channel = (cost.conv1_per_channel + cost.conv2_per_channel) / total
+            weights.append(SalienceWeight(cost.channels * per_channel / 2, per_channel / 2))
+    return weights
+
+
+def salience_penalty(
+    model: LCNet,
+    block_s: list[torch.Tensor],
+    channel_s: list[torch.Tensor],
+    weights: list[SalienceWeight] | None = None,
+) -> torch.Tensor:
+    """L1 of the saliences, each weighted by the share of the static model's cost it controls:
+    MACs by default (:func:`mac_salience_weights`), or ``weights`` from another cost, e.g. the
+    cycles of a ``tinydyn profile`` cost table. Shares of the static cost, so the coefficient
+    trades (relative) cost for accuracy the same way for any model size."""
+    if not block_s:
+        return torch.zeros(())  # a static backbone (no gates) has nothing to penalise
+    weights = mac_salience_weights(model) if weights is None else weights
     penalty = torch.zeros((), device=block_s[0].device)
-    for cost, s_block, s_chan in zip(costs, block_s, channel_s, strict=True):
-        per_channel = (cost.conv1_per_channel + cost.conv2_per_channel) / total
-        penalty = penalty + s_block.abs().mean() * cost.channels * per_channel / 2
-        penalty = penalty + s_chan.abs().sum(dim=1).mean() * per_channel / 2
+    for weight, s_block, s_chan in zip(weights, block_s, channel_s, strict=True):
+        penalty = penalty + s_block.abs().mean() * weight.block
+        penalty = penalty + s_chan.abs().sum(dim=1).mean() * weight.channel
     return penalty
 
 

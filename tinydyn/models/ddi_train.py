@@ -101,7 +101,7 @@ def op_costs(ir: IRModel, kind: str, table_path: str | None) -> tuple[dict[str, 
         from tinydyn.cost.cost_table import read_cost_table
 
         table = read_cost_table(Path(str(table_path)))
-        table.check_model(op.name for op in ir.walk())
+        table.check_shapes(ir)
         for row in table.layers:
             full[row.name] = row.full
             if row.per_channel is not None:

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tinydyn.cost.torch_cost import salience_penalty
+from tinydyn.cost.torch_cost import SalienceWeight, salience_penalty
+from tinydyn.errors import TinydynError
 from tinydyn.ir import IRModel
 from tinydyn.models.family import ModelFamily, StaticForFpga, TrainOutputs
 from tinydyn.models.lcnet import LCNet, LCNetConfig
@@ -46,10 +47,28 @@ class LCNetFamily(ModelFamily):
     def train_outputs(
         self, model: nn.Module, images: torch.Tensor, forward: Callable[..., Any] | None = None
     ) -> TrainOutputs:
-        """Every exit's logits and the MAC-weighted L1 of the saliences (LC-Net's penalty)."""
+        """Every exit's logits and the cost-weighted L1 of the saliences (LC-Net's penalty: MACs,
+        or a cost table's cycles with --cost profile)."""
         out = (forward or model)(images)
-        penalty = salience_penalty(model, out.block_saliences, out.channel_saliences)  # type: ignore[arg-type]
+        weights = getattr(model, "_salience_weights", None)
+        penalty = salience_penalty(model, out.block_saliences, out.channel_saliences, weights)  # type: ignore[arg-type]
         return TrainOutputs(list(out.logits), penalty)
+
+    def start_training(self, model: nn.Module, cfg: Any, steps_per_epoch: int, total_steps: int) -> None:
+        """--cost profile: weigh the saliences by the cycles they save on the profiled target."""
+        options = dict(cfg.extra)
+        cost, table = options.pop("cost", "macs"), options.pop("cost_table", None)
+        if options:
+            raise TinydynError(
+                f"{', '.join('--' + k.replace('_', '-') for k in sorted(options))} "
+                "is a DDI option: drop it, or train with --model ddi"
+            )
+        if cost not in ("macs", "profile"):
+            raise TinydynError(f"--cost {cost} is DDI's: LC-Net weighs its saliences by macs or profile")
+        if (cost == "profile") != (table is not None):
+            raise TinydynError("--cost profile takes the table from --cost-table FILE (and only it does)")
+        if table is not None and self.has_gates(model):
+            model._salience_weights = cycle_salience_weights(model, table)  # type: ignore[assignment]
 
     def loss_terms(
         self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, exit_weight: float
@@ -103,6 +122,36 @@ class LCNetFamily(ModelFamily):
 
     def fpga_module(self, model: nn.Module, spec: PartitionSpec) -> FinnPartition:
         return FinnPartition(model, spec)  # type: ignore[arg-type]
+
+
+def cycle_salience_weights(model: LCNet, table_path: str) -> list[SalienceWeight]:
+    """Salience weights from a ``tinydyn profile`` cost table of a model of this architecture:
+    a block salience weighs the cycles skipping its block saves, a channel salience the cycles
+    one of its channels saves (conv1's output and conv2's input), each as a share of the whole
+    model's cycles and halved as the MAC weighting is (both gates together control a block), so
+    that --l1 means about the same with either cost."""
+    from pathlib import Path
+
+    from tinydyn.cost.cost_table import read_cost_table
+    from tinydyn.models.lcnet_lower import lower
+
+    table = read_cost_table(Path(table_path))
+    table.check_shapes(lower(LCNet(model.config), "cost"))  # op names and MACs depend on shapes only
+    total = sum(table.layer_weights().values()) + table.control_cycles
+    blocks, channels = table.block_weights(), table.gate_channel_weights()
+    weights = []
+    for i, block in enumerate(model.blocks):
+        if not block.gated:
+            continue
+        if f"b{i}.guard" not in blocks or f"b{i}.s_chan" not in channels:
+            raise TinydynError(
+                f"the cost table has no cycles for block b{i}'s gates: profile a gated model of this "
+                "architecture with `tinydyn profile`"
+            )
+        weights.append(
+            SalienceWeight(blocks[f"b{i}.guard"] / total / 2, channels[f"b{i}.s_chan"] / total / 2)
+        )
+    return weights
 
 
 LCNET = LCNetFamily()
