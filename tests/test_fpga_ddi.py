@@ -2,8 +2,8 @@
 backbone segments cut after the units RADI branches follow, each branch a partition of its own
 reading its segment's feature map (tinydyn.models.ddi_fpga), through the real finn-plus front end;
 the PS controller (tinydyn/hw/ps/td_fpga.c) on the host against the IODMA register model, checked
-against the integer reference (classes, exits, logits, MACs) and the schedule model; the DenseNet
-refusal.
+against the integer reference (classes, exits, logits, MACs) and the schedule model. The DenseNet
+backbone: tests/test_fpga_ddi_densenet.py (it reuses the helpers here).
 
 The build (a tiny 2-stage DDI ResNet with two RADI branches, after units 0 and 1, of which it builds
 branch 0 only (--branches 0): seg0, branch0, seg1, where seg1 starts inside stage 0 at unit 1, whose
@@ -58,29 +58,34 @@ def ddi_model(fashion_test):
     return train_briefly(model, 40)
 
 
-@pytest.fixture(scope="module")
-def ddi_build(ddi_model, tmp_path_factory):
+def small_build(model: DDINet, out: Path, built: tuple[int, ...]):  # noqa: ANN201 - (FpgaReport, Path)
+    """The test builds' settings: fixed rate, 200 reach/accuracy images, 6 check images, one static
+    baseline folding, no HLS/RTL code generation (tests/test_fpga_ddi_densenet.py too)."""
     require_finn()
     from tinydyn.hw.build import build_fpga
 
-    out = tmp_path_factory.mktemp("fpga_ddi")
     report = build_fpga(
         None,
         "zedboard",
         out,
-        model=ddi_model,
+        model=model,
         target_fps=300,
         eval_images=200,
         check_images=6,
         static_sweep=(1.0,),
         codegen=False,
-        branches=BUILT,
+        branches=built,
         progress=lambda _msg: None,
     )
     return report, out
 
 
-def test_fpga_model_is_the_gating_off_network(ddi_model, fashion_test):
+@pytest.fixture(scope="module")
+def ddi_build(ddi_model, tmp_path_factory):
+    return small_build(ddi_model, tmp_path_factory.mktemp("fpga_ddi"), BUILT)
+
+
+def check_gating_off(model: DDINet, images: np.ndarray, exits: int) -> None:
     """The gate-free model the FPGA builds (every unit and channel, branches kept) computes
     exactly what the gated integer model computes with gating off (tinydyn eval --no-gating):
     every exit's logits, every image; it has no gate op; the gated model does skip."""
@@ -88,12 +93,11 @@ def test_fpga_model_is_the_gating_off_network(ddi_model, fashion_test):
     from tinydyn.models.ddi_lower import lower
     from tinydyn.quantize.executor import every_head, execute, trace
 
-    images = fashion_test.images[:200]
-    gated, static = lower(ddi_model, "gated"), lower(static_model(ddi_model), "static")
+    gated, static = lower(model, "gated"), lower(static_model(model), "static")
     assert not any(op.attrs.get("role") == "gate" for op in static.walk())
     off = trace(gated, images, ExitPolicy("margin", 1e12, gating=False), keep_tensors=False)
     fpga = trace(static, images, every_head(), keep_tensors=False)
-    assert off.exit_logits.keys() == fpga.exit_logits.keys() == {0, 1, 2}
+    assert off.exit_logits.keys() == fpga.exit_logits.keys() == set(range(exits))
     for k in off.exit_logits:
         np.testing.assert_array_equal(off.exit_logits[k], fpga.exit_logits[k])
     policy = ExitPolicy("confidence", 0.9)
@@ -102,6 +106,10 @@ def test_fpga_model_is_the_gating_off_network(ddi_model, fashion_test):
     np.testing.assert_array_equal(a.exits, b.exits)
     np.testing.assert_array_equal(a.macs, b.macs)
     assert execute(gated, images, policy).skipped_blocks.sum() > 0  # the MCU model's gates do skip
+
+
+def test_fpga_model_is_the_gating_off_network(ddi_model, fashion_test):
+    check_gating_off(ddi_model, fashion_test.images[:200], 3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,13 +287,18 @@ def test_build_report(ddi_build, ddi_model):
 def test_ps_controller_runs_the_branch_partitions_like_the_integer_reference(
     ddi_build, fashion_test, tmp_path
 ):
+    check_ps_controller(ddi_build[1], fashion_test.images[:16], tmp_path)
+
+
+def check_ps_controller(out: Path, images: np.ndarray, tmp_path: Path) -> None:
     """td_fpga_run_batch on the host, its IODMA registers going to tests/iodma_model, whose three
     partitions answer with finn-plus's python execution of their HW graphs: segment 0 writes its
     feature maps, branch 0 (partition 1) reads them in the next round and writes exit 0's
     accumulators, the PS finishes them as the integer reference does, decides, and compacts the
     feature maps of the images that stay, which segment 1 (partition 2) reads. The runs, repeat
     counts and buffer offsets are tinydyn.hw.schedule's; policy none starts no branch. Every image:
-    class, exit, logits and MACs of the integer policy and reference."""
+    class, exit, logits and MACs of the integer policy and reference. ``out``: a build of seg0,
+    branch0, seg1 (the ResNet here, the DenseNet in tests/test_fpga_ddi_densenet.py)."""
     from tests.conftest import require_tool
     from tinydyn.hw.build import accumulator_layout
     from tinydyn.hw.checks import finish_logits, run_hw_python
@@ -303,9 +316,7 @@ def test_ps_controller_runs_the_branch_partitions_like_the_integer_reference(
     from tinydyn.quantize.executor import execute
 
     cc = require_tool("gcc")
-    _, out = ddi_build
     ir = IRModel.load(out / "ir")
-    images = fashion_test.images[:16]
     n = len(images)
     hw = {
         p: out / "stages" / p / "intermediate_models" / "step_convert_to_hw.onnx"
@@ -449,19 +460,3 @@ def test_bad_branches_option_is_one_line(tmp_path):
     assert res.stderr.strip().splitlines() == [
         "error: --branches '1,x': give RADI branch indices separated by commas (e.g. 1,3), 'all' or 'none'"
     ]
-
-
-def test_densenet_is_refused_in_one_line(fashion_test, tmp_path):
-    from tinydyn.models.checkpoint import save_checkpoint
-    from tinydyn.models.ddi_fpga import NO_DENSENET
-
-    model = make_ddi(small_config("densenet"), fashion_test.images, seed=0)
-    path = save_checkpoint(tmp_path / "dense.pt", model.eval(), {})
-    res = subprocess.run(
-        [sys.executable, "-m", "tinydyn", "fpga", str(path), "--out", str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert res.returncode == 2, res.stderr
-    assert res.stderr.strip().splitlines() == [f"error: {NO_DENSENET}"]

@@ -123,10 +123,17 @@ def exits_for_reach(reach: list[float], images: int = 1000, seed: int = 0) -> np
 
 
 def evaluate(
-    model: nn.Module, static_ir: IRModel, images: np.ndarray, labels: np.ndarray | None, policy: ExitPolicy
+    model: nn.Module,
+    static_ir: IRModel,
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    policy: ExitPolicy,
+    dynamic_exits: list[int] | None = None,
 ) -> tuple[dict[str, float], list[dict]]:
     """Accuracies of the FPGA (static) model and of the dynamic model, and per exit the share
-    of images leaving there, all from the integer reference executor."""
+    of images leaving there, all from the integer reference executor. ``dynamic_exits``: the
+    dynamic model's exit at each FPGA exit, where the FPGA model builds only some of its early
+    exits (DDI's RADI branches: the built ones, then the final); default the same index."""
     fpga = execute(static_ir, images, policy)
     n_stages = len(static_ir.exits())
     accuracy: dict[str, float] = {}
@@ -148,7 +155,7 @@ def evaluate(
     for k in range(n_stages):
         row = {"exit": k if k < n_stages - 1 else "final"}
         for tag, res in runs.items():
-            here = res.exits == k
+            here = res.exits == (k if tag == "fpga" or dynamic_exits is None else dynamic_exits[k])
             row[f"{tag}_share"] = float(here.mean())
             correct = res.predictions[here] == labels[here]
             row[f"{tag}_accuracy"] = float(correct.mean()) if here.any() else 0.0
@@ -245,7 +252,8 @@ def build_fpga(
     val_exits = image_exits(ir, val_images, policy)
     reach = reach_of(val_exits, len(ir.exits()))
     images, labels = dataset_images(model, "test", eval_images)
-    accuracy, exit_table = evaluate(model, ir, images, labels, policy)
+    dynamic_exits = [*sorted(branches), len(choosable)] if choosable else None  # the gated model's exits
+    accuracy, exit_table = evaluate(model, ir, images, labels, policy, dynamic_exits)
     if assumed_reach is not None:
         if len(assumed_reach) != len(reach):
             raise ExportError(f"assumed_reach needs {len(reach)} stage reaches, got {len(assumed_reach)}")
@@ -585,7 +593,14 @@ def partition_notes(parts: list[ExportedPartition], heads: list[StageHead], cfg:
             "RADI branch k, a partition of its own (max pools, 3x3 conv, GAP, FC) ending in exit k's "
             "accumulators; once it is done the PS finishes the logits like the integer reference, decides "
             "and compacts the maps of the images that stay for segment k+1; the last segment holds the final "
-            "head; residual joins run in float32 (finn-plus ElementwiseMul/Add)"
+            "head; "
+            + (
+                "dense concatenations join integer UINT8 streams of one grid (finn-plus StreamingConcat); "
+                "transitions pool with an exact window sum (finn-plus Pool) and thresholds rounding it "
+                "half up, as the integer reference"
+                if any(getattr(p.spec, "dense", False) for p in parts)
+                else "residual joins run in float32 (finn-plus ElementwiseMul/Add)"
+            )
         )
     elif any(p.spec.reads_image for p in parts):
         notes.append(

@@ -158,7 +158,8 @@ def _as_tinydyn_error(exc: Exception, model_path: Path) -> TinydynError:
     if "nmapped" in text or "not supported" in text.lower():
         return UnsupportedLayerError(
             f"finn-plus cannot map {model_path.stem} to hardware ({text[:200]}): "
-            "the FPGA path supports LC-Net conv/linear/ReLU/residual/GAP layers only"
+            "the FPGA path maps conv/linear/ReLU/residual/concat/pool/GAP layers of the LC-Net, "
+            "DDI and S2DNAS families only"
         )
     return FinnBuildError(f"finn-plus failed on {model_path.stem} ({text[:200]}): see build_dataflow.log")
 

@@ -24,7 +24,8 @@ from typing import Any
 
 import onnx
 
-FORK_ROUNDS = 3
+FORK_ROUNDS = 3  # at least; then on until a round changes nothing (a DenseNet's concatenations take more)
+MAX_FORK_ROUNDS = 8
 
 
 def step_tinydyn_streamline_forks(model: Any, cfg: Any) -> Any:
@@ -36,16 +37,20 @@ def step_tinydyn_streamline_forks(model: Any, cfg: Any) -> Any:
     from finn.transformation.streamline.reorder import (
         MoveLinearPastEltwiseAdd,
         MoveLinearPastFork,
+        MoveMulPastJoinConcat,
         MoveScalarLinearPastInvariants,
         MoveTransposePastEltwise,
         MoveTransposePastFork,
         MoveTransposePastJoinAdd,
+        MoveTransposePastJoinConcat,
     )
 
     inp = model.graph.input[0].name
     in_shape = model.get_tensor_shape(inp)
     model = _nhwc_before_fork(model)
-    for _ in range(FORK_ROUNDS):
+    for round_ in range(MAX_FORK_ROUNDS):
+        before = model.model.SerializeToString()
+        model = _sum_pools(model)
         for transform in (
             MoveLinearPastFork(),
             # integer joins (one shared quantiser): Mul(a, s) + Mul(b, s) -> Mul(a + b, s), so the add
@@ -55,11 +60,19 @@ def step_tinydyn_streamline_forks(model: Any, cfg: Any) -> Any:
             MoveTransposePastEltwise(),
             MoveTransposePastJoinAdd(),
             MoveScalarLinearPastInvariants(),
+            # dense concatenation (DDI DenseNet): maps of one grid, Mul(a, s) ++ Mul(b, s) ->
+            # Mul(a ++ b, s), and the layout transposes past it: a Concat of integer NHWC streams
+            # along channels, finn-plus's StreamingConcat (here, where the scales sit last:
+            # MoveTransposePastEltwise puts a transpose behind some of them)
+            MoveMulPastJoinConcat(),
+            MoveTransposePastJoinConcat(),
             Streamline(),
             AbsorbConsecutiveTransposes(),
             AbsorbTransposeIntoMultiThreshold(),
         ):
             model = model.transform(transform)
+        if round_ + 1 >= FORK_ROUNDS and model.model.SerializeToString() == before:
+            break
     # the shared join quantiser on an identity shortcut thresholds a uint8 input into int8: its
     # negative thresholds (always passed) become 0 once the input type is known, as finn-plus requires
     from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
@@ -74,6 +87,86 @@ def step_tinydyn_streamline_forks(model: Any, cfg: Any) -> Any:
             model.graph.value_info.remove(vi)
         model = model.transform(InferShapes())
     return model.transform(InferDataTypes()).transform(RoundAndClipThresholds())
+
+
+def _sum_pools(model: Any) -> Any:
+    """A k x k, stride-k AveragePool (DDI DenseNet transition) as finn-plus maps it: the exact window
+    sum of the integers (QuantAvgPool2d with an output as wide as the sum: no shift; finn-plus's
+    InferPool makes it a sliding window + Pool), NHWC between two layout transposes the
+    streamlining cancels, then Mul(1/k²). A scalar scale in front moves behind the pool first (a
+    mean commutes with it), so the pool sees the integers; the Mul then goes into the next
+    thresholds, which compare integer sums (the grid copy of the transition rounds half up there
+    exactly, :mod:`tinydyn.models.ddi_fpga`). A pool on anything else is left alone (and named by
+    step_tinydyn_check_mapped)."""
+    import numpy as np
+    from onnx import helper
+    from qonnx.core.datatype import DataType
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+    from qonnx.transformation.infer_shapes import InferShapes
+    from qonnx.util.basic import get_by_name
+
+    changed = False
+    for name in [n.name for n in model.graph.node if n.op_type == "AveragePool"]:
+        node = model.get_node_from_name(name)  # transforms below copy the model: look it up again
+        kernel = list(getattr(get_by_name(node.attribute, "kernel_shape"), "ints", []))
+        strides = list(getattr(get_by_name(node.attribute, "strides"), "ints", []))
+        pads = list(getattr(get_by_name(node.attribute, "pads"), "ints", []))
+        ceil = getattr(get_by_name(node.attribute, "ceil_mode"), "i", 0)
+        if len(kernel) != 2 or kernel[0] != kernel[1] or strides != kernel or any(pads) or ceil:
+            continue
+        scale = model.find_producer(node.input[0])
+        if (
+            scale is not None
+            and scale.op_type == "Mul"
+            and model.get_initializer(scale.input[1]) is not None
+            and model.get_initializer(scale.input[1]).size == 1
+            and len(model.find_consumers(scale.output[0]) or []) == 1
+        ):  # AveragePool(Mul(x, c)) -> Mul(AveragePool(x), c)
+            between = model.make_new_valueinfo_name()
+            node.input[0], node.output[0], scale.input[0], scale.output[0] = (
+                scale.input[0], between, between, node.output[0]
+            )  # fmt: skip
+            model.graph.node.remove(scale)
+            model.graph.node.insert(list(model.graph.node).index(node) + 1, scale)
+            model = model.transform(InferShapes()).transform(InferDataTypes())
+            node = model.get_node_from_name(name)
+        dtype = model.get_tensor_datatype(node.input[0])
+        if not dtype.is_integer() or dtype.signed():
+            continue
+        k = kernel[0]
+        n, c, h, w = model.get_tensor_shape(node.input[0])
+        oh, ow = model.get_tensor_shape(node.output[0])[2:]
+        names = [model.make_new_valueinfo_name() for _ in range(3)]
+        sum_bits = int((dtype.max() * k * k).bit_length())
+        new = [
+            helper.make_node("Transpose", [node.input[0]], [names[0]], perm=[0, 2, 3, 1]),
+            helper.make_node(
+                "QuantAvgPool2d",
+                [names[0]],
+                [names[1]],
+                domain="qonnx.custom_op.general",
+                kernel=k,
+                stride=k,
+                ibits=dtype.bitwidth(),
+                obits=sum_bits,  # the whole sum: no shift
+                signed=0,
+                data_layout="NHWC",
+            ),
+            helper.make_node("Transpose", [names[1]], [names[2]], perm=[0, 3, 1, 2]),
+            helper.make_node("Mul", [names[2], names[2] + "_k2"], [node.output[0]]),
+        ]
+        model.set_initializer(names[2] + "_k2", np.array(1.0 / (k * k), dtype=np.float32))
+        at = list(model.graph.node).index(node)
+        model.graph.node.remove(node)
+        for i, added in enumerate(new):
+            model.graph.node.insert(at + i, added)
+        model.set_tensor_shape(names[0], [n, h, w, c])
+        model.set_tensor_datatype(names[0], dtype)
+        model.set_tensor_shape(names[1], [n, oh, ow, c])
+        model.set_tensor_datatype(names[1], DataType[f"UINT{sum_bits}"])
+        model.set_tensor_shape(names[2], [n, c, oh, ow])
+        changed = True
+    return model.transform(InferShapes()).transform(InferDataTypes()) if changed else model
 
 
 def _nhwc_before_fork(model: Any) -> Any:

@@ -29,15 +29,30 @@ LC-Net's segments do (:mod:`tinydyn.models.lcnet_fpga`): integer input × its sc
 joins (finn-plus ElementwiseMul/Add), GAP as ``AdaptiveAvgPool2d`` + a copy of the pooled map's
 quantiser, feature outputs on the activation grid.
 
-The DenseNet backbone is not mapped (:data:`NO_DENSENET`).
+**DenseNet.** The units are dense layers; a segment ends after the dense layer a branch follows
+(its output is the concatenated feature map ``u<i>.feat``) and runs the transitions of the stages
+that start inside it. The dense concatenation joins maps on ONE grid: every map of a dense block
+(the stem or transition output and each layer's new maps) goes through the block's one feature
+quantiser, so the integer ``concat`` joins the integers as they are, and in the streamlined graph
+the identical scale multiplies move past the ``Concat`` (finn-plus ``MoveMulPastJoinConcat``),
+which then joins UINT8 NHWC streams along the channel axis: finn-plus's ``StreamingConcat``. A
+transition's 2×2 average pool is rounded half up to its input grid by the integer reference
+(``avgpool``: (sum + 2) // 4); Brevitas and QONNX round half to even, so the partition adds an
+eighth of a step before the grid copy of the input quantiser: round_half_even(sum/4 + 1/8) =
+(sum + 2) // 4 for every integer sum, with 1/8 step of margin for float rounding. finn-plus maps
+the pool as an accumulating ``Pool`` (the exact window sum, ``tinydyn.hw.steps._sum_pools``)
+followed by thresholds that round those integer sums exactly (4t + 2 for the t-th step). A layer
+finn-plus still cannot map stops the build with one line naming it (``step_tinydyn_check_mapped``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from itertools import accumulate
 
 import brevitas.nn as qnn
 import torch
+import torch.nn.functional as F
 from brevitas.quant import Uint8ActPerTensorFloat
 from torch import nn
 
@@ -46,10 +61,7 @@ from tinydyn.models.ddi import DDIConfig, DDINet, branch_points
 from tinydyn.quantize.builder import act_scale
 
 GATE_KEYS = (".layer_gate.", ".channel_gate.", ".lstm.")  # state-dict keys of the gates (with a leading .)
-NO_DENSENET = (
-    "tinydyn fpga builds DDI ResNets only: a DenseNet's growing concatenation of feature maps is not "
-    "mapped to finn-plus dataflow partitions yet; deploy DDI DenseNets on an MCU board with 'tinydyn run'"
-)
+TIE_OFFSET = 0.125  # steps added before a half-to-even grid quantiser: round half up (module docstring)
 GATES_NOTE = (
     "DDI's LSTM layer gates and channel gates are not mapped on the FPGA: they are hard {0, 1} decisions "
     "with no dataflow form, and with every gate open the network is its static backbone (the integer "
@@ -77,6 +89,9 @@ class DDIPartitionSpec:
     stem: bool
     head: str | None  # segment: "final" or None (feature map out); branch: "stage<k>" (exit k)
     features: bool = False  # a branch's conv output instead of its logits (for the checks)
+    dense: bool = False  # DenseNet: units are dense layers, their feature maps u<i>.feat (concatenated)
+    # DenseNet: the stages whose transition the segment runs (before their first unit)
+    transitions: tuple[int, ...] = ()
 
     reads_image = False  # a segment k > 0 reads segment k-1's feature map, not the image
 
@@ -86,35 +101,61 @@ class DDIPartitionSpec:
 
     @property
     def blocks(self) -> range:
-        """What the checks count as blocks (their feature export and requantisations): the units
-        of a segment, a branch's one conv."""
-        return self.units if self.kind == "segment" else range(1)
+        """What the checks count as blocks (their feature export and requantisations, two each):
+        the units of a segment and a DenseNet segment's transitions (pool grid, conv), a branch's
+        one conv."""
+        return range(len(self.units) + len(self.transitions)) if self.kind == "segment" else range(1)
+
+    @property
+    def _suffix(self) -> str:
+        return "feat" if self.dense else "out"  # a unit's output in the IR (ddi_lower)
 
     @property
     def input_tensor(self) -> str:
         """Name of the partition's input in the integer IR of the gate-free model."""
         if self.stem:
             return "input"
-        return f"u{self.first_unit - 1 if self.kind == 'segment' else self.last_unit}.out"
+        return f"u{self.first_unit - 1 if self.kind == 'segment' else self.last_unit}.{self._suffix}"
 
     @property
     def output_tensor(self) -> str | None:
         """IR tensor of a feature output (None: the partition ends in an exit's accumulators)."""
-        return f"u{self.last_unit}.out" if self.head is None and self.kind == "segment" else None
+        return f"u{self.last_unit}.{self._suffix}" if self.head is None and self.kind == "segment" else None
 
     @property
     def mac_prefixes(self) -> tuple[str, ...]:
         """IR op-name prefixes of the layers this partition runs besides its exit head."""
-        return (*(("stem",) if self.stem else ()), *(f"u{i}" for i in self.units))
+        return (
+            *(("stem",) if self.stem else ()),
+            *(f"t{s}" for s in self.transitions),
+            *(f"u{i}" for i in self.units),
+        )
 
     @property
     def head_prefix(self) -> str:
         return "final" if self.head == "final" else f"exit{self.stage}"
 
 
-def check_mappable(config: DDIConfig) -> None:
-    if config.backbone != "resnet":
-        raise DDIFpgaError(NO_DENSENET)
+def stage_starts(config: DDIConfig) -> list[int]:
+    """The first unit of every stage."""
+    return [0, *accumulate(config.blocks)][:-1]
+
+
+def _transitions(config: DDIConfig, first: int, last: int) -> tuple[int, ...]:
+    """DenseNet: the stages whose transition runs before a unit in first..last."""
+    if config.backbone != "densenet":
+        return ()
+    return tuple(s for s, start in enumerate(stage_starts(config)) if s > 0 and first <= start <= last)
+
+
+def _segment(
+    config: DDIConfig, name: str, stage: int, first: int, last: int, head: str | None
+) -> DDIPartitionSpec:
+    dense = config.backbone == "densenet"
+    return DDIPartitionSpec(
+        name, "segment", stage, first, last, first == 0, head, dense=dense,
+        transitions=_transitions(config, first, last),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -168,14 +209,14 @@ def partition_specs(config: DDIConfig | BranchSubset) -> list[DDIPartitionSpec]:
         points, config = config.units, config.config
     else:
         points = all_branch_units(config)
-    check_mappable(config)
+    dense = config.backbone == "densenet"
     specs, first = [], 0
     for k, unit in enumerate(points):
-        specs.append(DDIPartitionSpec(f"seg{k}", "segment", k, first, unit, first == 0, None))
-        specs.append(DDIPartitionSpec(f"branch{k}", "branch", k, unit, unit, False, f"stage{k}"))
+        specs.append(_segment(config, f"seg{k}", k, first, unit, None))
+        specs.append(DDIPartitionSpec(f"branch{k}", "branch", k, unit, unit, False, f"stage{k}", dense=dense))
         first = unit + 1
     k = len(points)
-    specs.append(DDIPartitionSpec(f"seg{k}", "segment", k, first, config.units - 1, first == 0, "final"))
+    specs.append(_segment(config, f"seg{k}", k, first, config.units - 1, "final"))
     return specs
 
 
@@ -183,8 +224,7 @@ def whole_network_spec(config: DDIConfig | BranchSubset) -> DDIPartitionSpec:
     """The static baseline: input → every unit → final classifier as one partition."""
     if isinstance(config, BranchSubset):
         config = config.config
-    check_mappable(config)
-    return DDIPartitionSpec("static", "segment", 0, 0, config.units - 1, True, "final")
+    return _segment(config, "static", 0, 0, config.units - 1, "final")
 
 
 def fpga_config(config: DDIConfig) -> DDIConfig:
@@ -199,7 +239,6 @@ def fpga_config(config: DDIConfig) -> DDIConfig:
 def static_model(model: DDINet) -> DDINet:
     """The DDI network without its gates (every unit and channel computed), branches kept, with
     the trained weights and activation scales (eval mode)."""
-    check_mappable(model.config)
     net = DDINet(fpga_config(model.config))
     state = {k: v for k, v in model.state_dict().items() if not any(g in f".{k}" for g in GATE_KEYS)}
     result = net.load_state_dict(state, strict=False)
@@ -221,18 +260,21 @@ def _grid_copy(relu: qnn.QuantReLU) -> qnn.QuantIdentity:
 
 
 class DDIPartition(nn.Module):
-    """Exportable forward of one partition of the gate-free DDI ResNet: integers in (as float) →
-    a unit's activation (on its grid), a branch's conv output (``spec.features``), or int16-grid
-    logits (the flow cuts them to the accumulators)."""
+    """Exportable forward of one partition of the gate-free DDI network: integers in (as float) →
+    a unit's activation (on its grid; DenseNet: the concatenated feature map), a branch's conv
+    output (``spec.features``), or int16-grid logits (the flow cuts them to the accumulators)."""
 
     def __init__(self, model: DDINet, spec: DDIPartitionSpec) -> None:
         super().__init__()
         if model.config.gates:
             raise DDIFpgaError(f"{spec.name}: export the gate-free model (static_model), not the gated one")
-        check_mappable(model.config)
         self.ddi, self.spec = model, spec
         self.net = None  # tinydyn.hw.checks: no integer joins to account for (LC-Net's int_joins)
-        self.in_scale = 1.0 / 255.0 if spec.stem else float(act_scale(model.units[_source(spec)].out_relu))
+        self.in_scale = 1.0 / 255.0 if spec.stem else float(act_scale(self._unit_quant(_source(spec))))
+        # DenseNet transitions: a grid copy of the pooled map's quantiser (round half up, see above)
+        self.pool_grids = nn.ModuleDict(
+            {str(s): _grid_copy(model.feat_quants[s - 1]) for s in spec.transitions}
+        )
         self.branch = model.branches[str(spec.last_unit)] if spec.kind == "branch" else None
         self.pools = nn.ModuleList(nn.MaxPool2d(2, 2) for _ in range(self.branch.pools if self.branch else 0))
         self.head = None
@@ -241,8 +283,13 @@ class DDIPartition(nn.Module):
             self.pool = nn.AdaptiveAvgPool2d(1)
             self.pool_quant = _grid_copy(self._last_relu())
 
+    def _unit_quant(self, unit: int) -> qnn.QuantReLU:
+        """The quantiser of a unit's output (DenseNet: its dense block's feature quantiser)."""
+        n = self.ddi
+        return n.feat_quants[n.stage_of[unit]] if n.config.backbone == "densenet" else n.units[unit].out_relu
+
     def _last_relu(self) -> qnn.QuantReLU:
-        return self.branch.relu if self.branch is not None else self.ddi.units[self.spec.last_unit].out_relu
+        return self.branch.relu if self.branch is not None else self._unit_quant(self.spec.last_unit)
 
     def output_scale(self) -> float:
         """Scale of the feature map a partition without a head streams out."""
@@ -260,15 +307,40 @@ class DDIPartition(nn.Module):
         for pool in self.pools:  # on the integers themselves: FINN maps max pools of integer streams
             q = pool(q)  # (the same as pooling the scaled values: the scale is positive)
         x = q * self.in_scale
-        if self.spec.stem:
-            x = n.stem_relu(n.stem_bn(n.stem(x)))
-        for i in self.spec.units:  # no gate: every channel, float residual join
-            x = n.units[i](x, None, None)
+        if n.config.backbone == "densenet":
+            x = self._dense(x)
+        else:
+            if self.spec.stem:
+                x = n.stem_relu(n.stem_bn(n.stem(x)))
+            for i in self.spec.units:  # no gate: every channel, float residual join
+                x = n.units[i](x, None, None)
         if self.branch is not None:
             x = self.branch.relu(self.branch.bn(self.branch.conv(x)))
         if self.head is None:
             return x
         return self.head(self.pool_quant(self.pool(x).flatten(1)))
+
+    def _dense(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem, transitions and dense layers (no gate: every layer, every channel); every map of
+        a dense block on the block's one grid, so the concatenation joins integers."""
+        n = self.ddi
+        if self.spec.stem:
+            x = n.feat_quants[0](n.stem_bn(n.stem(x)))
+        starts = stage_starts(n.config)
+        for i in self.spec.units:
+            stage = n.stage_of[i]
+            if stage in self.spec.transitions and i == starts[stage]:
+                x = self._transition(stage, x)
+            x = torch.cat([x, n.units[i](x, None, n.feat_quants[stage])], dim=1)
+        return x
+
+    def _transition(self, stage: int, x: torch.Tensor) -> torch.Tensor:
+        """The transition into ``stage``: 2x2 average pool rounded half up to its input grid (the
+        integer ``avgpool``), 1x1 conv, BN, the stage's feature quantiser."""
+        n, t = self.ddi, self.ddi.transitions[stage - 1]
+        step = float(act_scale(n.feat_quants[stage - 1]))
+        pooled = self.pool_grids[str(stage)](F.avg_pool2d(x, 2, 2) + TIE_OFFSET * step)
+        return n.feat_quants[stage](t.bn(t.conv(pooled)))
 
 
 def _source(spec: DDIPartitionSpec) -> int:
