@@ -87,7 +87,10 @@ def default_budget(ir: IRModel, images: np.ndarray) -> tuple[int, float]:
 
     A budget is a per-image cap (an image leaves early when going on could exceed it), so a
     budget equal to a mean would send nearly every image to the first exit; matching the mean
-    instead makes the budget policy as costly on average as the default confidence policy."""
+    instead makes the budget policy as costly on average as the default confidence policy.
+    Never below what the dearest image spends at the first exit, which every image reaches: a
+    smaller budget could not be honoured (when every larger one spends more than the target,
+    as with a model whose worst case past exit 0 is dear, this floor is the default)."""
     import numpy as np
 
     from tinydyn.host.sweep import probe
@@ -96,11 +99,12 @@ def default_budget(ir: IRModel, images: np.ndarray) -> tuple[int, float]:
     pr = probe(ir, images)
     target = float(pr.outcome(ir, ExitPolicy("confidence", DEFAULT_CONFIDENCE))[2].mean())
     # the budgets where some image's decision flips: the cost of going on past each early exit
-    candidates, heads = {0}, 0
+    floor = int(pr.macs[0].max())  # exit 0 with its head: no image can spend less
+    candidates, heads = {floor}, 0
     for k in range(pr.num_exits - 1):
         candidates |= set((pr.macs[k] - heads - pr.head_macs[k] + pr.next_cost_max[k]).tolist())
         heads += pr.head_macs[k]
-    ordered = np.array(sorted(candidates), dtype=np.int64)
+    ordered = np.array(sorted(c for c in candidates if c >= floor), dtype=np.int64)
 
     def mean_macs(index: int) -> float:
         return float(pr.outcome(ir, ExitPolicy("budget", float(ordered[index])))[2].mean())
