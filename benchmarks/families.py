@@ -7,12 +7,18 @@ Rows (Fashion-MNIST test images 0..N-1, QEMU mps2-an386 Cortex-M4):
 * ``lcnet (gates folded, FPGA)``: the bundled gate-free FPGA model, confidence 0.9 exits;
 * ``ddi resnet`` / ``ddi densenet``: the bundled DDI checkpoints (``--ddi-resnet`` /
   ``--ddi-densenet``), MGL2S gates on, confidence 0.9 at the RADI branches; a missing file is
-  said in one line and its row left out.
-S2DNAS adds its row when its family lands (tinydyn.models.registry).
+  said in one line and its row left out;
+* ``s2dnas resnet``: the bundled searched S2DNAS model (``--s2dnas``), transformed from the static
+  row's model, confidence with its own per-stage thresholds;
+* ``static vgg`` / ``s2dnas vgg`` (``--vgg-static`` / ``--s2dnas-vgg``, no default): the VGG-style
+  backbone and its S2DNAS transformation.
 
 Per row: accuracy (integer reference = board, checked bit for bit), mean executed MACs,
 mean retired instructions on the board (measured: QEMU -icount, exact), modelled energy per
-inference (tinydyn.cost.energy; modelled, never measured), and the exit histogram.
+inference (tinydyn.cost.energy; modelled, never measured), and the exit histogram. An S2DNAS row
+also gives its savings against its static model's row on the same images: MAC saving,
+instruction saving and their ratio (instruction saving / MAC saving; 1.0: every MAC not
+executed is an instruction not retired at the static model's instructions-per-MAC rate).
 
     .venv/bin/python benchmarks/families.py [--images N] [--ddi-resnet PATH] [--ddi-densenet PATH]
 Prints a table and writes benchmarks/results/families.json.
@@ -76,6 +82,18 @@ def row(
     }
 
 
+def savings(dynamic: dict, static: dict) -> dict:
+    """MAC and instruction savings of ``dynamic`` against its static model (same images)."""
+    mac = 1 - dynamic["mean_macs"] / static["mean_macs"]
+    instr = 1 - dynamic["mean_instructions_measured"] / static["mean_instructions_measured"]
+    return {
+        "static_row": static["row"],
+        "mac_saving": mac,
+        "instruction_saving": instr,
+        "ratio": instr / mac if mac > 0 else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=100)
@@ -87,6 +105,14 @@ def main() -> None:
             default=checkpoints / f"fashion_ddi_{backbone}.pt",
             help=f"the {backbone} DDI checkpoint (default: the bundled one)",
         )
+    parser.add_argument(
+        "--s2dnas",
+        type=Path,
+        default=checkpoints / "fashion_s2dnas.pt",
+        help="the S2DNAS checkpoint of the static ResNet (default: the bundled one)",
+    )
+    parser.add_argument("--vgg-static", type=Path, default=None, help="a static VGG (s2dnas --stages 1)")
+    parser.add_argument("--s2dnas-vgg", type=Path, default=None, help="its S2DNAS transformation")
     args = parser.parse_args()
     data = load_dataset("fashion-mnist", "test")
     images, labels = data.images[: args.images], data.labels[: args.images]
@@ -105,10 +131,32 @@ def main() -> None:
             continue
         label = f"ddi {backbone} (MGL2S gates + RADI branches)"
         runs.append((label, "ddi", load_ir(path).ir, ExitPolicy("confidence", 0.9)))
+    # S2DNAS exits carry their own thresholds: under confidence they replace 0.9
+    extra = [
+        ("s2dnas resnet (searched, own thresholds)", "s2dnas", args.s2dnas, "static ResNet"),
+        ("static VGG (no exits)", "static", args.vgg_static, None),
+        ("s2dnas vgg (own thresholds)", "s2dnas", args.s2dnas_vgg, "static VGG"),
+    ]
+    baseline_of: dict[str, str] = {}
+    for label, family, path, baseline in extra:
+        if path is None:
+            continue
+        if not path.is_file():
+            print(f"{label}: no checkpoint at {path} (docs/S2DNAS.md): row left out")
+            continue
+        policy = ExitPolicy("none") if family == "static" else ExitPolicy("confidence", 0.9)
+        runs.append((label, family, load_ir(path).ir, policy))
+        if baseline is not None:
+            baseline_of[label] = baseline
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, (label, family, ir, policy) in enumerate(runs):
             rows.append(row(label, family, ir, policy, images, labels, Path(tmp) / str(i)))
+    by_label = {r["row"]: r for r in rows}
+    for label, baseline in baseline_of.items():
+        static = next((r for name, r in by_label.items() if name.startswith(baseline)), None)
+        if static is not None and label in by_label:
+            by_label[label]["savings_vs"] = savings(by_label[label], static)
     print(f"{'row':56} {'acc':>7} {'MACs':>10} {'instr (meas.)':>14} {'nJ (model)':>11}  exits")
     for r in rows:
         print(
@@ -116,6 +164,14 @@ def main() -> None:
             f"{r['mean_instructions_measured'] / 1e6:13.2f}M {r['mean_energy_nj_modelled']:11.0f}  "
             f"{r['exit_histogram']}{'' if r['board_equals_reference'] else '  BOARD != REFERENCE'}"
         )
+    for r in rows:
+        if "savings_vs" in r:
+            v = r["savings_vs"]
+            print(
+                f"{r['row']}: vs {v['static_row']}: MACs -{100 * v['mac_saving']:.1f} %, instructions "
+                f"-{100 * v['instruction_saving']:.1f} % (measured), ratio "
+                + ("n/a" if v["ratio"] is None else f"{v['ratio']:.3f}")
+            )
     out = Path(__file__).parent / "results" / "families.json"
     out.write_text(
         json.dumps({"board": BOARD, "dataset": "fashion-mnist test", "rows": rows}, indent=2) + "\n"

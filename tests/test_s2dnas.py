@@ -152,6 +152,30 @@ def test_thresholds_maximise_the_reward():
     assert 0.1 < choice.thresholds[0] <= 0.995
 
 
+def test_thresholds_within_a_mac_cap_maximise_accuracy():
+    """Stage 1 is sure and right on 50 images, fairly sure (~0.8) and wrong on 20, unsure (~0.5)
+    and wrong on 30; the final stage is always right at 10x the cost. The reward sends the 50 out
+    (accuracy 1.0 at cost 0.55); within a cap of 0.4 the most accurate choice sends 70 out (0.8 at
+    0.37) rather than all 100 (0.5 at 0.1); a cap nothing meets gives the cheapest choice."""
+    n = 100
+    labels = np.zeros(n, dtype=np.int64)
+    index = np.arange(n)[:, None]
+    sure_right = np.tile(np.array([[2000] + [0] * 9]), (n, 1))
+    fairly_sure_wrong = np.tile(np.array([[0, 900] + [0] * 8]), (n, 1))
+    unsure_wrong = np.tile(np.array([[0, 600] + [0] * 8]), (n, 1))
+    first = np.where(index < 50, sure_right, np.where(index < 70, fairly_sure_wrong, unsure_wrong))
+    final = np.tile(np.array([[50] + [0] * 9]), (n, 1))
+    pr = Probe([first, final], [np.full(n, 100), np.full(n, 1000)], [10, 10], [900, 0])
+    mults = [1 << 20, 1 << 20]
+    by_reward = choose(pr, labels, mults, static_macs=1000)
+    assert by_reward.exit_fractions == [0.5, 0.5] and by_reward.accuracy == 1.0
+    capped = choose(pr, labels, mults, static_macs=1000, max_cost=0.4)
+    assert capped.exit_fractions == [0.7, 0.3] and capped.accuracy == 0.8
+    assert capped.cost == pytest.approx(0.37) and capped.reward == pytest.approx(0.8 * 0.37**-0.06)
+    cheapest = choose(pr, labels, mults, static_macs=1000, max_cost=0.05)
+    assert cheapest.exit_fractions == [1.0, 0.0] and cheapest.cost == pytest.approx(0.1)
+
+
 # ----------------------------------------------------------------------------- C
 @pytest.fixture(scope="module", params=["resnet", "vgg"])
 def s2d_ir(request, fashion_test):
