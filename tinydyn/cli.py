@@ -228,6 +228,12 @@ def cli() -> None:
     help="s2dnas: concat indicators m12 m13 m23 per resolution, e.g. 111/101/011 (default 1s).",
 )
 @click.option(
+    "--naive-exits",
+    default=None,
+    help="s2dnas --stages 1: the resolutions after which a naive early exit sits, e.g. 0,1 (the S2DNAS "
+    "paper's baseline: the static model with classifiers at intermediate depths).",
+)
+@click.option(
     "--held-out",
     type=int,
     default=None,
@@ -342,6 +348,7 @@ def train(
     stages: int,
     splits: str | None,
     concat: str | None,
+    naive_exits: str | None,
     held_out: int | None,
     seed: int,
     resume: bool,
@@ -374,6 +381,10 @@ def train(
     from tinydyn.train.loop import TrainConfig
     from tinydyn.train.loop import train as run_training
 
+    if naive_exits is not None and family != "s2dnas":
+        raise TinydynError(
+            f"--naive-exits is an s2dnas option, not one of {family}'s: use --model s2dnas --stages 1"
+        )
     name = dataset or DEFAULT_DATASET
     data = load_dataset(name, "train", data_root)
     if data.note:  # e.g. CIFAR-10 training on the batches that are present
@@ -384,7 +395,7 @@ def train(
 
         data, held = hold_out(data, HELD_OUT_IMAGES if held_out is None else held_out)
         family_options = {
-            "s2d": s2d_options(backbone, groups, stages, splits, concat),
+            "s2d": s2d_options(backbone, groups, stages, splits, concat, int_tuple(naive_exits or "")),
             "backbone_from": backbone_from,
         }
     recipe_options: dict = {}

@@ -136,10 +136,10 @@ def default_threshold(
         return Threshold(0.0, "policy none: every image runs to the final classifier")
     exits = sorted(ir.exits(), key=lambda op: op.attrs["index"])
     own = [op.attrs["confidence_t16"] / 65536 for op in exits if "confidence_t16" in op.attrs]
-    if policy == "confidence" and own and len(own) == len(exits) - 1:  # e.g. S2DNAS: one per stage
+    if policy == "confidence" and own and len(own) == len(exits) - 1:  # S2DNAS: per stage or naive exit
         return Threshold(
             DEFAULT_CONFIDENCE if threshold is None else threshold,
-            f"the model's own per-stage confidences {', '.join(f'{t:.4g}' for t in own)} (tuned when it "
+            f"the model's own per-exit confidences {', '.join(f'{t:.4g}' for t in own)} (tuned when it "
             f"was trained; --threshold does not apply): {rules[policy]}",
         )
     if threshold is not None:

@@ -24,6 +24,10 @@ Backbones: ``resnet`` (the ResNet of basic blocks of :mod:`tinydyn.models.lcnet`
 static model with ``--no-gates --exits ''``) and ``vgg`` (plain 3x3 conv + BN + ReLU layers,
 2x2 max-pool between resolutions, no residual connections). ``stages == 1`` is the static model
 itself: how a VGG backbone is trained before it is transformed.
+
+Naive early exits (the paper's Table 1 baseline, ``naive_exits``): the one-stage (static) model
+with a classifier (global pool + FC) after the last layer of some resolutions; exit ``k`` leaves
+when its confidence reaches ``thresholds[k]``, like an S2DNAS stage.
 """
 
 from __future__ import annotations
@@ -92,7 +96,10 @@ class S2DNASConfig:
     stages: int = DEFAULT_STAGES  # s
     splits: tuple[tuple[int, ...], ...] = ()  # per resolution: s-1 split points (empty: even)
     concat: tuple[tuple[bool, ...], ...] = ()  # per resolution: m_ji for (j, i) in pairs(s) (empty: all)
-    thresholds: tuple[float, ...] = ()  # s-1 per-stage confidence thresholds (empty: 0.9 each)
+    thresholds: tuple[float, ...] = ()  # one confidence threshold per early exit (empty: 0.9 each)
+    # resolutions after whose last layer a naive early exit sits (stages == 1 only; absent in
+    # checkpoints written before it existed)
+    naive_exits: tuple[int, ...] = ()
     classes: tuple[str, ...] = field(default_factory=lambda: tuple(str(i) for i in range(10)))
 
     def __post_init__(self) -> None:
@@ -136,7 +143,8 @@ class S2DNASConfig:
         resolutions = len(self.widths)
         self.splits = self._splits(self.splits, resolutions)
         self.concat = self._concat(self.concat, resolutions)
-        self.thresholds = self._thresholds(self.thresholds)
+        self.naive_exits = self._naive_exits(self.naive_exits, resolutions)
+        self.thresholds = self._thresholds(self.thresholds)  # one per early exit: after naive_exits
         if not isinstance(self.classes, list | tuple) or len(self.classes) > MAX_CLASSES:
             raise ConfigError(f"classes must be a list of up to {MAX_CLASSES} names", retrain)
         for i, name in enumerate(self.classes):
@@ -190,12 +198,41 @@ class S2DNASConfig:
             out.append(tuple(flags))
         return tuple(out)
 
+    def _naive_exits(self, value: Any, resolutions: int) -> tuple[int, ...]:
+        last = resolutions - 2  # the last resolution ends in the final classifier
+        fix = f"give strictly increasing resolution indices in 0..{last}, e.g. --naive-exits 0,1"
+        exits = _ints("naive_exits", value, 0, MAX_STAGES, fix)  # types first
+        if not exits:
+            return ()
+        if self.stages != 1:
+            raise ConfigError(
+                f"naive early exits need a one-stage (static) model, not {self.stages} stages",
+                "pass --stages 1 with --naive-exits",
+            )
+        if last < 0:
+            raise ConfigError(
+                "a model with one resolution has no place for a naive early exit", "leave --naive-exits out"
+            )
+        for i, r in enumerate(exits):
+            if r > last:
+                raise ConfigError(f"naive_exits[{i}] {r} is outside 0..{last}", fix)
+        if list(exits) != sorted(set(exits)):
+            raise ConfigError(f"naive_exits {list(exits)} must be strictly increasing", fix)
+        return exits
+
+    @property
+    def exit_count(self) -> int:
+        """Exits of the model, the final classifier included: one per stage, or with naive early
+        exits (one stage) one per naive exit plus the final one."""
+        return self.stages + len(self.naive_exits)
+
     def _thresholds(self, value: Any) -> tuple[float, ...]:
-        fix = f"give {self.stages - 1} confidences in 0..1, one per early stage"
+        early = self.exit_count - 1
+        fix = f"give {early} confidences in 0..1, one per early exit"
         if isinstance(value, list | tuple) and len(value) == 0:
-            return (DEFAULT_THRESHOLD,) * (self.stages - 1)
-        if not isinstance(value, list | tuple) or len(value) != self.stages - 1:
-            raise ConfigError(f"thresholds must list {self.stages - 1} numbers, got {_shown(value)}", fix)
+            return (DEFAULT_THRESHOLD,) * early
+        if not isinstance(value, list | tuple) or len(value) != early:
+            raise ConfigError(f"thresholds must list {early} numbers, got {_shown(value)}", fix)
         out = []
         for t in value:
             if isinstance(t, bool) or not isinstance(t, int | float) or not 0.0 <= t <= 1.0:
@@ -217,7 +254,7 @@ class S2DNASConfig:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("widths", "blocks", "thresholds", "classes"):
+        for key in ("widths", "blocks", "thresholds", "naive_exits", "classes"):
             data[key] = list(data[key])
         data["splits"] = [list(p) for p in self.splits]
         data["concat"] = [list(c) for c in self.concat]
@@ -225,8 +262,9 @@ class S2DNASConfig:
 
     @staticmethod
     def from_json(data: Any) -> S2DNASConfig:
-        """The config a checkpoint stores; every field must be there (no silent defaults)."""
-        return config_from_json(S2DNASConfig, data)
+        """The config a checkpoint stores; every field must be there (no silent defaults) but
+        ``naive_exits``, which checkpoints written before it existed lack (they have none)."""
+        return config_from_json(S2DNASConfig, data, optional=("naive_exits",))
 
 
 def layer_plan(cfg: S2DNASConfig) -> list[dict[str, Any]]:
@@ -307,7 +345,15 @@ def layer_plan(cfg: S2DNASConfig) -> list[dict[str, Any]]:
 
 def parameter_count(cfg: S2DNASConfig) -> int:
     total = sum(p["k"] * p["k"] * p["cin"] * p["cout"] + 4 * p["cout"] for p in layer_plan(cfg))
-    return total + cfg.stages * (cfg.widths[-1] + 1) * cfg.num_classes
+    naive = sum((cfg.widths[r] + 1) * cfg.num_classes for r in cfg.naive_exits)
+    return total + cfg.stages * (cfg.widths[-1] + 1) * cfg.num_classes + naive
+
+
+def naive_exit_layers(cfg: S2DNASConfig) -> list[int]:
+    """Per naive early exit, the block (resnet) or 3x3 conv after the stem (vgg) it follows: the
+    last one of its resolution (both backbones have ``blocks[r]`` of them at resolution r)."""
+    ends = list(itertools.accumulate(cfg.blocks))
+    return [ends[r] - 1 for r in cfg.naive_exits]
 
 
 def conv_mask(cfg: S2DNASConfig, layer: dict[str, Any]) -> torch.Tensor:
@@ -348,13 +394,15 @@ class VGGLayer(nn.Module):
 
 @dataclass
 class StageOutput:
-    logits: list[torch.Tensor]  # one per stage, the last stage (the final classifier) last
+    # one per exit: the naive early exits in order, then one per stage, the final classifier last
+    logits: list[torch.Tensor]
 
 
 class S2DNASNet(nn.Module):
     """The multi-stage model: a static backbone with masked connections and one classifier per
     stage on the last feature map. Parameter names are the static model's (``stem``,
-    ``blocks.N``/``convs.N``), plus ``heads.I``: a static checkpoint's weights load by name."""
+    ``blocks.N``/``convs.N``), plus ``heads.I``: a static checkpoint's weights load by name.
+    A one-stage model may also carry naive early exits (``naive_heads.K``)."""
 
     family = "s2dnas"  # its entry in tinydyn.models.registry (recorded in checkpoints)
 
@@ -377,6 +425,9 @@ class S2DNASNet(nn.Module):
             )
         self.heads = nn.ModuleList(
             [ExitHead(config.widths[-1], config.num_classes) for _ in range(config.stages)]
+        )
+        self.naive_heads = nn.ModuleList(
+            [ExitHead(config.widths[r], config.num_classes) for r in config.naive_exits]
         )
         # the removed connections: zero weights that no gradient moves (SGD/AdamW decay of a
         # zero weight is zero too), so the int8 weights of the kept ones are all there is
@@ -402,32 +453,40 @@ class S2DNASNet(nn.Module):
             for weight, mask in self._masked:
                 weight.mul_(mask.to(weight.device))
 
-    def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The last feature map (every stage's channels) and its activation scale."""
+    def features(
+        self, images: torch.Tensor, early: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last feature map (every stage's channels) and its activation scale. ``early``,
+        when given, receives each naive early exit's logits in order."""
+        heads = dict(zip(naive_exit_layers(self.config), self.naive_heads, strict=True))
         x = self.stem_relu(self.stem_bn(self.stem(images)))
         scale = act_scale(self.stem_relu)
-        if self.config.backbone == "resnet":
-            for block in self.blocks:
-                x, _, _ = block(x, scale)
-                scale = act_scale(block.out_relu)
-        else:
-            for layer in self.convs:
+        layers = self.blocks if self.config.backbone == "resnet" else self.convs
+        for i, layer in enumerate(layers):
+            if self.config.backbone == "resnet":
+                x, _, _ = layer(x, scale)
+                scale = act_scale(layer.out_relu)
+            else:
                 x = layer(x)
                 scale = act_scale(layer.relu)
+            if early is not None and i in heads:
+                early.append(heads[i](pooled_on_grid(x, scale)))
         return x, scale
 
     def forward(self, images: torch.Tensor) -> StageOutput:
         """``images``: float pixels in [0, 1] (uint8 / 255), shape (N, C, H, W)."""
-        x, scale = self.features(images)
+        early: list[torch.Tensor] = []
+        x, scale = self.features(images, early)
         pooled = pooled_on_grid(x, scale)
-        return StageOutput([head(pooled) for head in self.heads])
+        return StageOutput([*early, *(head(pooled) for head in self.heads)])
 
 
 def inherit(model: S2DNASNet, state: dict[str, torch.Tensor], source_family: str) -> list[str]:
     """Load a trained static model's weights into ``model`` (the S2D transformation starts
     trained): every backbone tensor by name; every stage's classifier from the static
-    classifier (``head.*`` of an LC-Net, ``heads.0.*`` of a one-stage S2DNAS model). Returns
-    the names of the model's tensors the source did not have. Masks are applied afterwards."""
+    classifier (``head.*`` of an LC-Net, ``heads.0.*`` of a one-stage S2DNAS model); naive early
+    exits start fresh. Returns the names of the model's tensors the source did not have. Masks are
+    applied afterwards."""
     own = model.state_dict()
     renamed: dict[str, torch.Tensor] = {}
     for key, value in state.items():
@@ -438,7 +497,7 @@ def inherit(model: S2DNASNet, state: dict[str, torch.Tensor], source_family: str
             head_key = key[len("head.") :]
         elif source_family == "s2dnas" and key.startswith("heads.0."):
             head_key = key[len("heads.0.") :]
-        elif key.startswith(("heads.", "exit_heads.")):
+        elif key.startswith(("heads.", "exit_heads.", "naive_heads.")):
             continue  # other stages' or early-exit heads of the source: not the static classifier
         if head_key is not None:
             for stage in range(model.config.stages):

@@ -61,8 +61,8 @@ class S2DNASFamily(ModelFamily):
     def train_outputs(
         self, model: nn.Module, images: torch.Tensor, forward: Callable[..., Any] | None = None
     ) -> TrainOutputs:
-        """Every stage's logits (the last stage last); no resource penalty: the cost of a
-        candidate is its architecture, which the search chooses."""
+        """Every exit's logits (naive early exits, then the stages, the final classifier last);
+        no resource penalty: the cost of a candidate is its architecture, which the search chooses."""
         out = (forward or model)(images)
         return TrainOutputs(list(out.logits), out.logits[0].new_zeros(()))
 
@@ -84,7 +84,7 @@ class S2DNASFamily(ModelFamily):
     def warm_start(self, model: nn.Module, state: dict[str, Any], images: np.ndarray) -> bool:
         """The S2D transformation: the static checkpoint's weights into the multi-stage model
         (backbone by name, each stage's classifier from the static one), removed connections
-        zeroed."""
+        zeroed. Naive early exits' heads start fresh."""
         model.train()
         with torch.no_grad():  # let Brevitas build its runtime state first
             model(torch.from_numpy(images[:2].astype(np.float32) / 255.0))
@@ -95,6 +95,7 @@ class S2DNASFamily(ModelFamily):
                 "the --backbone-from checkpoint holds no weights: pass a file 'tinydyn train' wrote"
             )
         missing = inherit(model, weights, family)  # type: ignore[arg-type]
+        missing = [k for k in missing if not k.startswith("naive_heads.")]  # new: nothing to inherit
         if any(k.endswith("weight") and ".bn" not in k for k in missing):
             raise TinydynError(
                 "the --backbone-from checkpoint does not hold this backbone's weights "
@@ -133,11 +134,12 @@ class S2DNASFamily(ModelFamily):
         return stage_partition(model, spec)  # type: ignore[arg-type]
 
     def after_training(self, model: nn.Module, held_out: Any) -> dict[str, Any] | None:
-        """Per-stage thresholds maximising the reward on the held-out images (written into the
-        model's config, so the checkpoint and its lowering carry them)."""
+        """Per-exit thresholds (stages or naive early exits) maximising the reward on the
+        held-out images (written into the model's config, so the checkpoint and its lowering
+        carry them)."""
         from tinydyn.models.s2dnas_thresholds import tune_thresholds
 
-        if held_out is None or len(held_out) == 0 or model.config.stages == 1:  # type: ignore[union-attr]
+        if held_out is None or len(held_out) == 0 or model.config.exit_count == 1:  # type: ignore[union-attr]
             return None
         choice = tune_thresholds(model, held_out)  # type: ignore[arg-type]
         return choice.to_json()
@@ -171,6 +173,10 @@ def static_architecture(path: Any) -> dict[str, Any]:
         if cfg2.stages != 1:
             raise ConfigError(
                 f"{path} is already multi-stage", "give the one-stage (static) model it came from"
+            )
+        if cfg2.naive_exits:
+            raise ConfigError(
+                f"{path} has naive early exits", "give the one-stage (static) model it came from"
             )
         return {
             "backbone": cfg2.backbone,
@@ -207,12 +213,20 @@ def parse_settings(text: str, what: str) -> list[str]:
 
 
 def s2d_options(
-    backbone: str, groups: int, stages: int, splits: str | None, concat: str | None
+    backbone: str,
+    groups: int,
+    stages: int,
+    splits: str | None,
+    concat: str | None,
+    naive_exits: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """The S2D settings of `tinydyn train --model s2dnas`: ``splits`` like '3,5/3,5/2,6' (one
     list of split points per resolution; one list for all), ``concat`` like '111/101/011' (the
-    indicators m_12, m_13, m_23 per resolution, 1 = reuse; one string for all)."""
+    indicators m_12, m_13, m_23 per resolution, 1 = reuse; one string for all), ``naive_exits``
+    the resolutions after which a naive early exit sits (with one stage)."""
     out: dict[str, Any] = {"backbone": backbone, "groups": groups, "stages": stages}
+    if naive_exits:
+        out["naive_exits"] = tuple(naive_exits)
     if splits:
         lists = []
         for part in parse_settings(splits, "--splits"):

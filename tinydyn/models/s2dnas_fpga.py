@@ -86,7 +86,19 @@ class StagePartitionSpec:
         return f"exit{self.stage}"
 
 
+def refuse_naive_exits(config: S2DNASConfig) -> None:
+    """The partitions are stages; a naive early exit would be an exit inside a partition, which
+    the PS controller cannot stop at: such a model is refused before anything is exported."""
+    if config.naive_exits:
+        raise S2DNASFpgaError(
+            "tinydyn fpga does not build S2DNAS models with naive early exits (after resolutions "
+            f"{', '.join(map(str, config.naive_exits))}): deploy it on a microcontroller board "
+            "(tinydyn build / run), or build the static model it came from"
+        )
+
+
 def partition_specs(config: S2DNASConfig) -> list[StagePartitionSpec]:
+    refuse_naive_exits(config)
     layers = len(layer_plan(config))
     return [StagePartitionSpec(f"stage{i}", i, i == config.stages - 1, layers) for i in range(config.stages)]
 
@@ -94,6 +106,7 @@ def partition_specs(config: S2DNASConfig) -> list[StagePartitionSpec]:
 def whole_network_spec(config: S2DNASConfig) -> StagePartitionSpec:
     """The static baseline: every stage's channels and the final classifier in one partition
     (the same network as the last stage's partition; what 'run every stage' needs)."""
+    refuse_naive_exits(config)
     return StagePartitionSpec("static", config.stages - 1, True, len(layer_plan(config)))
 
 

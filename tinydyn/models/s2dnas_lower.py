@@ -12,6 +12,10 @@ classifiers) and its exit head concatenates the pooled vectors of stages ``1..i`
 prediction layer reads every earlier stage) into its FC. Early exits carry the stage's own
 confidence threshold (attr ``confidence_t16``). The IR thus runs stage 1, decides, and only
 then computes stage 2.
+
+Naive early exits (a one-stage model, the paper's baseline) sit in the single stage's walk after
+the last layer of their resolution: an exit whose head pools that map (``gap``) into its FC, all
+inside the exit (nothing after it reads the pooled vector), with its own threshold.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from torch import nn
 from tinydyn.ir import IRModel, Op, validate
 from tinydyn.models.lcnet import ExitHead, LCBlock
 from tinydyn.models.lcnet_lower import conv_attrs
-from tinydyn.models.s2dnas import S2DNASConfig, S2DNASNet, VGGLayer, layer_plan
+from tinydyn.models.s2dnas import S2DNASConfig, S2DNASNet, VGGLayer, layer_plan, naive_exit_layers
 from tinydyn.ops.arith import conv_output_hw
 from tinydyn.quantize.builder import (
     INPUT_SCALE,
@@ -52,7 +56,8 @@ SUPPORTED_MODULES: tuple[type, ...] = (
     nn.ModuleList,
 )
 SUPPORTED_TEXT = (
-    "S2DNAS ResNet/VGG backbones (QuantConv2d, BatchNorm2d, QuantReLU, MaxPool2d) and stage heads"
+    "S2DNAS ResNet/VGG backbones (QuantConv2d, BatchNorm2d, QuantReLU, MaxPool2d), stage heads and "
+    "naive early-exit heads"
 )
 
 
@@ -89,6 +94,8 @@ class _Lowering:
         # stage -> feature-map name -> that stage's tensor of it
         self.maps: list[dict[str, str]] = [{} for _ in range(self.cfg.stages)]
         self.joined: dict[tuple[int, str], str] = {}
+        # block (resnet) / conv (vgg) index -> the naive early exit after it
+        self.naive = {layer: k for k, layer in enumerate(naive_exit_layers(self.cfg))}
 
     def gather(self, stage: int, fm: str, resolution: int | None) -> str:
         """Stage ``stage``'s input from feature map ``fm``: its own slice, joined after the
@@ -166,6 +173,8 @@ class _Lowering:
         if self.cfg.backbone == "resnet":
             for k, block in enumerate(model.blocks):
                 fm, scale = self.block(stage, k, block, plan, fm, scale)
+                if k in self.naive:
+                    self.naive_exit(self.naive[k], fm, scale)
         else:
             for k, layer in enumerate(model.convs):
                 spec = plan[f"convs.{k}.conv"]
@@ -174,7 +183,30 @@ class _Lowering:
                 out_scale = float(act_scale(layer.relu))
                 self.conv(stage, spec, layer.conv, layer.bn, fm, scale, (f"c{k}", "uint8", out_scale))
                 fm, scale = f"c{k}", out_scale
+                if k in self.naive:
+                    self.naive_exit(self.naive[k], fm, scale)
         return fm, scale
+
+    def naive_exit(self, index: int, fm: str, scale: float) -> None:
+        """Naive early exit ``index`` on the (only) stage's map ``fm``: gap → FC → int16 logits,
+        all in the exit's head (only it reads the pooled vector), left at its own threshold."""
+        b, head = self.b, self.model.naive_heads[index]
+        p = f"naive{index}"
+        x = self.maps[0][fm]
+        pooled = b.tensor(f"{p}.pool", (b.tensors[x].shape[0],), "uint8", scale, "vector")
+        folded = fold(head.fc, scale, None, f"{p}.fc")
+        logit_scale = float(act_scale(head.out_quant))
+        logits = b.tensor(f"{p}.logits", (self.cfg.num_classes,), "int16", logit_scale, "logits")
+        fc = b.weighted(
+            "linear", f"{p}.fc", pooled, logits, folded, folded.acc_scale / logit_scale, {"role": "exit_head"}
+        )
+        attrs = {
+            "index": index,
+            "final": False,
+            "logits": logits,
+            "confidence_t16": confidence_t16(self.cfg.thresholds[index]),
+        }
+        self.ops.append(Op("exit", p, attrs=attrs, then=[Op("gap", pooled, {"x": x}, pooled), fc]))
 
     def pool(self, stage: int, fm: str, out: str) -> str:
         """A 2x2 max-pool of this stage's own slice (pooling is per channel: slices pool alone)."""
@@ -253,9 +285,10 @@ class _Lowering:
             )
         )
         final = stage == cfg.stages - 1
-        attrs: dict = {"index": stage, "final": final, "logits": logits}
+        index = len(cfg.naive_exits) + stage  # after the naive early exits (one-stage models only)
+        attrs: dict = {"index": index, "final": final, "logits": logits}
         if not final:
-            attrs["confidence_t16"] = confidence_t16(cfg.thresholds[stage])
+            attrs["confidence_t16"] = confidence_t16(cfg.thresholds[index])
         self.ops.append(Op("exit", "final" if final else f"exit{stage}", attrs=attrs, then=head_ops))
 
 
