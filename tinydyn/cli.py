@@ -192,7 +192,8 @@ def cli() -> None:
     help="ddi: the resource E of L + α·E: executed MACs, the DDI energy model (QEMU board "
     "coefficients), or cycles from a 'tinydyn profile' cost table given with --cost-table (default macs). "
     "lcnet: what weighs each salience in the --l1 penalty: the MACs it controls (default), or "
-    "(profile) the cycles it saves on the profiled target.",
+    "(profile) the cycles it saves on the profiled target. s2dnas: the COST of the thresholds' reward: "
+    "MACs (default) or energy (modelled, QEMU board).",
 )
 @click.option(
     "--cost-table",
@@ -399,6 +400,14 @@ def train(
             "backbone_from": backbone_from,
         }
     recipe_options: dict = {}
+    if family == "s2dnas":  # the thresholds' COST; DDI's options too, so that S2DNAS refuses them
+        recipe_options = {
+            "cost": cost,
+            "cost_table": str(cost_table) if cost_table else None,
+            "target_skip": target_skip,
+            "alpha": alpha,
+            "branch_epochs": branch_epochs,
+        }
     if family == "lcnet":  # the salience penalty's weights: MACs, or a profiled target's cycles
         recipe_options = {  # DDI's own options too, so that LC-Net refuses them in one line
             "cost": cost,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from tinydyn.errors import TinydynError
 from tinydyn.options import DEFAULT_DATASET
 
 
@@ -63,6 +64,14 @@ from tinydyn.options import DEFAULT_DATASET
     help="Peak SGD learning rate of a candidate's fine-tune.",
 )
 @click.option("--omega", type=float, default=-0.06, show_default=True, help="The reward's ACC x COST^omega.")
+@click.option(
+    "--cost",
+    type=click.Choice(["macs", "energy", "cycles"]),
+    default="macs",
+    show_default=True,
+    help="COST: mean executed MACs, or the modelled energy on the default emulated board (both "
+    "relative to the static model); cycles are refused (their table is profiled per architecture).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--steps-per-update",
@@ -89,15 +98,23 @@ def search_cmd(
     batch_size: int,
     lr: float,
     omega: float,
+    cost: str,
     seed: int,
     steps_per_update: int,
     resume: bool,
 ) -> None:
     """Search the S2DNAS transformations of STATIC (a static ResNet or VGG checkpoint) for the
-    largest reward ACC x COST^omega; COST is the mean MACs under dynamic inference relative to
-    the static model, both measured on held-out training images with each candidate's own
-    per-stage thresholds. Writes candidates.jsonl, summary.json, pareto.png under --out."""
+    largest reward ACC x COST^omega; COST is the mean MACs (or modelled energy, --cost) under
+    dynamic inference relative to the static model, both measured on held-out training images
+    with each candidate's own per-stage thresholds. Writes candidates.jsonl, summary.json,
+    pareto.png under --out."""
     import os
+
+    if cost == "cycles":
+        raise TinydynError(
+            "--cost cycles: a cycle table is profiled for one architecture (tinydyn profile) and every "
+            "candidate has its own; search --cost macs or energy"
+        )
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from tinydyn.search.runner import SearchOptions, default_workers, run_search
@@ -120,6 +137,7 @@ def search_cmd(
         lr=lr,
         seed=seed,
         omega=omega,
+        cost=cost,
         steps_per_update=steps_per_update,
     )
     summary = run_search(options, resume=resume)

@@ -78,6 +78,25 @@ class S2DNASFamily(ModelFamily):
     def parameter_groups(self, model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         return list(model.parameters()), []
 
+    def start_training(self, model: nn.Module, cfg: Any, steps_per_epoch: int, total_steps: int) -> None:
+        """--cost: what the thresholds' reward counts as COST when training ends (MACs, or the
+        default board's modelled energy); nothing else of the recipe is S2DNAS's own."""
+        from tinydyn.models.s2dnas_thresholds import COST_UNITS
+
+        options = {k: v for k, v in dict(cfg.extra).items() if v is not None}
+        unit = options.pop("cost", "macs")
+        if options:
+            raise TinydynError(
+                f"{', '.join('--' + k.replace('_', '-') for k in sorted(options))} is not an S2DNAS "
+                "option: drop it"
+            )
+        if unit not in COST_UNITS:
+            raise TinydynError(
+                f"--cost {unit} is not an S2DNAS threshold cost: use {' or '.join(COST_UNITS)} (cycles "
+                "tables are profiled per architecture)"
+            )
+        model._threshold_unit = unit  # type: ignore[assignment]
+
     def has_gates(self, model: nn.Module) -> bool:
         return False
 
@@ -141,7 +160,8 @@ class S2DNASFamily(ModelFamily):
 
         if held_out is None or len(held_out) == 0 or model.config.exit_count == 1:  # type: ignore[union-attr]
             return None
-        choice = tune_thresholds(model, held_out)  # type: ignore[arg-type]
+        unit = getattr(model, "_threshold_unit", "macs")
+        choice = tune_thresholds(model, held_out, unit=unit)  # type: ignore[arg-type]
         return choice.to_json()
 
 

@@ -7,6 +7,12 @@ reward by a constant, so the choice is the paper's). Everything is measured on t
 model: one probe pass of the reference executor computes every stage's logits and the MACs
 executed up to each decision (:func:`tinydyn.host.sweep.probe`), and the integer confidence
 test of the firmware decides each candidate threshold.
+
+Beyond the paper, COST may be the **modelled energy** of the default emulated board instead of
+MACs (``unit="energy"``): the budget cost model of tinydyn/cost/budget.py (the same per-op
+picojoules the firmware's energy budgets use) charged up to each exit's decision, relative to
+the static backbone's energy. Cycles are not offered: their per-layer table is measured by
+``tinydyn profile`` for one architecture, and every candidate has its own.
 """
 
 from __future__ import annotations
@@ -17,12 +23,16 @@ from typing import Any
 
 import numpy as np
 
+from tinydyn.cost.budget import budget_costs
 from tinydyn.data import Dataset
-from tinydyn.host.sweep import Probe, probe
+from tinydyn.host.sweep import Probe, probe, probe_from_trace
 from tinydyn.ir import IRModel
+from tinydyn.quantize.executor import every_head, trace
 from tinydyn.quantize.policy import confident, lut_multiplier
 
 DEFAULT_OMEGA = -0.06  # the paper's ω
+COST_UNITS = ("macs", "energy")  # what COST counts: executed MACs, or modelled energy (pJ)
+ENERGY_BOARD = "qemu-mps2-an386"  # whose energy coefficients (the default emulated board)
 # the thresholds tried per stage: dense near 1, where the confident images are told apart
 THRESHOLD_GRID = (
     0.3,
@@ -65,6 +75,8 @@ class StageChoice:
     exit_fractions: list[float]
     stage_accuracy: list[float | None]  # accuracy of the images leaving at each stage
     where: str = ""
+    unit: str = "macs"  # what ``cost`` counts (COST_UNITS)
+    mean_cost: float | None = None  # mean spent in ``unit`` (pJ for energy; MACs for macs)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +90,8 @@ class StageChoice:
             "exit_fractions": self.exit_fractions,
             "stage_accuracy": self.stage_accuracy,
             "where": self.where,
+            "unit": self.unit,
+            "mean_cost": self.mean_cost,
         }
 
 
@@ -104,11 +118,15 @@ def choose(
     static_macs: int,
     omega: float = DEFAULT_OMEGA,
     max_cost: float | None = None,
+    exit_costs: list[np.ndarray] | None = None,
+    unit: str = "macs",
 ) -> StageChoice:
     """The per-stage thresholds (from THRESHOLD_GRID) with the largest reward on the probe's images;
     with ``max_cost``, the most accurate ones whose cost (mean MACs / static MACs) stays within it
     (an operating point chosen for accuracy at a MAC saving, e.g. 0.4: at least 60 % fewer MACs;
-    when no combination fits, the cheapest)."""
+    when no combination fits, the cheapest). ``exit_costs``: per exit, each image's cost in
+    ``unit`` when it leaves there (else the probe's MACs); ``static_macs`` is then the static
+    model's cost in that unit."""
     stages = pr.num_exits
     grid = THRESHOLD_GRID
     # leave[k][g]: images confident enough at stage k under grid threshold g (the integer test)
@@ -117,9 +135,12 @@ def choose(
         for k in range(stages - 1)
     ]
 
+    spent = np.stack(exit_costs) if exit_costs is not None else np.stack(pr.macs)  # (exits, N)
+    n = len(labels)
+
     def score(combo: tuple[int, ...]) -> tuple[float, float, float]:
-        pred, _, macs = outcome(pr, [leave[k][g] for k, g in enumerate(combo)])
-        acc, cost = float((pred == labels).mean()), float(macs.mean()) / static_macs
+        pred, exits, _ = outcome(pr, [leave[k][g] for k, g in enumerate(combo)])
+        acc, cost = float((pred == labels).mean()), float(spent[exits, np.arange(n)].mean()) / static_macs
         if max_cost is not None:  # within the cap: accuracy (ties: the cheaper); beyond: the cheaper
             return (acc - 1e-9 * cost if cost <= max_cost else -cost), acc, cost
         return reward(acc, cost, omega), acc, cost
@@ -143,23 +164,74 @@ def choose(
         fractions.append(float(here.mean()))
         stage_acc.append(float((pred[here] == labels[here]).mean()) if here.any() else None)
     return StageChoice(
-        thresholds, acc, float(macs.mean()), cost, value, omega, len(labels), fractions, stage_acc
+        thresholds,
+        acc,
+        float(macs.mean()),
+        cost,
+        value,
+        omega,
+        len(labels),
+        fractions,
+        stage_acc,
+        unit=unit,
+        mean_cost=float(spent[exits, np.arange(n)].mean()),
     )
+
+
+def ir_probe_multipliers(ir: IRModel) -> list[int]:
+    """Each exit's LUT multiplier (the integer confidence test's), in exit order."""
+    exits = sorted(ir.exits(), key=lambda op: op.attrs["index"])
+    return [lut_multiplier(ir.tensors[op.attrs["logits"]].scale) for op in exits]
 
 
 def ir_probe(ir: IRModel, images: np.ndarray) -> tuple[Probe, list[int]]:
     """Every stage's integer logits and MACs on ``images``, and each exit's LUT multiplier."""
-    exits = sorted(ir.exits(), key=lambda op: op.attrs["index"])
-    return probe(ir, images), [lut_multiplier(ir.tensors[op.attrs["logits"]].scale) for op in exits]
+    return probe(ir, images), ir_probe_multipliers(ir)
 
 
-def tune_thresholds(model: Any, held_out: Dataset, omega: float = DEFAULT_OMEGA) -> StageChoice:
-    """Choose ``model``'s per-stage thresholds on ``held_out`` and write them into its config."""
+def energy_probe(
+    ir: IRModel, images: np.ndarray, board: str = ENERGY_BOARD
+) -> tuple[Probe, list[np.ndarray]]:
+    """The probe, and per exit each image's modelled energy (pJ) when it leaves there: the
+    budget cost model charged up to that exit's decision, every earlier head included (as the
+    probe's MACs are)."""
+    costs = budget_costs(ir, board)
+    run = trace(ir, images, replace(every_head(), costs=costs), keep_tensors=False)
+    indices = sorted(int(op.attrs["index"]) for op in ir.exits())
+    return probe_from_trace(ir, run), [run.exit_costs[i][0] for i in indices]
+
+
+def static_energy_pj(cfg: Any, board: str = ENERGY_BOARD) -> int:
+    """Modelled energy of one inference of the static backbone ``cfg`` was transformed from
+    (every connection, one classifier). The cost model depends on layer shapes only, so the
+    one-stage model of the same architecture is lowered with its initial weights."""
+    from tinydyn.models.s2dnas import S2DNASNet
+    from tinydyn.models.s2dnas_lower import lower
+
+    static = replace(cfg, stages=1, splits=(), concat=(), thresholds=(), naive_exits=())
+    ir = lower(S2DNASNet(static), "static")
+    image = np.zeros((1, cfg.in_channels, cfg.input_size, cfg.input_size), dtype=np.uint8)
+    _, per_exit = energy_probe(ir, image, board)
+    return int(per_exit[-1][0])
+
+
+def tune_thresholds(
+    model: Any, held_out: Dataset, omega: float = DEFAULT_OMEGA, unit: str = "macs"
+) -> StageChoice:
+    """Choose ``model``'s per-stage thresholds on ``held_out`` (COST in ``unit``) and write them
+    into its config."""
     from tinydyn.models.s2dnas_lower import lower, static_macs
 
     ir = lower(model, "tuning")
-    pr, mults = ir_probe(ir, held_out.images)
-    choice = choose(pr, held_out.labels, mults, static_macs(model.config), omega)
+    if unit == "energy":
+        pr, spent = energy_probe(ir, held_out.images)
+        mults = ir_probe_multipliers(ir)
+        base = static_energy_pj(model.config)
+    elif unit == "macs":
+        (pr, mults), spent, base = ir_probe(ir, held_out.images), None, static_macs(model.config)
+    else:
+        raise ValueError(f"unknown cost unit '{unit}': use one of {', '.join(COST_UNITS)}")
+    choice = choose(pr, held_out.labels, mults, base, omega, exit_costs=spent, unit=unit)
     choice.where = f"{len(held_out)} {held_out.name} {held_out.split} images held out of training"
     model.config = replace(model.config, thresholds=choice.thresholds)
     return choice

@@ -37,6 +37,7 @@ class CandidateJob:
     seed: int
     omega: float
     out_dir: str  # candidate checkpoints are written here
+    cost: str = "macs"  # the reward's COST (tinydyn.models.s2dnas_thresholds.COST_UNITS)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,6 +58,8 @@ class CandidateJob:
             concat,
         ]
         args += ["--held-out", str(self.held_out), "--epochs", str(epochs or self.epochs)]
+        if self.cost != "macs":
+            args += ["--cost", self.cost]
         if self.dataset != "fashion-mnist":
             args += ["--dataset", self.dataset]
         if epochs is None:
@@ -128,7 +131,7 @@ def evaluate_candidate(job: CandidateJob) -> dict[str, Any]:
     )
     trained = time.perf_counter()
     model, payload = load_model(out)
-    choice = tune_thresholds(model, held, job.omega)
+    choice = tune_thresholds(model, held, job.omega, unit=job.cost)
     info = dict(payload.get("train", {}))
     info["tuned"] = choice.to_json()
     extra = {k: v for k, v in payload.items() if k in ("dataset", "recipe", "command")}
@@ -142,6 +145,8 @@ def evaluate_candidate(job: CandidateJob) -> dict[str, Any]:
         "reward": choice.reward,
         "accuracy": choice.accuracy,
         "cost": choice.cost,
+        "cost_unit": choice.unit,
+        "mean_cost": choice.mean_cost,
         "mean_macs": choice.mean_macs,
         "static_macs": static_macs(model.config),
         "thresholds": list(choice.thresholds),

@@ -60,6 +60,7 @@ class SearchOptions:
     )
     seed: int = 0
     omega: float = -0.06
+    cost: str = "macs"  # the reward's COST: executed MACs or modelled energy (s2dnas_thresholds)
     steps_per_update: int = 4  # PPO: candidates per environment between updates
     ppo_lr: float = 3e-3
 
@@ -108,7 +109,10 @@ class SearchRun:
             or state.get("version") != STATE_VERSION
         ):
             raise SearchError(f"{self.state_path} is not a tinydyn search state (version {STATE_VERSION})")
-        if state.get("search") != self.options.same_search():
+        saved = state.get("search")
+        if isinstance(saved, dict):
+            saved = {"cost": "macs", **saved}  # states written before --cost existed searched MACs
+        if saved != self.options.same_search():
             raise SearchError(
                 f"{self.out} holds another search (different options): resume it with the options it "
                 "started with, or give another --out"
@@ -164,6 +168,7 @@ class SearchRun:
             seed=o.seed,
             omega=o.omega,
             out_dir=str(self.out),
+            cost=o.cost,
         )
 
     def evaluate(self, actions: list[list[int]]) -> list[float]:
