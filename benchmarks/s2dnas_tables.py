@@ -197,6 +197,12 @@ def print_tables(result: dict[str, Any]) -> None:
                 f"{max(curve['best_reward_curve']):.4f} (reached after {curve['candidates_to_best']}), "
                 f"best {curve['best']}"
             )
+    same = result.get("search_same_budget")
+    if same:
+        print(
+            f"same budget ({same['candidates']} candidates): best reward ppo {same.get('ppo', 0):.4f}, "
+            f"random {same.get('random', 0):.4f}"
+        )
     for name, verdict in result["aim"].items():
         print(f"aim (>= 60 % fewer MACs at <= 0.5 pt loss), {name}: {verdict}")
 
@@ -243,6 +249,12 @@ def main() -> None:
             print(f"{name} {label}: {100 * row['accuracy']:.2f}% at {row['mean_macs'] / 1e6:.2f} M MACs")
         result["table1"][name] = rows
     result["search"] = {"ppo": search_curve(args.ppo), "random": search_curve(args.random)}
+    curves = [c for c in result["search"].values() if c]
+    if len(curves) == 2:  # at the same candidate budget: the shorter search's length
+        n = min(c["candidates"] for c in curves)
+        result["search_same_budget"] = {"candidates": n} | {
+            c["method"]: max(c["best_reward_curve"][:n]) for c in curves
+        }
     result["aim"] = {
         f"{name} {label}": ("met" if meets_aim(row) else "not met")
         + f" ({100 * row['reduction']:.1f} % fewer MACs, {row['accuracy_change_pt']:+.2f} pt)"
