@@ -634,6 +634,7 @@ def _register_subcommands() -> None:
     from tinydyn.commands.build import build
     from tinydyn.commands.profile import profile_cmd
     from tinydyn.commands.search import search_cmd
+    from tinydyn.commands.thresholds import thresholds_cmd
     from tinydyn.hw.commands import fpga
 
     cli.add_command(build)
@@ -643,6 +644,7 @@ def _register_subcommands() -> None:
     cli.add_command(profile_cmd)
     cli.add_command(measure_cmd)
     cli.add_command(search_cmd)
+    cli.add_command(thresholds_cmd)
 
 
 _register_subcommands()

@@ -216,10 +216,14 @@ def static_energy_pj(cfg: Any, board: str = ENERGY_BOARD) -> int:
 
 
 def tune_thresholds(
-    model: Any, held_out: Dataset, omega: float = DEFAULT_OMEGA, unit: str = "macs"
+    model: Any,
+    held_out: Dataset,
+    omega: float = DEFAULT_OMEGA,
+    unit: str = "macs",
+    max_cost: float | None = None,
 ) -> StageChoice:
-    """Choose ``model``'s per-stage thresholds on ``held_out`` (COST in ``unit``) and write them
-    into its config."""
+    """Choose ``model``'s per-stage thresholds on ``held_out`` (COST in ``unit``; the largest
+    reward, or with ``max_cost`` the most accurate within it) and write them into its config."""
     from tinydyn.models.s2dnas_lower import lower, static_macs
 
     ir = lower(model, "tuning")
@@ -231,7 +235,7 @@ def tune_thresholds(
         (pr, mults), spent, base = ir_probe(ir, held_out.images), None, static_macs(model.config)
     else:
         raise ValueError(f"unknown cost unit '{unit}': use one of {', '.join(COST_UNITS)}")
-    choice = choose(pr, held_out.labels, mults, base, omega, exit_costs=spent, unit=unit)
+    choice = choose(pr, held_out.labels, mults, base, omega, max_cost, exit_costs=spent, unit=unit)
     choice.where = f"{len(held_out)} {held_out.name} {held_out.split} images held out of training"
     model.config = replace(model.config, thresholds=choice.thresholds)
     return choice
