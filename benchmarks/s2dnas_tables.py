@@ -17,8 +17,12 @@ Search: best reward after each candidate evaluated, for ``tinydyn search --metho
 
 Writes benchmarks/results/s2dnas_tables.json and s2dnas_tables.png.
 
-    .venv/bin/python benchmarks/s2dnas_tables.py --vgg-static V.pt --vgg-naive N.pt \\
-        --vgg-s2dnas S.pt --resnet-naive R.pt --ppo runs/search_ppo --random runs/search_random
+    .venv/bin/python benchmarks/s2dnas_tables.py [--ppo runs/search_ppo --random runs/search_random]
+
+Models: the bundled static ResNet and searched S2DNAS (tinydyn/checkpoints), the naive-exit and
+VGG models in benchmarks/checkpoints (each records the command that trained it). The searches'
+output directories hold checkpoints of every candidate: their summary.json files are copied to
+benchmarks/results/search_{ppo,random}_summary.json and read from there by default.
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ from tinydyn.pipeline import load_ir
 from tinydyn.quantize.policy import ExitPolicy, confident
 
 RESULTS = Path(__file__).parent / "results"
+# the baselines and the VGG models the tables compare (trained by the commands docs/S2DNAS.md
+# lists; each checkpoint records its own command)
+MODELS = Path(__file__).parent / "checkpoints"
 AIM_REDUCTION, AIM_DROP = 0.60, 0.005  # the issue's aim: >= 60 % fewer MACs at <= 0.5 pt loss
 
 
@@ -121,14 +128,17 @@ def meets_aim(row: dict[str, Any]) -> bool:
     return row["reduction"] >= AIM_REDUCTION and row["accuracy_change_pt"] >= -100 * AIM_DROP
 
 
-def search_curve(directory: Path | None) -> dict[str, Any] | None:
-    if directory is None or not (directory / "summary.json").is_file():
+def search_curve(path: Path | None) -> dict[str, Any] | None:
+    """A search's best-reward curve from its summary.json (or the --out directory holding it)."""
+    if path is not None and path.is_dir():
+        path = path / "summary.json"
+    if path is None or not path.is_file():
         return None
-    summary = json.loads((directory / "summary.json").read_text())
+    summary = json.loads(path.read_text())
     curve = [float(v) for v in summary["best_reward_curve"]]
     best = summary["best"]
     return {
-        "directory": str(directory),
+        "summary": str(path),
         "method": summary["method"],
         "candidates": len(curve),
         "best_reward_curve": curve,
@@ -211,13 +221,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     checkpoints = bundled_static_checkpoint().parent
     parser.add_argument("--resnet-static", type=Path, default=bundled_static_checkpoint())
-    parser.add_argument("--resnet-naive", type=Path, default=None)
+    parser.add_argument("--resnet-naive", type=Path, default=MODELS / "fashion_resnet_naive.pt")
     parser.add_argument("--resnet-s2dnas", type=Path, default=checkpoints / "fashion_s2dnas.pt")
-    parser.add_argument("--vgg-static", type=Path, default=None)
-    parser.add_argument("--vgg-naive", type=Path, default=None)
-    parser.add_argument("--vgg-s2dnas", type=Path, default=None)
-    parser.add_argument("--ppo", type=Path, default=None, help="a `tinydyn search --method ppo` --out")
-    parser.add_argument("--random", type=Path, default=None, help="a `tinydyn search --method random` --out")
+    parser.add_argument("--vgg-static", type=Path, default=MODELS / "fashion_vgg_static.pt")
+    parser.add_argument("--vgg-naive", type=Path, default=MODELS / "fashion_vgg_naive.pt")
+    parser.add_argument("--vgg-s2dnas", type=Path, default=MODELS / "fashion_vgg_s2dnas.pt")
+    parser.add_argument("--ppo", type=Path, default=RESULTS / "search_ppo_summary.json")
+    parser.add_argument("--random", type=Path, default=RESULTS / "search_random_summary.json")
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--max-cost", type=float, default=1 - AIM_REDUCTION)
     parser.add_argument("--out", type=Path, default=RESULTS / "s2dnas_tables.json")
@@ -233,7 +243,7 @@ def main() -> None:
             "naive early exits": getattr(args, f"{name}_naive"),
             "S2DNAS": getattr(args, f"{name}_s2dnas"),
         }
-        if paths["original"] is None:
+        if paths["original"] is None or not paths["original"].is_file():
             print(f"{name}: no static checkpoint given: backbone left out")
             continue
         static = evaluate(paths["original"], test, held, None, None)
