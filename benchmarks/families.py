@@ -10,8 +10,8 @@ Rows (Fashion-MNIST test images 0..N-1, QEMU mps2-an386 Cortex-M4):
   said in one line and its row left out;
 * ``s2dnas resnet``: the bundled searched S2DNAS model (``--s2dnas``), transformed from the static
   row's model, confidence with its own per-stage thresholds;
-* ``static vgg`` / ``s2dnas vgg`` (``--vgg-static`` / ``--s2dnas-vgg``, no default): the VGG-style
-  backbone and its S2DNAS transformation.
+* ``static vgg`` / ``s2dnas vgg`` (``--vgg-static`` / ``--s2dnas-vgg``, default the models in
+  benchmarks/checkpoints): the VGG-style backbone and its S2DNAS transformation.
 
 Per row: accuracy (integer reference = board, checked bit for bit), mean executed MACs,
 mean retired instructions on the board (measured: QEMU -icount, exact), modelled energy per
@@ -111,8 +111,16 @@ def main() -> None:
         default=checkpoints / "fashion_s2dnas.pt",
         help="the S2DNAS checkpoint of the static ResNet (default: the bundled one)",
     )
-    parser.add_argument("--vgg-static", type=Path, default=None, help="a static VGG (s2dnas --stages 1)")
-    parser.add_argument("--s2dnas-vgg", type=Path, default=None, help="its S2DNAS transformation")
+    models = Path(__file__).parent / "checkpoints"
+    parser.add_argument(
+        "--vgg-static",
+        type=Path,
+        default=models / "fashion_vgg_static.pt",
+        help="a static VGG (s2dnas --stages 1)",
+    )
+    parser.add_argument(
+        "--s2dnas-vgg", type=Path, default=models / "fashion_vgg_s2dnas.pt", help="its S2DNAS transformation"
+    )
     args = parser.parse_args()
     data = load_dataset("fashion-mnist", "test")
     images, labels = data.images[: args.images], data.labels[: args.images]
