@@ -81,8 +81,7 @@ def thresholds_cmd(
     choice.where = f"{len(held)} {held.name} {held.split} images held out of training" + (
         f", the most accurate within cost {max_cost:g}" if max_cost is not None else ""
     )
-    command = shlex.join(["tinydyn", *sys.argv[1:]]) if sys.argv[0].endswith("tinydyn") else None
-    command = command or f"tinydyn thresholds {shlex.quote(str(checkpoint))} --out {shlex.quote(str(out))}"
+    command = shlex.join(["tinydyn", *sys.argv[1:]])  # as `tinydyn train` records its own
     train["tuned"] = choice.to_json()
     train["commands"] = [*list(train.get("commands") or []), command]
     extra = {k: v for k, v in payload.items() if k in ("dataset", "recipe")}
