@@ -302,8 +302,10 @@ static void widen_s8(uint32_t *dst, const int8_t *src, uint32_t n4)
     }
 }
 
-/* n elements of type `type` from src as elements k.. of the column; whole words where k is on
- * a group of 4 and the input is 8-bit. */
+/* n elements of type `type` from src as elements k.. of the column: 8-bit input element by
+ * element up to the column's next group of 4, whole words from there (a run that starts inside
+ * a group, e.g. the second kernel row of 3 x 6 channels at k = 18, still widens by words), the
+ * rest element by element. */
 static void col_run(int16_t *col, uint32_t k, const void *src, uint32_t n, uint8_t type)
 {
     uint32_t i = 0;
@@ -311,14 +313,19 @@ static void col_run(int16_t *col, uint32_t k, const void *src, uint32_t n, uint8
         for (; i < n; i++) col_put(col, k + i, ((const int16_t *)src)[i]);
         return;
     }
-    if ((k & 3u) == 0) {
-        uint32_t *dst = (uint32_t *)(void *)(col + (k >> 2) * 8u);
-        i = n & ~3u;
-        if (type == TD_S8) {
-            widen_s8(dst, (const int8_t *)src, n >> 2);
-        } else {
-            widen_u8(dst, (const uint8_t *)src, n >> 2);
+    const uint32_t head = (4u - (k & 3u)) & 3u;
+    if (n >= head + 4u) {
+        for (; i < head; i++) {
+            col_put(col, k + i, type == TD_S8 ? ((const int8_t *)src)[i] : ((const uint8_t *)src)[i]);
         }
+        uint32_t *dst = (uint32_t *)(void *)(col + ((k + i) >> 2) * 8u);
+        const uint32_t n4 = (n - i) >> 2;
+        if (type == TD_S8) {
+            widen_s8(dst, (const int8_t *)src + i, n4);
+        } else {
+            widen_u8(dst, (const uint8_t *)src + i, n4);
+        }
+        i += 4u * n4;
     }
     if (type == TD_S8) {
         for (; i < n; i++) col_put(col, k + i, ((const int8_t *)src)[i]);
