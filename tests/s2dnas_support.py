@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from tinydyn.codegen import build_project
+from tinydyn.codegen.harness import run_host
 from tinydyn.ir import IRModel, Op, TensorSpec
 from tinydyn.models.s2dnas import S2DNASConfig, S2DNASNet
 from tinydyn.models.s2dnas_lower import lower
-from tinydyn.quantize.executor import every_head, trace
-from tinydyn.quantize.policy import confident, lut_multiplier
+from tinydyn.quantize.executor import every_head, execute, trace
+from tinydyn.quantize.policy import ExitPolicy, confident, lut_multiplier
 
 
 def tiny_config(classes: tuple[str, ...], backbone: str = "resnet", **settings) -> S2DNASConfig:  # noqa: ANN003
@@ -85,3 +88,23 @@ def split_exits(ir: IRModel, images: np.ndarray, share: float = 0.35) -> IRModel
 def tiny_ir(classes: tuple[str, ...], images: np.ndarray, backbone: str = "resnet") -> IRModel:
     model = tiny_model(tiny_config(classes, backbone), images[:64])
     return split_exits(lower(model, f"tiny_{backbone}"), images[:256])
+
+
+def assert_host_equals_reference(
+    ir: IRModel, images: np.ndarray, policies: list[ExitPolicy], work: Path, min_per_exit: int
+) -> None:
+    """The host build of ``ir`` equals the reference under every policy; under confidence (the
+    exits' own thresholds) every exit ends more than ``min_per_exit`` inferences, and the
+    run-time threshold does not move those exits."""
+    from .codegen_support import assert_same
+
+    build_project(ir, "host", work, compile=True)
+    exits = len(ir.exits())
+    for policy in policies:
+        ref = execute(ir, images, policy)
+        assert_same(ref, run_host(ir, work / "fw", images, policy))
+        if policy.kind == "confidence":
+            assert np.bincount(ref.exits, minlength=exits).min() > min_per_exit
+    low = execute(ir, images, ExitPolicy("confidence", 0.1))
+    assert np.array_equal(low.exits, execute(ir, images, ExitPolicy("confidence", 0.99)).exits)
+    assert "static const uint32_t exit_t16[NUM_EXITS]" in (work / "model.c").read_text()

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from tinydyn.cli import cli
 from tinydyn.codegen import build_project
-from tinydyn.codegen.harness import run_host, run_qemu
+from tinydyn.codegen.harness import run_qemu
 from tinydyn.host.sweep import Probe
 from tinydyn.models.checkpoint import CheckpointError, bundled_static_checkpoint, load_model, save_checkpoint
 from tinydyn.models.lcnet import ConfigError
@@ -26,7 +26,7 @@ from tinydyn.quantize.policy import ExitPolicy
 
 from .codegen_support import assert_same
 from .conftest import require_tool
-from .s2dnas_support import tiny_config, tiny_ir, tiny_model
+from .s2dnas_support import assert_host_equals_reference, tiny_config, tiny_ir, tiny_model
 
 CLASSES = tuple(str(i) for i in range(10))
 
@@ -195,18 +195,7 @@ def policies(ir) -> list[ExitPolicy]:  # noqa: ANN001
 
 def test_host_build_equals_the_reference_under_every_policy(s2d_ir, fashion_test, tmp_path):
     require_tool("gcc")
-    build_project(s2d_ir, "host", tmp_path, compile=True)
-    images = fashion_test.images[:300]
-    for policy in policies(s2d_ir):
-        ref = execute(s2d_ir, images, policy)
-        assert_same(ref, run_host(s2d_ir, tmp_path / "fw", images, policy))
-        if policy.kind == "confidence":  # every stage ends some inferences
-            assert np.bincount(ref.exits, minlength=3).min() > 50
-    # the exits' own thresholds: the run-time confidence does not move them
-    low = execute(s2d_ir, images, ExitPolicy("confidence", 0.1))
-    assert np.array_equal(low.exits, execute(s2d_ir, images, ExitPolicy("confidence", 0.99)).exits)
-    source = (tmp_path / "model.c").read_text()
-    assert "static const uint32_t exit_t16[NUM_EXITS]" in source
+    assert_host_equals_reference(s2d_ir, fashion_test.images[:300], policies(s2d_ir), tmp_path, 50)
 
 
 def test_qemu_build_equals_the_reference(fashion_test, tmp_path):

@@ -14,8 +14,6 @@ import torch
 from click.testing import CliRunner
 
 from tinydyn.cli import cli
-from tinydyn.codegen import build_project
-from tinydyn.codegen.harness import run_host
 from tinydyn.host.sweep import probe
 from tinydyn.models.checkpoint import load_model, save_checkpoint
 from tinydyn.models.lcnet import ConfigError
@@ -28,9 +26,8 @@ from tinydyn.quantize.policy import ExitPolicy
 from tinydyn.train.evaluate import evaluate
 from tinydyn.train.loop import to_float
 
-from .codegen_support import assert_same
 from .conftest import require_tool
-from .s2dnas_support import split_exits, tiny_config, tiny_model
+from .s2dnas_support import assert_host_equals_reference, split_exits, tiny_config, tiny_model
 
 CLASSES = tuple(str(i) for i in range(10))
 # the last layer of each resolution is not the first: resnet blocks (1, 2, 1) put resolution 1's
@@ -209,23 +206,15 @@ def test_exit_macs_equal_a_count_from_layer_shapes(naive, fashion_test):
 def test_host_build_equals_the_reference_under_every_policy(naive, fashion_test, tmp_path):
     require_tool("gcc")
     _, _, ir = naive
-    build_project(ir, "host", tmp_path, compile=True)
-    images = fashion_test.images[:300]
     static = int(ir.meta["static_backbone_macs"])
-    for policy in [
+    policies = [
         ExitPolicy("none"),
         ExitPolicy("confidence", 0.9),  # the exits' own thresholds decide
         ExitPolicy("margin", 0.7),
         ExitPolicy("budget", static * 0.3),
         ExitPolicy("budget", static * 0.7),
-    ]:
-        ref = execute(ir, images, policy)
-        assert_same(ref, run_host(ir, tmp_path / "fw", images, policy))
-        if policy.kind == "confidence":  # every exit ends some inferences
-            assert np.bincount(ref.exits, minlength=3).min() > 30
-    low = execute(ir, images, ExitPolicy("confidence", 0.1))
-    assert np.array_equal(low.exits, execute(ir, images, ExitPolicy("confidence", 0.99)).exits)
-    assert "static const uint32_t exit_t16[NUM_EXITS]" in (tmp_path / "model.c").read_text()
+    ]
+    assert_host_equals_reference(ir, fashion_test.images[:300], policies, tmp_path, 30)
 
 
 # ----------------------------------------------------------------------------- training
