@@ -4,7 +4,8 @@ Cortex-M4 assembly, SSAT/USAT, UXTB16/PKHBT widening): few-channel stems (1, 2 a
 channels, strides 1 and 2), 1x1 with stride 1 and 2 (uint8 and int8 input, 4k and 6 channels),
 k x k, a channel-gated conv and convs with masked input channels (input rows through the ring,
 rows compacted; odd widths, stride 2, 5x5, 1x1 with stride 2, int8 and int16 input, several row
-groups per call), unmasked convs through the int16 ring (stride 2, odd widths), uint8 / int8 / int16
+groups per call), unmasked convs through the int16 ring (stride 2, odd widths; kernel rows of
+whole groups of 4, and of 5-7 channels whose rows are not), uint8 / int8 / int16
 outputs, residuals of both 8-bit types and none, and extreme shifts (1, 62, per-channel
 mixes below and above 33, a gated layer whose shift forces the general requantisation).
 No instruction counts here: those are benchmark figures (benchmarks/mcu.py)."""
@@ -230,6 +231,39 @@ def pointwise_ir(seed: int = 17) -> IRModel:
     return ir
 
 
+def narrow_ir(seed: int = 19) -> IRModel:
+    """Unmasked 8-bit k x k convs whose kernel rows are not whole groups of 4 (k*in_c of 18, 15,
+    35): through the int16 ring by td_ring_cols_rows (S2DNAS's 6-channel stage convs): 6 channels
+    with an odd output width (pixel pairs spanning two output rows), 6 channels of int8 input with
+    stride 2 (even width), 5 channels (odd count: one column of a pair off a word), a 5x5 over 7
+    channels with a residual."""
+    nb = NetBuilder(np.random.default_rng(seed))
+    x = nb.tensor((1, 10, 11), "uint8", name="input")
+    ops = []
+
+    def conv(name, x, *args, **kw):
+        out, op = nb.conv(name, x, *args, **kw)
+        ops.append(op)
+        return out
+
+    a = conv("pre", x, 6, 3, 1, 1)
+    b = conv("c6_odd", a, 6, 3, 1, 1, dtype="int8")  # 10 x 11 out
+    c = conv("c6_s2", b, 5, 3, 2, 1)  # int8 input, 5 x 6 out
+    d = conv("c5", c, 7, 3, 1, 1)
+    e = conv("c7_5x5", d, 7, 5, 1, 2, residual=d)
+    f = conv("wide", e, 96, 1, 1, 0)  # the arena's peak: room for the rings above
+    pooled, gap = nb.gap(f)
+    ops.append(gap)
+    logits, fc = nb.linear("final.fc", pooled, 4, "logits", "exit_head")
+    ops.append(Op("exit", "final", attrs={"index": 0, "final": True, "logits": logits}, then=[fc]))
+    ir = IRModel("narrow", "input", nb.tensors, ops, nb.arrays, ["a", "b", "c", "d"], {})
+    validate(ir)
+    return ir
+
+
+ALL_IRS = [paths_ir, shifts_ir, masked_ir, handoff_ir, stem1_ir, pointwise_ir, narrow_ir]
+
+
 def images_for(ir: IRModel, n: int = 24) -> np.ndarray:
     return np.random.default_rng(3).integers(0, 256, (n, *ir.input_spec.shape)).astype(np.uint8)
 
@@ -286,10 +320,19 @@ def test_paths_are_the_specialised_ones():
     assert pw["pw_s8"]["out_w"] % 2 == 1 and pw["pw_s8"]["stride"] == 2
     assert pw["pw_c6"]["in_c"] == 6 and pw["pw_c6"]["kernel"] == 1
     assert pw["m_out7"]["out_c"] % 2 == 1 and pw["m_out7"]["gates"]["input_mask"] != "NULL"
+    # unmasked convs of 5-7 channels (kernel rows not whole groups of 4) take the ring too
+    ir = narrow_ir()
+    desc = describe(ir)
+    plan(ir, desc)
+    narrow = {n: desc.layers[n] for n in ("c6_odd", "c6_s2", "c5", "c7_5x5")}
+    assert all(n["ring"] == 1 and n["kernel"] * n["in_c"] % 4 for n in narrow.values())
+    assert narrow["c6_odd"]["out_w"] % 2 == 1 and narrow["c6_s2"]["out_w"] % 2 == 0
+    assert narrow["c6_s2"]["in_type"] == "TD_S8" and narrow["c6_s2"]["stride"] == 2
+    assert narrow["c7_5x5"]["residual"] != "NULL" and desc.layers["pre"]["ring"] == 0
 
 
 @pytest.mark.parametrize("flags", ["", "-DTD_EMULATE_DSP", "-DTD_PORTABLE"])
-@pytest.mark.parametrize("make_ir", [paths_ir, shifts_ir, masked_ir, handoff_ir, stem1_ir, pointwise_ir])
+@pytest.mark.parametrize("make_ir", ALL_IRS)
 def test_host_bit_exact(make_ir, flags, tmp_path: Path):
     require_tool("gcc")
     ir = make_ir()
@@ -299,7 +342,7 @@ def test_host_bit_exact(make_ir, flags, tmp_path: Path):
         assert_same(execute(ir, images, policy), run_host(ir, tmp_path / "fw", images, policy))
 
 
-@pytest.mark.parametrize("make_ir", [paths_ir, shifts_ir, masked_ir, handoff_ir, stem1_ir, pointwise_ir])
+@pytest.mark.parametrize("make_ir", ALL_IRS)
 def test_qemu_bit_exact(make_ir, tmp_path: Path):
     require_tool("arm-none-eabi-gcc")
     require_tool("qemu-system-arm")

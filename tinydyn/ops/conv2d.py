@@ -69,7 +69,8 @@ class Conv2d(WeightedOp):
         super().check_values(model, op)
 
     def plan_scratch(self, layer: dict[str, Any], spare_bytes: int) -> int | None:
-        """An unmasked 8-bit conv whose kernel rows are whole groups of 4 takes the int16 ring of k
+        """An unmasked 8-bit k x k conv (k > 1, at least 4 channels or kernel rows of whole groups
+        of 4) takes the int16 ring of k
         input rows (each input row widened once instead of once per window) where it fits under
         the peak already needed elsewhere. A masked conv compacts the active channels' weight
         rows into scratch: as many rows of the longest compacted length (``masked_len``) at once
@@ -131,10 +132,12 @@ class Conv2d(WeightedOp):
         masked_len = k * round4(k * cin)  # longest compacted row / column (input mask)
         # the int16 ring (td_conv2d.c ring_rows, ring_stride): k input rows (k + stride when a pixel
         # pair can span two output rows), each the padded row, 3 elements of slack, an even count;
-        # 8-bit input, masked or with kernel rows of whole groups of 4
+        # 8-bit input, masked, or unmasked with k > 1 and at least 4 channels (kernel rows that
+        # are not whole groups of 4, e.g. 3x3 over 6 channels, take td_ring_cols_rows; few-channel
+        # stems keep their unrolled path, which measured cheaper than the ring)
         ring_rows = k + (stride if wo % 2 else 0)
         ring_bytes = 2 * ring_rows * (((w + 2 * pad) * cin + 4) & ~1) if x.dtype != "int16" else 0
-        if not op.attrs.get("input_mask") and (k == 1 or (k * cin) % 4):
+        if not op.attrs.get("input_mask") and (k == 1 or ((k * cin) % 4 and cin < 4)):
             ring_bytes = 0
         if groups == 1 and not op.attrs.get("input_mask"):
             # output index list, row-pair table and accumulators (16 B per pair each), two

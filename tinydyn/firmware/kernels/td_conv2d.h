@@ -43,7 +43,8 @@ typedef struct {
     uint8_t skipped_dead; /* 1: no op reads the outputs the channel gate switches off (every reader
                            * masks its input with the same salience): they are not written */
     uint8_t ring;         /* 1: the planner granted an unmasked conv the int16 ring of k input rows
-                           * (8-bit input, k*in_c a multiple of 4); masked 8-bit convs always have it */
+                           * (8-bit input, k > 1, in_c >= 4 or k*in_c a multiple of 4); masked 8-bit
+                           * convs always have it */
     uint8_t compact_out;  /* 1: skipped_dead, 8-bit, no residual: the active channels only are
                            * written, pixel by pixel (n_out per pixel, in channel order) */
     uint8_t compact_in;   /* 1: the input was written so (compact_out) by a conv gated by the
@@ -160,9 +161,10 @@ static TD_ALWAYS_INLINE void td_im2col_ring(const td_conv_params_t *p, const td_
     const uint32_t s0 = oy0 * s % rows, s1 = oy1 * s % rows, e0 = ox0 * step, e1 = ox1 * step;
     const uint32_t o0 = s0 * run->ring_stride + e0, o1 = s1 * run->ring_stride + e1;
     uint32_t *dst = (uint32_t *)(void *)run->pair;
-    /* an unmasked ring has kernel rows of whole groups (the planner's condition) and, with an even
-     * channel count, every source on a word (ring rows start on one): known when compiling */
-    const int aligned = g->input_mask == NULL && (p->in_c & 1u) == 0;
+    /* an unmasked ring whose kernel rows are whole groups has, with an even channel count, every
+     * source on a word (ring rows start on one): known when compiling; kernel rows that are not
+     * whole groups (3x3 over 6 channels) pack back to back, td_ring_cols_rows */
+    const int aligned = g->input_mask == NULL && (p->in_c & 1u) == 0 && ((uint32_t)p->kernel * p->in_c & 3u) == 0;
     if (aligned || ((run->kr & 3u) == 0 && ((o0 | o1) & 1u) == 0)) {
         td_ring_cols_aligned(dst, run->ring + o0, run->ring + o1, &run->copy);
     } else { /* kernel rows not whole groups, or an odd active count: a column not on a word */
