@@ -57,6 +57,9 @@ SHELL_FIXED = {"LUT": 421 + 19, "FF": 562 + 40, "BRAM_18K": 0, "DSP": 0}
 FP32_ADD = {"LUT": 300, "FF": 400, "BRAM_18K": 0, "DSP": 2}
 FP32_MUL = {"LUT": 100, "FF": 150, "BRAM_18K": 0, "DSP": 3}
 INT_TO_FP32 = {"LUT": 150, "FF": 200, "BRAM_18K": 0, "DSP": 0}
+# the word/pixel counters and handshake of a streaming layer finn-plus does not estimate: an
+# assumed round figure (two ~16-bit counters on carry chains)
+COUNTERS = 32
 
 
 def _zero() -> dict[str, float]:
@@ -102,6 +105,17 @@ def per_instance(node: Any, op: Any) -> dict[str, float] | None:
     if kind == "GlobalAccPool":
         acc = _bits(op, "outputDataType") if "outputDataType" in op.get_nodeattr_types() else 32
         return {"LUT": pe * acc, "FF": 2 * pe * acc}
+    if kind == "StreamingConcat":  # DenseNet joins: an n-way mux per output bit, one LUT6 per 4:1
+        n = len(op.get_nodeattr("ChannelsPerStream"))
+        out_width = float(op.get_outstream_width())
+        return {"LUT": out_width * math.ceil(max(n - 1, 1) / 3) + COUNTERS, "FF": out_width + COUNTERS}
+    if kind == "Pool":  # window max or sum (DenseNet transitions, DDI branches' max pools)
+        in_bits = _bits(op, "InputDataType")
+        acc = int(op.get_nodeattr("AccumBits") or 0) or _bits(op, "OutputDataType")
+        per_pe = 2 * in_bits if op.get_nodeattr("Function") == "MaxPool" else acc  # compare + select, or add
+        # one running value per channel between the window's words, in LUT RAM (64 bits a LUT)
+        state = math.ceil(int(op.get_nodeattr("Channels")) * max(acc, in_bits) / 64)
+        return {"LUT": pe * per_pe + state + COUNTERS, "FF": pe * (acc + in_bits) + COUNTERS}
     if kind in ("ElementwiseAdd", "ElementwiseMul", "AddStreams"):
         out_dt = op.get_nodeattr("out_dtype") if "out_dtype" in op.get_nodeattr_types() else "INT32"
         if out_dt.startswith("FLOAT"):
