@@ -1,6 +1,7 @@
 """S2DNAS with COST in modelled energy (beyond the paper): the thresholds' reward counts the
 budget cost model's picojoules up to each image's exit, relative to the static backbone's;
-`tinydyn train --cost energy` and `tinydyn search --cost energy` use it, cycles are refused."""
+`tinydyn train --cost energy` and `tinydyn search --cost energy` use it (cycles:
+tests/test_s2dnas_cycles.py)."""
 
 from __future__ import annotations
 
@@ -89,12 +90,11 @@ def test_train_cost_energy_tunes_in_energy_and_refuses_other_units(
     assert tuned["unit"] == "energy" and tuned["mean_cost"] > 0
     assert tuned["cost"] == pytest.approx(tuned["mean_cost"] / static_energy_pj(model.config))
     for extra, message in [
-        (
-            ["--cost", "profile"],
-            "error: --cost profile is not an S2DNAS threshold cost: use macs or energy (cycles tables "
-            "are profiled per architecture)",
-        ),
         (["--target-skip", "0.5"], "error: --target-skip is not an S2DNAS option: drop it"),
+        (
+            ["--cost", "profile", "--cost-table", str(tmp_path / "t.json")],
+            "error: --cost-table is not an S2DNAS option: drop it",
+        ),
     ]:
         bad = tmp_path / "bad.pt"
         code, err = run_main([*base, *small, *extra, "--out", str(bad)], monkeypatch, capsys)
@@ -102,9 +102,7 @@ def test_train_cost_energy_tunes_in_energy_and_refuses_other_units(
         assert not bad.exists()
 
 
-def test_search_cost_energy_reaches_the_candidates_training_and_cycles_are_refused(
-    tmp_path, monkeypatch, capsys
-):
+def test_search_cost_energy_reaches_the_candidates_training(tmp_path):
     job = CandidateJob(
         index=3,
         method="random",
@@ -125,12 +123,3 @@ def test_search_cost_energy_reaches_the_candidates_training_and_cycles_are_refus
         cost="energy",
     )
     assert "--cost energy" in job.train_command() and "--cost energy" in job.train_command(epochs=15)
-    code, err = run_main(
-        ["search", "static.pt", "--cost", "cycles", "--out", str(tmp_path / "s")], monkeypatch, capsys
-    )
-    assert code == 2
-    assert err.strip() == (
-        "error: --cost cycles: a cycle table is profiled for one architecture (tinydyn profile) and "
-        "every candidate has its own; search --cost macs or energy"
-    )
-    assert not (tmp_path / "s").exists()

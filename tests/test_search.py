@@ -16,6 +16,8 @@ from tinydyn.search.controller import CandidateVecEnv, rollout_shape
 from tinydyn.search.pareto import pareto_front
 from tinydyn.search.space import SearchSpace, cli_settings, settings_key
 
+from .conftest import require_tool
+
 
 def test_space_decodes_every_action_to_a_valid_architecture():
     space = SearchSpace(resolutions=3, groups=8, stages=3)
@@ -94,7 +96,9 @@ def test_a_tiny_search_runs_through_ray_and_ppo_and_resumes(tmp_path):
     assert len((out / "candidates.jsonl").read_text().splitlines()) == len(records)  # nothing retrained
 
 
-def test_random_baseline_same_budget(tmp_path):
+def test_random_baseline_same_budget_in_board_cycles(tmp_path):
+    require_tool("arm-none-eabi-gcc")
+    require_tool("qemu-system-arm")
     runner = CliRunner()
     out = tmp_path / "random"
     args = [
@@ -108,10 +112,17 @@ def test_random_baseline_same_budget(tmp_path):
         "random",
     ]
     args += ["--limit", "64", "--batch-size", "64", "--held-out", "50", "--candidates", "2", "--seed", "3"]
+    # COST in cycles on the QEMU board: each candidate is built and profiled (tests/test_s2dnas_cycles.py)
+    args += ["--cost", "cycles"]
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "random" and summary["candidates"] == 2
+    assert "--cost profile" in summary["final_training_command"]
+    records = [json.loads(line) for line in (out / "candidates.jsonl").read_text().splitlines()]
+    for r in records:
+        assert r["cost_unit"] == "cycles" and r["mean_cost"] > 0
+        assert r["reward"] == pytest.approx(r["accuracy"] * r["cost"] ** -0.06)
     space = SearchSpace(3, 8, 3)
     rng = np.random.default_rng(3)
     expected = [settings_key(space.decode(space.sample(rng))) for _ in range(2)]

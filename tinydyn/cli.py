@@ -193,7 +193,8 @@ def cli() -> None:
     "coefficients), or cycles from a 'tinydyn profile' cost table given with --cost-table (default macs). "
     "lcnet: what weighs each salience in the --l1 penalty: the MACs it controls (default), or "
     "(profile) the cycles it saves on the profiled target. s2dnas: the COST of the thresholds' reward: "
-    "MACs (default) or energy (modelled, QEMU board).",
+    "MACs (default), energy (modelled, QEMU board) or profile (the trained model's cycles on the QEMU "
+    "board: built and profiled under QEMU on a few held-out images, no table given).",
 )
 @click.option(
     "--cost-table",

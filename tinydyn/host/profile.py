@@ -664,6 +664,36 @@ def build_profile_firmware(ir: IRModel, out_dir: Path) -> tuple[Path, Path]:
     return out_dir / "profile_build" / "fw.elf", out_dir / "default_build" / "fw.elf"
 
 
+# an early-exit margin no logits reach (top-1 minus top-2, in logit units): every stage and every
+# exit head runs, so that each layer of the table is measured
+UNREACHABLE_MARGIN = 1000.0
+
+
+def measured_cost_table(ir: IRModel, images: np.ndarray, model: CycleModel | None = None) -> CostTable:
+    """The per-layer cost table of ``ir`` alone, for a cost it charges per exit (S2DNAS's COST in
+    cycles, tinydyn.models.s2dnas_thresholds): the profile build runs ``images`` under QEMU once,
+    every exit head computed and none taken (policy margin UNREACHABLE_MARGIN), checked bit for bit
+    against the reference; no files are kept."""
+    from tinydyn.codegen.errors import CodegenError
+    from tinydyn.codegen.project import build_project
+
+    model = model or CycleModel()
+    specs, blocks = layer_specs(ir)
+    with tempfile.TemporaryDirectory(prefix="td_costs_") as tmp:
+        build = Path(tmp) / "profile_build"
+        try:
+            build_project(ir, BOARD, build, compile=True, extra_cflags=PROFILE_CFLAGS)
+        except CodegenError as e:
+            raise ProfileError(f"building the firmware failed: {e}") from None
+        syms = build / "layers.syms"
+        write_syms(build / "fw.elf", specs, syms)
+        policy = ExitPolicy("margin", UNREACHABLE_MARGIN)
+        run = profile_mode(ir, build / "fw.elf", syms, specs, images, "static", policy, model)
+    if not run.bit_exact:
+        raise ProfileError(f"the firmware is not bit-exact with the reference: {run.mismatches[0]}")
+    return cost_table(ir, specs, blocks, {"static": run}, model)
+
+
 def take_profile(
     ir: IRModel,
     images: np.ndarray,

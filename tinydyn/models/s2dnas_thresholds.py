@@ -11,8 +11,14 @@ test of the firmware decides each candidate threshold.
 Beyond the paper, COST may be the **modelled energy** of the default emulated board instead of
 MACs (``unit="energy"``): the budget cost model of tinydyn/cost/budget.py (the same per-op
 picojoules the firmware's energy budgets use) charged up to each exit's decision, relative to
-the static backbone's energy. Cycles are not offered: their per-layer table is measured by
-``tinydyn profile`` for one architecture, and every candidate has its own.
+the static backbone's energy. Or the **cycles on the QEMU board** (``unit="cycles"``): the model
+itself is built and run under QEMU on a few held-out images (:data:`PROFILE_IMAGES`), every layer's
+retired instructions counted and its cycles modelled by the Cortex-M4 cycle model
+(:func:`tinydyn.host.profile.measured_cost_table`), and those per-layer cycles are charged up to
+each exit's decision by the same budget cost model; the static backbone's cycles come from its
+one-stage model of the same shapes with this model's weights, profiled the same way. S2DNAS
+computes the same layers for every image that reaches them (no gates), so a few images fix every
+layer's cost.
 """
 
 from __future__ import annotations
@@ -31,8 +37,11 @@ from tinydyn.quantize.executor import every_head, trace
 from tinydyn.quantize.policy import confident, lut_multiplier
 
 DEFAULT_OMEGA = -0.06  # the paper's ω
-COST_UNITS = ("macs", "energy")  # what COST counts: executed MACs, or modelled energy (pJ)
+# what COST counts: executed MACs, modelled energy (pJ), or cycles on the QEMU board (modelled
+# from the instructions QEMU retires)
+COST_UNITS = ("macs", "energy", "cycles")
 ENERGY_BOARD = "qemu-mps2-an386"  # whose energy coefficients (the default emulated board)
+PROFILE_IMAGES = 4  # held-out images the cycles unit runs under QEMU per model
 # the thresholds tried per stage: dense near 1, where the confident images are told apart
 THRESHOLD_GRID = (
     0.3,
@@ -76,7 +85,7 @@ class StageChoice:
     stage_accuracy: list[float | None]  # accuracy of the images leaving at each stage
     where: str = ""
     unit: str = "macs"  # what ``cost`` counts (COST_UNITS)
-    mean_cost: float | None = None  # mean spent in ``unit`` (pJ for energy; MACs for macs)
+    mean_cost: float | None = None  # mean spent in ``unit`` (pJ for energy; MACs; cycles)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -215,6 +224,46 @@ def static_energy_pj(cfg: Any, board: str = ENERGY_BOARD) -> int:
     return int(per_exit[-1][0])
 
 
+def cycles_probe(
+    ir: IRModel, images: np.ndarray, profile_images: np.ndarray
+) -> tuple[Probe, list[np.ndarray]]:
+    """The probe, and per exit each image's cycles when it leaves there: ``ir``'s per-layer cycles
+    measured under QEMU on ``profile_images``, charged up to that exit's decision by the budget
+    cost model (every earlier head included, as the probe's MACs are)."""
+    from tinydyn.host.profile import measured_cost_table
+
+    costs = budget_costs(ir, ENERGY_BOARD, measured_cost_table(ir, profile_images))
+    run = trace(ir, images, replace(every_head(), costs=costs), keep_tensors=False)
+    indices = sorted(int(op.attrs["index"]) for op in ir.exits())
+    return probe_from_trace(ir, run), [run.exit_costs[i][1] for i in indices]
+
+
+def static_cycles(model: Any, profile_images: np.ndarray) -> int:
+    """Cycles on the QEMU board of one inference of the static backbone ``model`` was transformed
+    from: its one-stage model of the same shapes (every connection, one classifier), carrying
+    ``model``'s weights and quantisers where the shapes agree, profiled on ``profile_images`` as
+    :func:`cycles_probe` does. The kernels' work depends on the shapes and on the requantisation
+    path each layer's scales select, not on the weights' values: a removed connection's zeros
+    cost what the static weights did."""
+    import torch
+
+    from tinydyn.models.s2dnas import S2DNASNet
+    from tinydyn.models.s2dnas_lower import lower
+
+    cfg = model.config
+    one = S2DNASNet(replace(cfg, stages=1, splits=(), concat=(), thresholds=(), naive_exits=()))
+    one.train()
+    with torch.no_grad():  # let Brevitas build its runtime state (scales) first, as warm_start does
+        one(torch.from_numpy(profile_images[:2].astype(np.float32) / 255.0))
+        own, mine = model.state_dict(), one.state_dict()
+        one.load_state_dict(
+            {k: own[k] if k in own and own[k].shape == v.shape else v for k, v in mine.items()}
+        )
+    one.eval()
+    _, per_exit = cycles_probe(lower(one, "static"), profile_images[:1], profile_images)
+    return int(per_exit[-1][0])
+
+
 def tune_thresholds(
     model: Any,
     held_out: Dataset,
@@ -231,6 +280,11 @@ def tune_thresholds(
         pr, spent = energy_probe(ir, held_out.images)
         mults = ir_probe_multipliers(ir)
         base = static_energy_pj(model.config)
+    elif unit == "cycles":
+        shots = held_out.images[:PROFILE_IMAGES]
+        pr, spent = cycles_probe(ir, held_out.images, shots)
+        mults = ir_probe_multipliers(ir)
+        base = static_cycles(model, shots)
     elif unit == "macs":
         (pr, mults), spent, base = ir_probe(ir, held_out.images), None, static_macs(model.config)
     else:

@@ -58,8 +58,8 @@ class CandidateJob:
             concat,
         ]
         args += ["--held-out", str(self.held_out), "--epochs", str(epochs or self.epochs)]
-        if self.cost != "macs":
-            args += ["--cost", self.cost]
+        if self.cost != "macs":  # tinydyn train names the cycles COST --cost profile
+            args += ["--cost", "profile" if self.cost == "cycles" else self.cost]
         if self.dataset != "fashion-mnist":
             args += ["--dataset", self.dataset]
         if epochs is None:

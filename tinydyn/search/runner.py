@@ -60,7 +60,7 @@ class SearchOptions:
     )
     seed: int = 0
     omega: float = -0.06
-    cost: str = "macs"  # the reward's COST: executed MACs or modelled energy (s2dnas_thresholds)
+    cost: str = "macs"  # the reward's COST: executed MACs, modelled energy or QEMU cycles (s2dnas_thresholds)
     steps_per_update: int = 4  # PPO: candidates per environment between updates
     ppo_lr: float = 3e-3
 
