@@ -14,6 +14,7 @@ images only.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -66,3 +67,58 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, fashion_te
     # and the training really moved the parameters (not two copies of the starting point)
     c = torch.load(base, weights_only=True)["state_dict"]
     assert not torch.allclose(c["blocks.0.conv1.weight"], b["state_dict"]["blocks.0.conv1.weight"], atol=1e-3)
+
+
+DDI_RUN = [
+    "--model", "ddi", "--backbone", "resnet", "--widths", "4,8,8", "--blocks", "2,2,2", "--limit", "128",
+    "--batch-size", "16", "--epochs", "2", "--branch-epochs", "1", "--gate-open-epochs", "0.25",
+    "--target-skip", "0.1", "--alpha", "20", "--gate-lr", "1", "--eval-limit", "0", "--threads", "1",
+    "--device", "cpu", "--seed", "3",
+]  # fmt: skip
+
+
+def test_ddi_two_processes_match_one_with_the_same_global_batch(tmp_path, fashion_test):
+    """DDI's phases under torchrun (gates trained with the backbone frozen, then jointly with α's
+    sign flipping, then the branches): process r computes its share of each batch, α's sign set
+    from that share's cost, exactly as --micro-batches 2 does in one process."""
+    base = tmp_path / "base.pt"
+    # the starting point: a short run at the default α, its gates still skipping nothing
+    start = list(DDI_RUN)
+    for option in ("--target-skip", "--alpha", "--gate-lr"):
+        del start[start.index(option) : start.index(option) + 2]
+    start[start.index("--epochs") + 1] = "1"
+    proc = tinydyn("train", "--out", str(base), *start)
+    assert proc.returncode == 0, proc.stderr
+    run = ["--init-from", str(base), *DDI_RUN]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    ddp = tmp_path / "ddp.pt"
+    proc = subprocess.run(
+        [*launch, "-m", "tinydyn", "train", "--out", str(ddp), *run],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = tmp_path / "one.pt"
+    single = tinydyn("train", "--out", str(one), "--micro-batches", "2", *run)
+    assert single.returncode == 0, single.stderr
+    # the cost term changed sign during the run: the gates went from skipping nothing to past 0.1
+    shown = [float(s) for s in re.findall(r"(?<!layer_)skip=(-?[0-9.]+)", single.stderr)]
+    assert min(shown) < 0.1 < max(shown)
+    a = torch.load(ddp, weights_only=True)
+    b = torch.load(one, weights_only=True)
+    assert a["family"] == b["family"] == "ddi" and a["train"]["processes"] == 2
+    compared = 0
+    for key, value in b["state_dict"].items():
+        if statistics(key) or not value.is_floating_point():
+            continue
+        assert torch.allclose(a["state_dict"][key], value, rtol=1e-4, atol=1e-5), key
+        compared += 1
+    assert compared >= 100 and any("lstm" in k for k in b["state_dict"])
+    c = torch.load(base, weights_only=True)["state_dict"]
+    moved = [
+        k
+        for k, v in c.items()
+        if v.is_floating_point() and not torch.allclose(v, b["state_dict"][k], atol=1e-6)
+    ]
+    assert any("gate" in k for k in moved) and any("branch" in k or "exit" in k for k in moved), moved[:5]
