@@ -97,7 +97,6 @@ def test_branch_rule_matches_the_paper_and_states_short_stages():
         ({"blocks": (2, 0, 2)}, "blocks[1] 0 is outside 1..16"),
         ({"lstm_hidden": 1000}, "lstm_hidden 1000 is outside 1..64"),
         ({"gates": 1}, "gates must be true or false, got 1"),
-        ({"gates": False}, "branches without gates"),
         ({"widths": (1024, 1024, 1024), "blocks": (16, 16, 16)}, "more than tinydyn's cap"),
         ({"input_size": 8, "blocks": (1, 1, 1, 1)}, "widths and blocks need one entry per stage"),
     ],

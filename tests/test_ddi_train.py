@@ -146,3 +146,43 @@ def test_open_gates_make_the_static_backbone(fashion_test):
     ir = lower(model, "open")
     res = execute(ir, fashion_test.images[:64])
     assert res.skipped_blocks.sum() == res.skipped_channels.sum() == 0
+
+
+@pytest.mark.parametrize("backbone", ["resnet", "densenet"])
+def test_fold_gates_fine_tunes_the_gate_free_model_with_its_branches(backbone, fashion_test, tmp_path):
+    """--fold-gates on a DDI checkpoint: the gate-free network the FPGA builds (every unit and
+    channel, RADI branches kept) starts from the gated model's weights, and every exit trains
+    (Eq. 4), so the branches follow the backbone they read."""
+    from click.testing import CliRunner
+
+    from tinydyn.cli import cli
+    from tinydyn.models.checkpoint import load_model, save_checkpoint
+    from tinydyn.models.ddi_fpga import static_model
+
+    gated = make_ddi(small_config(backbone, classes=fashion_test.classes), fashion_test.images[:64])
+    source = save_checkpoint(tmp_path / "gated.pt", gated, {})
+    base = ["train", "--init-from", str(source), "--fold-gates", "--limit", "96", "--batch-size", "32"]
+    base += ["--eval-limit", "0", "--threads", "1"]
+    start = tmp_path / "start.pt"  # lr 0: the folded starting point itself
+    result = CliRunner().invoke(cli, [*base, "--epochs", "1", "--lr", "0", "--out", str(start)])
+    assert result.exit_code == 0, result.output
+    folded, payload = load_model(start)
+    assert payload["family"] == "ddi" and not folded.config.gates and folded.config.branches
+    assert payload["train"]["folded_from"] == str(source)
+    from tinydyn.models.ddi_family import GATE_MODULES
+
+    free = dict(static_model(gated).named_parameters())  # the FPGA model's weights, lr 0 kept them
+    own = dict(folded.named_parameters())
+    assert own.keys() == free.keys() and not any(g in f".{k}" for k in own for g in GATE_MODULES)
+    for name, value in own.items():
+        assert torch.equal(value, free[name]), name
+    assert execute(lower(folded, "a"), fashion_test.images[:32]).skipped_blocks.sum() == 0
+    tuned = tmp_path / "tuned.pt"
+    result = CliRunner().invoke(cli, [*base, "--epochs", "1", "--out", str(tuned)])
+    assert result.exit_code == 0, result.output
+    after, _ = load_model(tuned)
+    for name in ("head.fc.weight",):
+        before = next(iter(folded.branches.values())).get_submodule(name.rsplit(".", 1)[0])
+        moved = next(iter(after.branches.values())).get_submodule(name.rsplit(".", 1)[0])
+        assert not torch.equal(before.weight, moved.weight)  # the branches trained
+    assert not torch.equal(folded.stem.weight, after.stem.weight)  # and the backbone

@@ -184,8 +184,7 @@ class DDIConfig:
             raise ConfigError(
                 f"input size {self.input_size} is too small for {stages} stages", "use fewer stages"
             )
-        if self.branches and not self.gates:
-            raise ConfigError("branches without gates", "a static backbone has neither (--no-gates)")
+        # branches without gates: the gate-free model the FPGA builds (tinydyn train --fold-gates)
         params = parameter_count(self)
         if params > MAX_PARAMETERS:
             raise ConfigError(

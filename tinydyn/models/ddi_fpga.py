@@ -228,9 +228,8 @@ def whole_network_spec(config: DDIConfig | BranchSubset) -> DDIPartitionSpec:
 
 
 def fpga_config(config: DDIConfig) -> DDIConfig:
-    """The gate-free config of the FPGA model, branches kept. DDIConfig refuses branches without
-    gates from a checkpoint (training never makes that model); this one is derived from a
-    validated gated config, so it is built valid and the gates switched off afterwards."""
+    """The gate-free config of the FPGA model, branches kept (what `tinydyn train --fold-gates`
+    fine-tunes)."""
     cfg = DDIConfig.from_json(config.to_json())
     cfg.gates = False
     return cfg

@@ -228,6 +228,8 @@ def outputs(model: DDINet, images: torch.Tensor, forward: Callable[..., Any] | N
     schedule: Schedule | None = getattr(model, "_ddi_schedule", None)
     phase = getattr(model, "_ddi_phase", None)
     with_branches = phase[2] if phase is not None else None
+    if phase is None and model.config.branches and not model.config.gates:
+        with_branches = True  # the gate-free model (--fold-gates): every exit trains (Eq. 4)
     if with_branches is False and not getattr(model, "_ddi_branch_scales", False):
         _start_branch_scales(model, images)
     out = (forward or model)(images, with_branches=with_branches)
