@@ -31,7 +31,14 @@ from tinydyn.models.s2dnas_thresholds import COST_UNITS, DEFAULT_OMEGA
     "model's (e.g. 0.4: at least 60 % fewer MACs); default: the largest reward.",
 )
 @click.option("--omega", type=float, default=DEFAULT_OMEGA, show_default=True, help="The reward's ω.")
-@click.option("--cost", type=click.Choice(COST_UNITS), default="macs", show_default=True)
+@click.option(
+    "--cost",
+    type=click.Choice(COST_UNITS),
+    default="macs",
+    show_default=True,
+    help="COST: executed MACs, modelled energy, or cycles on the QEMU board (the model built and "
+    "profiled under QEMU on a few held-out images).",
+)
 @click.option(
     "--held-out",
     type=int,
