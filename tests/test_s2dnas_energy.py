@@ -102,7 +102,10 @@ def test_train_cost_energy_tunes_in_energy_and_refuses_other_units(
         assert not bad.exists()
 
 
-def test_search_cost_energy_reaches_the_candidates_training(tmp_path):
+@pytest.mark.parametrize(("cost", "option"), [("energy", "--cost energy"), ("cycles", "--cost profile")])
+def test_search_cost_reaches_the_candidates_training(cost, option, tmp_path):
+    """A search's COST unit reaches every candidate's training and the printed final command, in
+    tinydyn train's name for it (the cycles COST is its --cost profile)."""
     job = CandidateJob(
         index=3,
         method="random",
@@ -120,6 +123,6 @@ def test_search_cost_energy_reaches_the_candidates_training(tmp_path):
         seed=0,
         omega=-0.06,
         out_dir=str(tmp_path),
-        cost="energy",
+        cost=cost,
     )
-    assert "--cost energy" in job.train_command() and "--cost energy" in job.train_command(epochs=15)
+    assert option in job.train_command() and option in job.train_command(epochs=15)

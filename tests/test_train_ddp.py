@@ -32,6 +32,17 @@ def statistics(key: str) -> bool:
     return key.endswith(("running_mean", "running_var", "num_batches_tracked"))
 
 
+def same_parameters(a: dict, b: dict) -> int:
+    """Every float tensor but running statistics equal to float tolerance; how many compared."""
+    compared = 0
+    for key, value in b["state_dict"].items():
+        if statistics(key) or not value.is_floating_point():
+            continue
+        assert torch.allclose(a["state_dict"][key], value, rtol=1e-4, atol=1e-5), key
+        compared += 1
+    return compared
+
+
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path, fashion_test):
     base = tmp_path / "base.pt"
     proc = tinydyn("train", "--out", str(base), *RUN)
@@ -57,13 +68,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, fashion_te
     b = torch.load(one, weights_only=True)
     assert a["train"]["processes"] == 2 and b["train"]["processes"] == 1
     assert a["train"]["history"][0]["images_per_second"] > 0
-    compared = 0
-    for key, value in b["state_dict"].items():
-        if statistics(key) or not value.is_floating_point():
-            continue
-        assert torch.allclose(a["state_dict"][key], value, rtol=1e-4, atol=1e-5), key
-        compared += 1
-    assert compared >= 20
+    assert same_parameters(a, b) >= 20
     # and the training really moved the parameters (not two copies of the starting point)
     c = torch.load(base, weights_only=True)["state_dict"]
     assert not torch.allclose(c["blocks.0.conv1.weight"], b["state_dict"]["blocks.0.conv1.weight"], atol=1e-3)
@@ -108,13 +113,7 @@ def test_ddi_two_processes_match_one_with_the_same_global_batch(tmp_path, fashio
     a = torch.load(ddp, weights_only=True)
     b = torch.load(one, weights_only=True)
     assert a["family"] == b["family"] == "ddi" and a["train"]["processes"] == 2
-    compared = 0
-    for key, value in b["state_dict"].items():
-        if statistics(key) or not value.is_floating_point():
-            continue
-        assert torch.allclose(a["state_dict"][key], value, rtol=1e-4, atol=1e-5), key
-        compared += 1
-    assert compared >= 100 and any("lstm" in k for k in b["state_dict"])
+    assert same_parameters(a, b) >= 100 and any("lstm" in k for k in b["state_dict"])
     c = torch.load(base, weights_only=True)["state_dict"]
     moved = [
         k
