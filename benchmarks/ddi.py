@@ -177,26 +177,36 @@ def interpolate(points: list[tuple[float, float]], x: float) -> tuple[float | No
 
 def aim(ddi: list[dict[str, Any]], static: dict[str, Any]) -> dict[str, Any]:
     """The issue's aim on the accuracy-vs-MACs curve of every DDI point (none and the confidence
-    sweep of every checkpoint), interpolated on its upper envelope."""
+    sweep of every checkpoint): its upper envelope interpolated at the target MACs; past the
+    envelope's last point, that point itself (a model at fewer MACs than the target, and nothing
+    more accurate at more: achieved, not extrapolated); before its first, not reached."""
     points = [(d["none"]["mean_macs"], d["none"]["accuracy"]) for d in ddi]
     points += [(p["mean_macs"], p["accuracy"]) for d in ddi for p in d["confidence_sweep"]]
     front = upper_envelope(points)
     at = static["mean_macs"] / AIM_MAC_FACTOR
     acc, _ = interpolate(front, at)
+    how = (
+        "linear interpolation in MACs between the two neighbouring points of the upper envelope of "
+        "all DDI points (policy none and the confidence sweep of every checkpoint)"
+    )
+    if acc is None and front and at > front[-1][0]:
+        acc = front[-1][1]
+        how = (
+            f"the envelope's last point ({front[-1][0]:,.0f} MACs, under the target; no DDI point is "
+            "more accurate at more MACs)"
+        )
     floor = static["accuracy"] - AIM_ACCURACY_DROP
     return {
         "mean_macs_target": at,
         "accuracy_floor": floor,
         "accuracy_at_target": acc,
-        "how": "linear interpolation in MACs between the two neighbouring points of the upper "
-        "envelope of all DDI points (policy none and the confidence sweep of every checkpoint)",
+        "how": how,
         "reached": acc is not None,
         "holds": acc is not None and acc >= floor,
         "envelope": [{"mean_macs": m, "accuracy": a} for m, a in front],
         "note": None
         if acc is not None
-        else f"the curve does not reach {at:,.0f} MACs (it spans "
-        f"{front[0][0]:,.0f}..{front[-1][0]:,.0f}): no extrapolation",
+        else f"the curve starts at {front[0][0]:,.0f} MACs, above {at:,.0f}: no extrapolation",
     }
 
 

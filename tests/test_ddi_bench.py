@@ -116,3 +116,20 @@ def test_interpolation_is_linear_and_never_extrapolates():
     assert rows[0]["out_of_range"] and rows[0]["static_accuracy_interpolated"] is None
     assert rows[1]["static_accuracy_interpolated"] == pytest.approx(0.85)
     assert rows[1]["static_spanned_by"] == ["b1", "b3"]
+
+
+def test_aim_counts_a_model_under_the_target_and_never_extrapolates_below_the_curve():
+    static = {"mean_macs": 10.0, "accuracy": 0.9}  # target 5 MACs, floor 0.89
+
+    def ddi(*points):
+        return [{"none": {"mean_macs": m, "accuracy": a}, "confidence_sweep": []} for m, a in points]
+
+    spanned = ddi_bench.aim(ddi((4.0, 0.88), (6.0, 0.9)), static)
+    assert spanned["accuracy_at_target"] == pytest.approx(0.89) and spanned["holds"]
+    under = ddi_bench.aim(ddi((4.8, 0.895), (3.0, 0.8)), static)  # the best point needs fewer MACs
+    assert under["accuracy_at_target"] == 0.895 and under["holds"] and "last point" in under["how"]
+    assert not ddi_bench.aim(ddi((4.8, 0.85)), static)["holds"]
+    above = ddi_bench.aim(ddi((6.0, 0.9), (7.0, 0.91)), static)  # every point dearer than the target
+    assert (
+        above["accuracy_at_target"] is None and not above["reached"] and "no extrapolation" in above["note"]
+    )
