@@ -186,3 +186,37 @@ def test_fold_gates_fine_tunes_the_gate_free_model_with_its_branches(backbone, f
         moved = next(iter(after.branches.values())).get_submodule(name.rsplit(".", 1)[0])
         assert not torch.equal(before.weight, moved.weight)  # the branches trained
     assert not torch.equal(folded.stem.weight, after.stem.weight)  # and the backbone
+
+
+@pytest.mark.parametrize("gate_optimizer", ["sgd", "adamw"])
+def test_channel_gates_learn_to_skip_with_their_own_optimizer(gate_optimizer, fashion_test, tmp_path):
+    """A channel gate's cost gradient is 1/k of its unit's: under SGD the channel gates of a
+    DenseNet whose only gates they are (one dense layer per block: no layer gate) stay open; with
+    --gate-optimizer adamw (a step per parameter whatever the gradient's scale) the integer model
+    skips channels and executes fewer MACs."""
+    from tinydyn.data import load_dataset
+    from tinydyn.models.checkpoint import load_model
+    from tinydyn.train.loop import TrainConfig, train
+
+    data = load_dataset("fashion-mnist", "train").subset(128)
+    common = dict(batch_size=32, eval_limit=0, threads=1, warmup_epochs=0.0)
+    shape = dict(growth_rate=4, blocks=(1, 1, 1), stem_width=8, classes=data.classes, branches=False)
+    train(data, tmp_path / "static.pt", small_config("densenet", gates=False, **shape),
+          TrainConfig(epochs=1, **common), progress=False, family_name="ddi")  # fmt: skip
+    recipe = TrainConfig(
+        epochs=6, lr=0.01, gate_lr=0.3, gate_optimizer=gate_optimizer, gate_open_epochs=0.0,
+        extra={"target_skip": 0.5, "alpha": 2.0}, **common,
+    )  # fmt: skip
+    train(data, tmp_path / "ddi.pt", small_config("densenet", **shape), recipe, progress=False,
+          family_name="ddi", backbone_from=tmp_path / "static.pt")  # fmt: skip
+    model, payload = load_model(tmp_path / "ddi.pt")
+    assert payload["recipe"]["gate_optimizer"] == gate_optimizer
+    assert all(g is None for g in model(torch.zeros(1, 1, 28, 28)).layer_gates)
+    ir = lower(model.eval(), "m")
+    res = execute(ir, fashion_test.images[:200])
+    offered = sum(unit.conv1.out_channels for unit in model.units) * 200
+    if gate_optimizer == "sgd":
+        assert res.skipped_channels.sum() == 0
+    else:
+        assert res.skipped_channels.sum() > 0.2 * offered
+        assert res.macs.mean() < 0.8 * ir.meta["static_backbone_macs"]

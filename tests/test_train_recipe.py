@@ -87,6 +87,52 @@ def test_weight_decay_skips_bn_biases_and_gates():
     assert len(decayed) + len(skipped) + len(gate_names) == len(names)  # every parameter in one group
 
 
+def test_gate_optimizer_gives_the_gates_their_own_adamw():
+    model = LCNet(LCNetConfig(widths=(8, 16), blocks=(1, 1), stem_width=8, exits=(0,)))
+    family = get_family("lcnet")
+    same = TrainConfig().resolved("fashion-mnist", 28, warm_started=False)
+    assert same.gate_optimizer == "sgd" and same.gate_lr == 0.1
+    assert isinstance(make_optimizer(family, model, same), torch.optim.SGD)
+    cfg = TrainConfig(gate_optimizer="adamw").resolved("fashion-mnist", 28, warm_started=False)
+    assert (cfg.lr, cfg.gate_lr) == (0.1, 2e-3)  # each optimizer's own default
+    optimizer = make_optimizer(family, model, cfg)
+    assert isinstance(optimizer.main, torch.optim.SGD) and isinstance(optimizer.gates, torch.optim.AdamW)
+    decay, no_decay, gates = optimizer.param_groups
+    _, gate_params = family.parameter_groups(model)
+    assert {id(p) for p in gates["params"]} == {id(p) for p in gate_params} and gates["lr"] == 2e-3
+    assert not {id(p) for p in gates["params"]} & {id(p) for p in decay["params"] + no_decay["params"]}
+    gate = gates["params"][0]
+    before = gate.detach().clone()
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    gate.grad = torch.full_like(gate, 1e-5)  # a tiny gradient: Adam still steps by about lr
+    optimizer.step()
+    assert torch.allclose(before - gate.detach(), torch.full_like(gate, 2e-3), rtol=0.01)
+    state = optimizer.state_dict()
+    fresh = make_optimizer(family, model, cfg)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.gates.state_dict()["state"][0]["exp_avg"], state["gates"]["state"][0]["exp_avg"])
+    with pytest.raises(KeyError):
+        fresh.load_state_dict(make_optimizer(family, model, same).state_dict())
+    with pytest.raises(Exception, match="unknown gate optimizer 'adam'"):
+        TrainConfig(gate_optimizer="adam").resolved("fashion-mnist", 28, warm_started=False)
+
+
+def test_resume_refuses_another_gate_optimizer(tmp_path):
+    out = tmp_path / "run.pt"
+    base = ["--out", str(out), "--epochs", "2", "--exits", "0", *TINY, "--eval-limit", "0"]
+    first = tinydyn("train", *base, "--stop-after", "1", "--gate-optimizer", "adamw")
+    assert first.returncode == 0, first.stderr
+    assert torch.load(out, weights_only=True)["recipe"]["gate_optimizer"] == "adamw"
+    other = tinydyn("train", *base, "--resume", "--gate-optimizer", "sgd")
+    assert other.returncode == 2
+    lines = other.stderr.strip().splitlines()
+    assert len(lines) == 1 and "holds the optimizer state of another recipe" in lines[0], other.stderr
+    again = tinydyn("train", *base, "--resume")  # the recorded gate optimizer is taken again
+    assert again.returncode == 0, again.stderr
+    assert torch.load(out, weights_only=True)["recipe"]["gate_optimizer"] == "adamw"
+
+
 def test_warmup_then_cosine_values():
     total, warm = 100, 10
     assert lr_factor(0, total, warm) == pytest.approx(0.1)  # (step + 1) / warm-up

@@ -69,7 +69,19 @@ def cli() -> None:
     help="Peak learning rate (default 0.1 for sgd at batch 128, 2e-3 for adamw).",
 )
 @click.option(
-    "--gate-lr", type=float, default=None, help="Peak learning rate of the L-Net/C-Net gates (default: --lr)."
+    "--gate-lr",
+    type=float,
+    default=None,
+    help="Peak learning rate of the gates (LC-Net's L-Net/C-Net, DDI's layer and channel gates; "
+    "default: --lr, or the gate optimizer's default when --gate-optimizer differs).",
+)
+@click.option(
+    "--gate-optimizer",
+    type=click.Choice(["sgd", "adamw"]),
+    default=None,
+    help="The gates' own optimizer (default: --optimizer). adamw steps every gate parameter at "
+    "the same pace whatever its gradient's scale: DDI's channel gates, whose cost gradient is 1/k "
+    "of a layer gate's, learn to skip with it.",
 )
 @click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum (Nesterov).")
 @click.option(
@@ -321,6 +333,7 @@ def train(
     optimizer: str,
     lr: float | None,
     gate_lr: float | None,
+    gate_optimizer: str | None,
     momentum: float,
     weight_decay: float,
     warmup_epochs: float,
@@ -448,6 +461,7 @@ def train(
         optimizer=optimizer,
         lr=lr,
         gate_lr=gate_lr,
+        gate_optimizer=gate_optimizer,
         momentum=momentum,
         weight_decay=weight_decay,
         warmup_epochs=warmup_epochs,

@@ -239,7 +239,11 @@ def outputs(model: DDINet, images: torch.Tensor, forward: Callable[..., Any] | N
     mean = cost.mean()
     skip = 1.0 - float(mean.detach())
     sign = 1.0 if skip < phase[1] else -1.0
-    shown = {"skip": skip, "layer_skip": _layer_skip(out.layer_gates)}
+    shown = {
+        "skip": skip,
+        "layer_skip": _layer_skip(out.layer_gates),
+        "channel_skip": _channel_skip(out.layer_gates, out.channel_masks),
+    }
     return TrainOutputs(list(out.logits), sign * mean, shown)
 
 
@@ -256,6 +260,19 @@ def _start_branch_scales(model: DDINet, images: torch.Tensor) -> None:
         with torch.no_grad():
             model(images, with_branches=True)
     model._ddi_branch_scales = True  # type: ignore[attr-defined]
+
+
+def _channel_skip(gates: list, masks: list) -> float:
+    """Share of the gated channels skipped in the units that ran (the reports' channel skip)."""
+    run = skipped = 0.0
+    for g, mask in zip(gates, masks, strict=True):
+        if mask is None:
+            continue
+        ran = torch.ones(mask.shape[0]) if g is None else g.detach().cpu()
+        closed = (1.0 - mask.detach().cpu()).sum(dim=1)
+        run += float(ran.sum()) * mask.shape[1]
+        skipped += float((ran * closed).sum())
+    return skipped / run if run else 0.0
 
 
 def _layer_skip(gates: list) -> float:

@@ -34,6 +34,7 @@ from tinydyn.train.augment import augment, default_crop_padding, default_flip, d
 from tinydyn.train.recipe import decay_groups, exits_loss, gate_phase, lr_factor, warmup_steps
 
 OPTIMIZERS = ("sgd", "adamw")
+RECORDED_DEFAULTS = ("lr", "gate_lr", "crop_padding", "flip", "gate_open_epochs", "l1_ramp_epochs")
 DEFAULT_LR = {"sgd": 0.1, "adamw": 2e-3}
 
 
@@ -45,7 +46,8 @@ class TrainConfig:
     batch_size: int = 128  # the global batch, however many processes share it
     optimizer: str = "sgd"
     lr: float | None = None  # None: 0.1 for SGD, 2e-3 for AdamW
-    gate_lr: float | None = None  # None: --lr
+    gate_lr: float | None = None  # None: --lr (or the gate optimizer's default when it differs)
+    gate_optimizer: str | None = None  # None: --optimizer
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
@@ -72,11 +74,16 @@ class TrainConfig:
     def resolved(self, dataset: str, input_size: int, warm_started: bool) -> TrainConfig:
         if self.optimizer not in OPTIMIZERS:
             raise TinydynError(f"unknown optimizer '{self.optimizer}': use {' or '.join(OPTIMIZERS)}")
+        gate_optimizer = self.optimizer if self.gate_optimizer is None else self.gate_optimizer
+        if gate_optimizer not in OPTIMIZERS:
+            raise TinydynError(f"unknown gate optimizer '{gate_optimizer}': use {' or '.join(OPTIMIZERS)}")
         lr = DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
+        default_gate_lr = lr if gate_optimizer == self.optimizer else DEFAULT_LR[gate_optimizer]
         cfg = replace(
             self,
             lr=lr,
-            gate_lr=lr if self.gate_lr is None else self.gate_lr,
+            gate_optimizer=gate_optimizer,
+            gate_lr=default_gate_lr if self.gate_lr is None else self.gate_lr,
             crop_padding=default_crop_padding(input_size) if self.crop_padding is None else self.crop_padding,
             flip=default_flip(dataset) if self.flip is None else self.flip,
             gate_open_epochs=(1.0 if warm_started else 0.0)
@@ -95,12 +102,14 @@ class TrainConfig:
         if not isinstance(recorded, dict):
             return self
         taken: dict[str, Any] = {}
-        for name in ("lr", "gate_lr", "crop_padding", "flip", "gate_open_epochs", "l1_ramp_epochs"):
+        for name in (*RECORDED_DEFAULTS, "gate_optimizer"):
             value = recorded.get(name)  # a checkpoint is untrusted: only well-typed values count
             if getattr(self, name) is not None:
                 continue
             if name == "flip":
                 ok = isinstance(value, bool)
+            elif name == "gate_optimizer":
+                ok = value in OPTIMIZERS
             elif name == "crop_padding":
                 ok = isinstance(value, int) and not isinstance(value, bool)
             else:
@@ -144,21 +153,64 @@ def to_float(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images.astype(np.float32) / 255.0)
 
 
-def make_optimizer(family: ModelFamily, model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def _torch_optimizer(kind: str, groups: list[dict[str, Any]], momentum: float) -> torch.optim.Optimizer:
+    for group in groups:
+        group["lr"] = group["base_lr"]
+    if kind == "adamw":
+        return torch.optim.AdamW(groups)
+    return torch.optim.SGD(groups, momentum=momentum, nesterov=momentum > 0)
+
+
+class GatedOptimizer:
+    """The backbone's optimizer and the gates' own (``--gate-optimizer``), stepped together.
+    Why: a gate's share of the cost gradient scales with what it decides, so a channel gate's is
+    1/k of its unit's; SGD moves it k times slower than the layer gate, while Adam's step does
+    not depend on the gradient's scale. The loop sees one optimizer (param_groups, step, state)."""
+
+    def __init__(self, main: torch.optim.Optimizer, gates: torch.optim.Optimizer) -> None:
+        self.main, self.gates = main, gates
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.main.param_groups + self.gates.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.main.zero_grad(set_to_none=set_to_none)
+        self.gates.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        self.main.step()
+        self.gates.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"main": self.main.state_dict(), "gates": self.gates.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not isinstance(state, dict) or set(state) != {"main", "gates"}:
+            raise KeyError("not a gated optimizer's state")
+        self.main.load_state_dict(state["main"])
+        self.gates.load_state_dict(state["gates"])
+
+
+def make_optimizer(
+    family: ModelFamily, model: nn.Module, cfg: TrainConfig
+) -> torch.optim.Optimizer | GatedOptimizer:
     """Three groups: decaying weights, non-decaying backbone parameters (BN, biases, quantiser
-    scales), gates (own learning rate, no decay). ``base_lr`` is what the schedule multiplies."""
+    scales), gates (own learning rate, no decay; their own optimizer with ``--gate-optimizer``).
+    ``base_lr`` is what the schedule multiplies."""
     backbone, gates = family.parameter_groups(model)
     decay, no_decay, gate_params = decay_groups(model, backbone, gates)
     groups = [
         {"params": decay, "base_lr": cfg.lr, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "base_lr": cfg.lr, "weight_decay": 0.0},
-        {"params": gate_params, "base_lr": cfg.gate_lr, "weight_decay": 0.0},
     ]
-    for group in groups:
-        group["lr"] = group["base_lr"]
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups)
-    return torch.optim.SGD(groups, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    gate_group = {"params": gate_params, "base_lr": cfg.gate_lr, "weight_decay": 0.0}
+    if cfg.gate_optimizer in (None, cfg.optimizer):
+        return _torch_optimizer(cfg.optimizer, [*groups, gate_group], cfg.momentum)
+    return GatedOptimizer(
+        _torch_optimizer(cfg.optimizer, groups, cfg.momentum),
+        _torch_optimizer(str(cfg.gate_optimizer), [gate_group], cfg.momentum),
+    )
 
 
 def set_weight_quant(model: nn.Module, enabled: bool) -> None:
@@ -305,8 +357,9 @@ def _train(
             optimizer.load_state_dict(torch.load(resume_path(out_path), weights_only=True)["optimizer"])
         except (ValueError, KeyError):
             raise TinydynError(
-                f"{resume_path(out_path)} holds the optimizer state of another recipe (--optimizer or "
-                "model changed): resume with the recipe it was trained with, or give --init-from instead"
+                f"{resume_path(out_path)} holds the optimizer state of another recipe (--optimizer, "
+                "--gate-optimizer or model changed): resume with the recipe it was trained with, or give "
+                "--init-from instead"
             ) from None
         for group, fresh in zip(
             optimizer.param_groups, make_optimizer(family, model, cfg).param_groups, strict=True
