@@ -34,7 +34,16 @@ from tinydyn.train.augment import augment, default_crop_padding, default_flip, d
 from tinydyn.train.recipe import decay_groups, exits_loss, gate_phase, lr_factor, warmup_steps
 
 OPTIMIZERS = ("sgd", "adamw")
-RECORDED_DEFAULTS = ("lr", "gate_lr", "crop_padding", "flip", "gate_open_epochs", "l1_ramp_epochs")
+# recipe fields a resumed run takes from its checkpoint when left to their automatic default
+RECORDED_DEFAULTS = (
+    "lr",
+    "gate_lr",
+    "gate_optimizer",
+    "crop_padding",
+    "flip",
+    "gate_open_epochs",
+    "l1_ramp_epochs",
+)
 DEFAULT_LR = {"sgd": 0.1, "adamw": 2e-3}
 
 
@@ -102,7 +111,7 @@ class TrainConfig:
         if not isinstance(recorded, dict):
             return self
         taken: dict[str, Any] = {}
-        for name in (*RECORDED_DEFAULTS, "gate_optimizer"):
+        for name in RECORDED_DEFAULTS:
             value = recorded.get(name)  # a checkpoint is untrusted: only well-typed values count
             if getattr(self, name) is not None:
                 continue
