@@ -118,7 +118,11 @@ def test_images_equal_the_reference(
         assert r.counter_kind == P.CounterKind.INSTRUCTIONS and r.counter > r.macs / 2
         est = energy.energy_from_macs("qemu-mps2-an386", profile, r.macs, r.counter)
         assert (r.energy_nj, r.power_uw) == (est.energy_nj, est.power_uw)  # firmware = host model
-    assert abs(again.counter - results[0].counter) <= 1  # -icount: repeats (timer granularity)
+    # -icount: the same work repeats. The counter is Timer0's ticks (40 ns) scaled to instructions
+    # (64 ns each, x 0.625); QEMU's ptimer may round each of the two reads by a tick, so two runs of
+    # the same instructions differ by up to 2 ticks = 1.25 instructions, 2 after the floor (seen once
+    # in CI: 910,923 vs 910,925)
+    assert abs(again.counter - results[0].counter) <= 2
     if kind == "confidence":
         assert len(set(ref.exits.tolist())) > 1 and ref.skipped_channels.any() and ref.skipped_blocks.any()
 
