@@ -22,11 +22,16 @@ from .conftest import require_tool
 from .test_ddi_models import make_ddi, small_config
 
 BACKBONES = ["resnet", "densenet"]
+CONFIGS = {  # the backbones with their paper's channel gates, and a ResNet with the light gate
+    "resnet": small_config("resnet"),
+    "densenet": small_config("densenet"),
+    "resnet-light": small_config("resnet", channel_gate="light"),
+}
 
 
 @pytest.fixture(scope="module")
 def models(fashion_test) -> dict:
-    return {bb: make_ddi(small_config(bb), fashion_test.images, seed=2) for bb in BACKBONES}
+    return {name: make_ddi(config, fashion_test.images, seed=2) for name, config in CONFIGS.items()}
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +72,7 @@ def policies(ir: IRModel, images: np.ndarray) -> list[ExitPolicy]:
 
 
 # ----------------------------------------------------------------------------- reference
-@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("backbone", CONFIGS)
 def test_integer_reference_follows_brevitas(backbone, models, fashion_test):
     model = models[backbone]
     ir = lower(model, "ddi")
@@ -137,8 +142,33 @@ def test_gates_skip_work_and_gating_off_runs_the_static_backbone(backbone, irs, 
     assert per_unit < 0 and per_channel < 0
 
 
+def test_light_channel_gate_on_a_resnet_is_fig4s_and_costs_a_third(irs):
+    """--channel-gate light: 1x1 stride-2 conv to half the input's channels, 3x3 conv, gap, FC
+    (paper Fig. 4) instead of Fig. 2(b)'s 3x3 stride-2 conv keeping them; the backbone unchanged."""
+    from tinydyn.cost import coefficients, op_traffic
+
+    coeffs = coefficients("qemu-mps2-an386")
+    full, light = irs["resnet"], irs["resnet-light"]
+    convs: dict[str, list[tuple[int, tuple[int, ...]]]] = {}
+    for op in light.walk():
+        if op.kind == "conv2d" and op.attrs.get("role") == "gate":
+            shape = tuple(light.arrays[f"{op.name}.weight"].shape)
+            convs.setdefault(op.name.split(".")[0], []).append((op.attrs["stride"], shape))
+    widths = [8, 8, 8, 12, 12, 16]  # each block's input channels (stem 8; widths 8, 12, 16)
+    assert sorted(convs) == [f"u{i}" for i in range(len(widths))]
+    for i, cin in enumerate(widths):
+        half = cin // 2
+        assert convs[f"u{i}"] == [(2, (half, cin, 1, 1)), (1, (half, half, 3, 3))]
+
+    def gate_macs(ir: IRModel) -> int:
+        return sum(op_traffic(ir, op, coeffs)[0] for op in ir.walk() if op.attrs.get("role") == "gate")
+
+    assert 0.2 < gate_macs(light) / gate_macs(full) < 0.45
+    assert light.meta["static_backbone_macs"] == full.meta["static_backbone_macs"]
+
+
 # ----------------------------------------------------------------------------- C
-@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("backbone", CONFIGS)
 def test_host_c_equals_reference_under_every_policy(backbone, irs, fashion_test, tmp_path):
     from tinydyn.codegen import build_project
     from tinydyn.codegen.harness import run_host

@@ -99,6 +99,7 @@ def test_branch_rule_matches_the_paper_and_states_short_stages():
         ({"gates": 1}, "gates must be true or false, got 1"),
         ({"widths": (1024, 1024, 1024), "blocks": (16, 16, 16)}, "more than tinydyn's cap"),
         ({"input_size": 8, "blocks": (1, 1, 1, 1)}, "widths and blocks need one entry per stage"),
+        ({"channel_gate": "heavy"}, "channel_gate must be one of full, light, got 'heavy'"),
     ],
 )
 def test_bad_resnet_configs_are_refused_before_building(change, message):
@@ -132,6 +133,19 @@ def test_config_from_json_needs_every_field_and_no_other():
         DDIConfig.from_json({**data, "exits": [0]})
     with pytest.raises(ConfigError, match="not a mapping"):
         DDIConfig.from_json([1, 2])
+
+
+def test_each_backbone_defaults_to_its_papers_channel_gate_and_old_checkpoints_load():
+    """Fig. 2(b)'s full gate for a ResNet, Fig. 4's light one for a DenseNet; a checkpoint
+    written before ``channel_gate`` existed has the gate its backbone had then."""
+    for kind, gate in (("resnet", "full"), ("densenet", "light")):
+        data = small_config(kind).to_json()
+        assert data["channel_gate"] == gate
+        del data["channel_gate"]
+        assert DDIConfig.from_json(data).channel_gate == gate
+    light = small_config("resnet", channel_gate="light")
+    assert DDIConfig.from_json(light.to_json()) == light
+    assert light.channel_gate == "light" and DDINet(light).units[0].channel_gate.light
 
 
 def test_family_builds_configs_from_cli_options():

@@ -99,6 +99,28 @@ def test_train_refuses_bad_ddi_options(args, message, fashion_test, tmp_path, mo
     assert not (tmp_path / "m.pt").exists()
 
 
+def test_train_builds_the_channel_gate_asked_for_and_other_families_refuse_it(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from tinydyn.cli import main
+
+    out = tmp_path / "light.pt"
+    argv = ["tinydyn", "train", "--model", "ddi", "--widths", "4,4,4", "--blocks", "1,1,1", "--limit", "16"]
+    argv += ["--epochs", "1", "--batch-size", "8", "--eval-limit", "0", "--threads", "1"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--channel-gate", "light", "--out", str(out)])
+    main()
+    payload = torch.load(out, map_location="cpu", weights_only=False)
+    assert payload["config"]["channel_gate"] == "light"
+    assert "units.0.channel_gate.conv_b.weight" in payload["state_dict"]
+    monkeypatch.setattr(sys, "argv", ["tinydyn", "train", "--model", "lcnet", "--channel-gate", "light"])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: --channel-gate is a ddi option, not one of lcnet's: use --model ddi"
+    )
+
+
 def test_phases_freeze_the_backbone_then_train_branches(fashion_test, tmp_path):
     """A warm-started run: step 1 leaves every backbone tensor as the static checkpoint had it
     and moves the gates; the DDI phase trains the branches."""

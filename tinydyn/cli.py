@@ -191,6 +191,13 @@ def cli() -> None:
     "--growth-rate", type=int, default=None, help="ddi --backbone densenet: growth rate (default 12)."
 )
 @click.option(
+    "--channel-gate",
+    type=click.Choice(["full", "light"]),
+    default=None,
+    help="ddi: the channel gate: full (paper Fig. 2(b), 3x3 stride-2 conv; a ResNet's default) or "
+    "light (Fig. 4, 1x1 stride-2 conv to half the channels then 3x3; a DenseNet's default).",
+)
+@click.option(
     "--target-skip",
     type=float,
     default=None,
@@ -354,6 +361,7 @@ def train(
     no_gates: bool,
     backbone: str,
     growth_rate: int | None,
+    channel_gate: str | None,
     target_skip: float | None,
     cost: str | None,
     cost_table: Path | None,
@@ -396,6 +404,8 @@ def train(
     from tinydyn.train.loop import TrainConfig
     from tinydyn.train.loop import train as run_training
 
+    if channel_gate is not None and family != "ddi":
+        raise TinydynError(f"--channel-gate is a ddi option, not one of {family}'s: use --model ddi")
     if naive_exits is not None and family != "s2dnas":
         raise TinydynError(
             f"--naive-exits is an s2dnas option, not one of {family}'s: use --model s2dnas --stages 1"
@@ -431,7 +441,11 @@ def train(
             "branch_epochs": branch_epochs,
         }
     if family == "ddi":
-        family_options = {"backbone": backbone, "growth_rate": growth_rate}
+        family_options = {
+            "backbone": backbone,
+            "growth_rate": growth_rate,
+            "channel_gate": channel_gate or "",  # "": the backbone's paper gate
+        }
         recipe_options = {
             "target_skip": target_skip,
             "cost": cost,

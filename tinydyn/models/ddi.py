@@ -11,9 +11,11 @@ Per gated unit (a residual block, or a dense layer after the first of its dense 
   the model fake-quantises their product (one int8 matrix per unit, the integer ``lstm_gate``'s
   ``w_x``); LSTM weights are shared by every unit (SkipNet's recurrent gate), each unit has its
   own 1×1 conv. State and pre-activations are rounded to the integer op's fixed formats.
-* **channel gate G^C** on the unit's first conv: ResNet: 3×3 stride-2 conv → GAP → FC(c×k) (paper
-  Fig. 2(b)); DenseNet: the light gate of Fig. 4 (1×1 stride-2 conv with half the bottleneck's
-  channels, 3×3 conv to the growth rate) → GAP → FC. Each output is ``logit > 0``.
+* **channel gate G^C** on the unit's first conv (``channel_gate``): ``full``, the ResNet's gate of
+  paper Fig. 2(b), 3×3 stride-2 conv keeping the input's channels → GAP → FC(c×k); ``light``, the
+  DenseNet's gate of Fig. 4, 1×1 stride-2 conv to half the channels, then a 3×3 conv → GAP → FC.
+  Each backbone defaults to its paper's gate; a ResNet may take the light one (about a third of
+  the full gate's MACs, which are 1/8 of a block's). Each output is ``logit > 0``.
 * **coarse to fine (Eq. 3)**: a unit whose layer gate is 0 does not compute its channel gate;
   a skipped residual block outputs its shortcut (requantised at the block output), a skipped
   dense layer's new maps are the previous dense layer's new maps (Fig. 3), so shapes never change.
@@ -70,6 +72,7 @@ MAX_GATE_WIDTH = 64  # LSTM hidden size / 1x1 embedding: the paper and SkipNet u
 BOTTLENECK = 4  # a dense layer's 1x1 conv has 4 x growth channels (DenseNet-BC)
 COMPRESSION = 0.5  # a transition halves the channels (DenseNet-BC)
 OPEN_LOGIT = 3.0  # gate biases start here: every gate open (sigmoid 0.95), the static network
+CHANNEL_GATES = ("full", "light")  # paper Fig. 2(b) and Fig. 4
 
 
 def branch_positions(count: int) -> list[int]:
@@ -118,6 +121,7 @@ class DDIConfig:
     branches: bool = True  # RADI branch classifiers
     lstm_hidden: int = 10
     gate_embed: int = 10
+    channel_gate: str = ""  # "full" or "light"; "" takes the backbone's paper gate (optional in JSON)
     classes: tuple[str, ...] = field(default_factory=lambda: tuple(str(i) for i in range(10)))
 
     def __post_init__(self) -> None:
@@ -146,6 +150,15 @@ class DDIConfig:
                 )
         self.lstm_hidden = _int("lstm_hidden", self.lstm_hidden, 1, MAX_GATE_WIDTH, "retrain the model")
         self.gate_embed = _int("gate_embed", self.gate_embed, 1, MAX_GATE_WIDTH, "retrain the model")
+        if self.channel_gate == "":
+            self.channel_gate = "full" if self.backbone == "resnet" else "light"
+        if self.channel_gate not in CHANNEL_GATES:
+            gate = self.channel_gate
+            shown = repr(gate) if isinstance(gate, str) and len(gate) <= 20 else _shown(gate)
+            raise ConfigError(
+                f"channel_gate must be one of {', '.join(CHANNEL_GATES)}, got {shown}",
+                "pass --channel-gate full or --channel-gate light",
+            )
         if not isinstance(self.classes, list | tuple) or len(self.classes) > MAX_CLASSES:
             raise ConfigError(f"classes must be a list of up to {MAX_CLASSES} names", "retrain the model")
         for i, name in enumerate(self.classes):
@@ -208,7 +221,7 @@ class DDIConfig:
     @staticmethod
     def from_json(data: Any) -> DDIConfig:
         """The config a checkpoint stores; every field must be there (no silent defaults)."""
-        return config_from_json(DDIConfig, data)
+        return config_from_json(DDIConfig, data, optional=("channel_gate",))  # absent before session 10
 
 
 def parameter_count(cfg: DDIConfig) -> int:
@@ -225,7 +238,7 @@ def parameter_count(cfg: DDIConfig) -> int:
             for _ in range(count):
                 total += 9 * cin * width + 9 * width * width + 8 * width + cin * width + 4 * width
                 if cfg.gates:
-                    total += 9 * cin * cin + 4 * cin + cin * width + width
+                    total += channel_gate_parameters(cfg.channel_gate, cin, width)
                 units.append((cin, width))
                 branch_c.append(width)
                 cin = width
@@ -237,8 +250,8 @@ def parameter_count(cfg: DDIConfig) -> int:
                 cin = c0 + j * g
                 total += cin * BOTTLENECK * g + 9 * BOTTLENECK * g * g + 8 * BOTTLENECK * g + 4 * g
                 if cfg.gates:
-                    half = BOTTLENECK * g // 2
-                    total += cin * half + 9 * half * g + 4 * (half + g) + g * BOTTLENECK * g + BOTTLENECK * g
+                    mid = BOTTLENECK * g
+                    total += channel_gate_parameters(cfg.channel_gate, cin, mid, g)
                 units.append((cin, BOTTLENECK * g))
                 branch_c.append(cin + g)
             total += c1 * c1 + 4 * c1  # transition (an upper bound)
@@ -250,6 +263,24 @@ def parameter_count(cfg: DDIConfig) -> int:
             9 * branch_c[p] ** 2 + 4 * branch_c[p] + (branch_c[p] + 1) * k for p in branch_points(cfg.blocks)
         )
     return total + (last + 1) * k
+
+
+def light_gate_widths(cin: int, cout: int, growth: int = 0) -> tuple[int, int]:
+    """(1x1 conv's channels, 3x3 conv's channels) of a light channel gate (Fig. 4): a dense
+    layer's gate halves its bottleneck (``cout`` = 4 x growth) and ends at the growth rate; a
+    residual block's halves its input, both convs."""
+    if growth:
+        return cout // 2, growth
+    half = max(1, cin // 2)
+    return half, half
+
+
+def channel_gate_parameters(kind: str, cin: int, cout: int, growth: int = 0) -> int:
+    """Weights of one channel gate (convs, BN, FC with bias) for :func:`parameter_count`."""
+    if kind == "full":
+        return 9 * cin * cin + 4 * cin + cin * cout + cout
+    half, width = light_gate_widths(cin, cout, growth)
+    return cin * half + 9 * half * width + 4 * (half + width) + width * cout + cout
 
 
 # ----------------------------------------------------------------------------- gates
@@ -353,31 +384,31 @@ class LayerGate(nn.Module):
 
 class ChannelGate(nn.Module):
     """G^C: conv(s) → GAP (on grid) → FC, one logit per output channel of the unit's first conv.
-    ResNet (Fig. 2(b)): 3x3 stride-2 conv keeping the input's channels. DenseNet (Fig. 4): 1x1
-    stride-2 conv to half the bottleneck's channels, then 3x3 to the growth rate."""
+    Full (Fig. 2(b)): 3x3 stride-2 conv keeping the input's channels. Light (Fig. 4, ``light`` =
+    :func:`light_gate_widths`): 1x1 stride-2 conv to ``light[0]`` channels, then 3x3 to
+    ``light[1]``."""
 
-    def __init__(self, cin: int, cout: int, dense_growth: int = 0) -> None:
+    def __init__(self, cin: int, cout: int, light: tuple[int, int] | None = None) -> None:
         super().__init__()
-        if dense_growth:
-            half = BOTTLENECK * dense_growth // 2
+        if light:
+            half, width = light
             self.conv_a = qnn.QuantConv2d(
                 cin, half, 1, stride=2, bias=False, weight_quant=Int8WeightPerChannelFloat
             )
-            self.conv_b = conv3x3(half, dense_growth, 1)
-            self.bn_b, self.relu_b = nn.BatchNorm2d(dense_growth), uint8_relu()
-            width = dense_growth
+            self.conv_b = conv3x3(half, width, 1)
+            self.bn_b, self.relu_b = nn.BatchNorm2d(width), uint8_relu()
         else:
             self.conv_a = conv3x3(cin, cin, 2)
             width = cin
         self.bn_a, self.relu_a = nn.BatchNorm2d(self.conv_a.out_channels), uint8_relu()
-        self.dense = bool(dense_growth)
+        self.light = light is not None
         self.fc = qnn.QuantLinear(width, cout, bias=True, weight_quant=Int8WeightPerChannelFloat)
         nn.init.constant_(self.fc.bias, OPEN_LOGIT)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.relu_a(self.bn_a(self.conv_a(x)))
         last = self.relu_a
-        if self.dense:
+        if self.light:
             y, last = self.relu_b(self.bn_b(self.conv_b(y))), self.relu_b
         return self.fc(pooled_on_grid(y, act_scale(last)))
 
@@ -394,7 +425,8 @@ class ResUnit(nn.Module):
         self.gated = self.layer_gated = cfg.gates
         if cfg.gates:
             self.layer_gate = LayerGate(cin, cfg.gate_embed)
-            self.channel_gate = ChannelGate(cin, cout)
+            light = light_gate_widths(cin, cout) if cfg.channel_gate == "light" else None
+            self.channel_gate = ChannelGate(cin, cout, light)
         self.projection = stride != 1 or cin != cout
         if self.projection:
             self.short_conv = qnn.QuantConv2d(
@@ -429,7 +461,8 @@ class DenseUnit(nn.Module):
         if self.layer_gated:
             self.layer_gate = LayerGate(cin, cfg.gate_embed)
         if cfg.gates:
-            self.channel_gate = ChannelGate(cin, mid, dense_growth=growth)
+            light = light_gate_widths(cin, mid, growth) if cfg.channel_gate == "light" else None
+            self.channel_gate = ChannelGate(cin, mid, light)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, feat_quant: nn.Module) -> torch.Tensor:
         h = self.bn1(self.conv1(x))

@@ -165,7 +165,7 @@ class Walk:
         y = f"{p}.cg.a"
         ops = [self.conv(y, gate.conv_a, gate.bn_a, x, y, float(act_scale(gate.relu_a)), role="gate")]
         last = gate.relu_a
-        if gate.dense:
+        if gate.light:
             ops.append(
                 self.conv(
                     f"{p}.cg.b", gate.conv_b, gate.bn_b, y, f"{p}.cg.b", float(act_scale(gate.relu_b)), "gate"
