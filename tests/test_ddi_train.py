@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from tinydyn.errors import TinydynError
 from tinydyn.models import ddi_train
 from tinydyn.models.ddi import DDINet
 from tinydyn.models.ddi_family import DDI
@@ -76,6 +77,23 @@ def test_alpha_sign_holds_the_target(fashion_test):
     assert plan.frozen == [] and len(ddi_train.outputs(model, x).logits) == 6
 
 
+def test_branch_warmup_trains_only_the_branches_then_everything(fashion_test):
+    model = make_ddi(small_config(), fashion_test.images)
+    model.train()
+    ddi_train.start(
+        model, _recipe(target_skip=0.3, branch_warmup_epochs=0.5), steps_per_epoch=10, total_steps=40
+    )
+    branches = {id(p) for n, p in model.named_parameters() if n.startswith("branches.")}
+    x = torch.from_numpy(fashion_test.images[:16].astype(np.float32) / 255)
+    for step in (20, 24):  # the DDI phase's first half epoch: every exit, only the branches learn
+        plan = ddi_train.plan(model, step)
+        assert {id(p) for p in model.parameters()} - {id(p) for p in plan.frozen} == branches
+        assert len(ddi_train.outputs(model, x).logits) == 6
+    assert ddi_train.plan(model, 25).frozen == []  # then everything, jointly (Eq. 4)
+    with pytest.raises(TinydynError, match=r"--branch-warmup-epochs 3 is outside 0..--branch-epochs \(2\)"):
+        ddi_train.start(model, _recipe(branch_warmup_epochs=3.0), steps_per_epoch=10, total_steps=40)
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
@@ -83,6 +101,7 @@ def test_alpha_sign_holds_the_target(fashion_test):
         (["--cost", "profile"], "--cost profile takes the table from --cost-table FILE"),
         (["--l1", "0.1"], "--l1 is LC-Net's salience penalty: DDI's cost weight is --alpha"),
         (["--branch-epochs", "9"], "--branch-epochs 9 is outside 0..--epochs (1)"),
+        (["--branch-warmup-epochs", "0.5"], "--branch-warmup-epochs 0.5 is outside 0..--branch-epochs (0)"),
         (["--backbone", "vgg"], "backbone must be one of resnet, densenet, got 'vgg'"),
     ],
 )

@@ -231,6 +231,14 @@ def cli() -> None:
     "backbone toward zero skipping.",
 )
 @click.option(
+    "--branch-warmup-epochs",
+    type=float,
+    default=None,
+    help="ddi: the first W epochs of --branch-epochs train only the new branches, backbone and "
+    "gates frozen, before everything trains jointly: the untrained branches' large first gradients "
+    "would otherwise pull the trained backbone off its final classifier (default 0).",
+)
+@click.option(
     "--groups", type=int, default=8, show_default=True, help="s2dnas: channel groups per layer (G)."
 )
 @click.option(
@@ -367,6 +375,7 @@ def train(
     cost_table: Path | None,
     alpha: float | None,
     branch_epochs: int | None,
+    branch_warmup_epochs: float | None,
     groups: int,
     stages: int,
     splits: str | None,
@@ -431,6 +440,7 @@ def train(
             "target_skip": target_skip,
             "alpha": alpha,
             "branch_epochs": branch_epochs,
+            "branch_warmup_epochs": branch_warmup_epochs,
         }
     if family == "lcnet":  # the salience penalty's weights: MACs, or a profiled target's cycles
         recipe_options = {  # DDI's own options too, so that LC-Net refuses them in one line
@@ -439,6 +449,7 @@ def train(
             "target_skip": target_skip,
             "alpha": alpha,
             "branch_epochs": branch_epochs,
+            "branch_warmup_epochs": branch_warmup_epochs,
         }
     if family == "ddi":
         family_options = {
@@ -452,6 +463,7 @@ def train(
             "cost_table": str(cost_table) if cost_table else None,
             "alpha": alpha,
             "branch_epochs": branch_epochs,
+            "branch_warmup_epochs": branch_warmup_epochs,
         }
     if limit:
         data = data.subset(limit)

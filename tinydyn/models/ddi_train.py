@@ -6,7 +6,11 @@
   α's sign is set per batch: positive when the batch skipped less than R (skip more), negative
   when it skipped more (skip less), so the ratio settles around R.
 * **DDI** (the last ``--branch-epochs``): the RADI branches join and everything trains on the
-  sum of every exit's loss (Eq. 4), still with the α term holding R.
+  sum of every exit's loss (Eq. 4), still with the α term holding R. Its first
+  ``--branch-warmup-epochs`` train the branches alone (backbone and gates frozen): freshly
+  initialised branches' losses are several times the final classifier's, and their gradients,
+  straight into the trained backbone, cost the final classifier about a point (ResNet t50,
+  session 10: 90.43 % with the DDI phase against 91.38 % without it).
 
 E is the expected executed cost of one image, from the hard gate decisions (straight-through),
 in the unit ``--cost`` picks, per op of the integer model this network lowers to:
@@ -46,6 +50,7 @@ class DDIOptions:
     cost_table: str | None = None
     alpha: float = DEFAULT_ALPHA
     branch_epochs: int | None = None  # None: half the run (the paper trains IADI and DDI equally)
+    branch_warmup_epochs: float = 0.0  # the DDI phase's first epochs: branches alone
 
     @staticmethod
     def from_extra(extra: dict[str, Any], epochs: int) -> DDIOptions:
@@ -62,6 +67,11 @@ class DDIOptions:
             raise TinydynError(f"--alpha {o.alpha:g} must be a finite number >= 0")
         if o.branch_epochs is not None and not 0 <= o.branch_epochs <= epochs:
             raise TinydynError(f"--branch-epochs {o.branch_epochs} is outside 0..--epochs ({epochs})")
+        branch = epochs // 2 if o.branch_epochs is None else o.branch_epochs
+        if not (math.isfinite(o.branch_warmup_epochs) and 0 <= o.branch_warmup_epochs <= branch):
+            raise TinydynError(
+                f"--branch-warmup-epochs {o.branch_warmup_epochs:g} is outside 0..--branch-epochs ({branch})"
+            )
         return o
 
 
@@ -177,8 +187,10 @@ class Schedule:
     costs: CostModel
     open_steps: int  # IADI step 1
     branch_from: int  # first step of the DDI phase
+    joint_from: int  # first step of the DDI phase where everything trains (after the branch warm-up)
     backbone: list[torch.nn.Parameter]
     branches: list[torch.nn.Parameter]
+    gates: list[torch.nn.Parameter]
 
 
 def start(model: DDINet, cfg: Any, steps_per_epoch: int, total_steps: int) -> None:
@@ -197,13 +209,17 @@ def start(model: DDINet, cfg: Any, steps_per_epoch: int, total_steps: int) -> No
     from tinydyn.models.ddi_family import GATE_MODULES
 
     gate_ids = {id(p) for n, p in names.items() if any(g in f".{n}" for g in GATE_MODULES)}
+    branch_from = total_steps - branch_epochs * steps_per_epoch
+    warmup = round(options.branch_warmup_epochs * steps_per_epoch) if branch_epochs else 0
     model._ddi_schedule = Schedule(  # type: ignore[attr-defined]
         options=options,
         costs=cost_model(model, options.cost, options.cost_table),
         open_steps=round(float(cfg.gate_open_epochs or 0) * steps_per_epoch),
-        branch_from=total_steps - branch_epochs * steps_per_epoch,
+        branch_from=branch_from,
+        joint_from=branch_from + warmup,
         backbone=[p for p in names.values() if id(p) not in gate_ids | branch_ids],
         branches=[p for p in names.values() if id(p) in branch_ids],
+        gates=[p for p in names.values() if id(p) in gate_ids],
     )
 
 
@@ -217,6 +233,9 @@ def plan(model: DDINet, step: int) -> StepPlan | None:
     elif step < schedule.branch_from:
         model._ddi_phase = ("step2", schedule.options.target_skip, False)  # type: ignore[attr-defined]
         frozen = schedule.branches
+    elif step < schedule.joint_from:  # the branch warm-up: the network as IADI left it
+        model._ddi_phase = ("branches", schedule.options.target_skip, True)  # type: ignore[attr-defined]
+        frozen = schedule.backbone + schedule.gates
     else:
         model._ddi_phase = ("ddi", schedule.options.target_skip, True)  # type: ignore[attr-defined]
         frozen = []
