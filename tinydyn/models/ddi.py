@@ -221,7 +221,7 @@ class DDIConfig:
     @staticmethod
     def from_json(data: Any) -> DDIConfig:
         """The config a checkpoint stores; every field must be there (no silent defaults)."""
-        return config_from_json(DDIConfig, data, optional=("channel_gate",))  # absent before session 10
+        return config_from_json(DDIConfig, data, optional=("channel_gate",))  # older checkpoints lack it
 
 
 def parameter_count(cfg: DDIConfig) -> int:
@@ -384,14 +384,15 @@ class LayerGate(nn.Module):
 
 class ChannelGate(nn.Module):
     """G^C: conv(s) → GAP (on grid) → FC, one logit per output channel of the unit's first conv.
-    Full (Fig. 2(b)): 3x3 stride-2 conv keeping the input's channels. Light (Fig. 4, ``light`` =
-    :func:`light_gate_widths`): 1x1 stride-2 conv to ``light[0]`` channels, then 3x3 to
-    ``light[1]``."""
+    ``full`` (Fig. 2(b)): 3x3 stride-2 conv keeping the input's channels. ``light`` (Fig. 4): 1x1
+    stride-2 conv, then 3x3, to the widths of :func:`light_gate_widths` (``growth``: a dense
+    layer's)."""
 
-    def __init__(self, cin: int, cout: int, light: tuple[int, int] | None = None) -> None:
+    def __init__(self, cin: int, cout: int, kind: str, growth: int = 0) -> None:
         super().__init__()
-        if light:
-            half, width = light
+        self.light = kind == "light"
+        if self.light:
+            half, width = light_gate_widths(cin, cout, growth)
             self.conv_a = qnn.QuantConv2d(
                 cin, half, 1, stride=2, bias=False, weight_quant=Int8WeightPerChannelFloat
             )
@@ -401,7 +402,6 @@ class ChannelGate(nn.Module):
             self.conv_a = conv3x3(cin, cin, 2)
             width = cin
         self.bn_a, self.relu_a = nn.BatchNorm2d(self.conv_a.out_channels), uint8_relu()
-        self.light = light is not None
         self.fc = qnn.QuantLinear(width, cout, bias=True, weight_quant=Int8WeightPerChannelFloat)
         nn.init.constant_(self.fc.bias, OPEN_LOGIT)
 
@@ -425,8 +425,7 @@ class ResUnit(nn.Module):
         self.gated = self.layer_gated = cfg.gates
         if cfg.gates:
             self.layer_gate = LayerGate(cin, cfg.gate_embed)
-            light = light_gate_widths(cin, cout) if cfg.channel_gate == "light" else None
-            self.channel_gate = ChannelGate(cin, cout, light)
+            self.channel_gate = ChannelGate(cin, cout, cfg.channel_gate)
         self.projection = stride != 1 or cin != cout
         if self.projection:
             self.short_conv = qnn.QuantConv2d(
@@ -461,8 +460,7 @@ class DenseUnit(nn.Module):
         if self.layer_gated:
             self.layer_gate = LayerGate(cin, cfg.gate_embed)
         if cfg.gates:
-            light = light_gate_widths(cin, mid, growth) if cfg.channel_gate == "light" else None
-            self.channel_gate = ChannelGate(cin, mid, light)
+            self.channel_gate = ChannelGate(cin, mid, cfg.channel_gate, growth)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, feat_quant: nn.Module) -> torch.Tensor:
         h = self.bn1(self.conv1(x))
