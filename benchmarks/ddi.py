@@ -80,6 +80,12 @@ def target_skip(payload: dict[str, Any]) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def channel_gate(ir: IRModel) -> str:
+    """ "light" where the channel gates are Fig. 4's (two convs each), else "full" (Fig. 2(b))."""
+    convs = [op for op in ir.walk() if op.kind == "conv2d" and op.attrs.get("role") == "gate"]
+    return "light" if any(op.name.endswith(".cg.b") for op in convs) else "full"
+
+
 # ---------------------------------------------------------------------------- budgets
 def halting_budgets(ir: IRModel) -> list[int]:
     """Per exit (by index), the MAC budget of halting there: the most MACs the ops before the
@@ -400,6 +406,8 @@ def plot(result: dict[str, Any], path: Path) -> Path:
         b = result["backbones"][name]
         for d in b["ddi"]:
             label = f"t={d['target_skip']:g}" if d["target_skip"] is not None else d["model"]
+            paper_gate = "full" if name == "resnet" else "light"  # Fig. 2(b) / Fig. 4
+            label += f" ({d['channel_gate']} G^C)" if d.get("channel_gate", paper_gate) != paper_gate else ""
             sweep = sorted((p["mean_macs"], p["accuracy"]) for p in d["confidence_sweep"])
             (line,) = ax.plot(
                 [m / 1e6 for m, _ in sweep],
@@ -522,7 +530,7 @@ def run_backbone(
     for path in ddi_paths:
         ir, payload = load(path)
         d = evaluate_ddi(ir, images, labels, args.confidence, sweep)
-        d |= {"checkpoint": str(path), "target_skip": target_skip(payload)}
+        d |= {"checkpoint": str(path), "target_skip": target_skip(payload), "channel_gate": channel_gate(ir)}
         ddi.append(d)
         irs.append(ir)
     # the bundled target's checkpoint: Table II and the gate profile
