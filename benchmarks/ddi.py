@@ -80,10 +80,11 @@ def target_skip(payload: dict[str, Any]) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def channel_gate(ir: IRModel) -> str:
-    """ "light" where the channel gates are Fig. 4's (two convs each), else "full" (Fig. 2(b))."""
-    convs = [op for op in ir.walk() if op.kind == "conv2d" and op.attrs.get("role") == "gate"]
-    return "light" if any(op.name.endswith(".cg.b") for op in convs) else "full"
+def channel_gate(payload: dict[str, Any]) -> str:
+    """The checkpoint's channel gate kind, as its config reads (older checkpoints: the backbone's)."""
+    from tinydyn.models.ddi import DDIConfig
+
+    return DDIConfig.from_json(payload["config"]).channel_gate
 
 
 # ---------------------------------------------------------------------------- budgets
@@ -530,7 +531,8 @@ def run_backbone(
     for path in ddi_paths:
         ir, payload = load(path)
         d = evaluate_ddi(ir, images, labels, args.confidence, sweep)
-        d |= {"checkpoint": str(path), "target_skip": target_skip(payload), "channel_gate": channel_gate(ir)}
+        d |= {"checkpoint": str(path), "target_skip": target_skip(payload)}
+        d["channel_gate"] = channel_gate(payload)
         ddi.append(d)
         irs.append(ir)
     # the bundled target's checkpoint: Table II and the gate profile
